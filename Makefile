@@ -1,0 +1,52 @@
+# Every target installs what it needs first: a fresh machine needs only python3, npm and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ANVIL_VERSION := 1.7.1
+ANVIL := .tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+export ANVIL_BIN := $(abspath $(ANVIL))
+
+.PHONY: install demo gas test lint typecheck importlint artifacts check-artifacts bench clean
+
+$(BIN)/statechannel: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+$(ANVIL):
+	npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil-linux-amd64@$(ANVIL_VERSION)
+
+install: $(BIN)/statechannel $(ANVIL)
+
+## the main job (until the demo lands: the gas table of both lifecycles on the embedded chain)
+demo: $(BIN)/statechannel
+	$(BIN)/statechannel gas
+
+gas: demo
+
+## every test: unit, contracts, both chain backends (anvil started by the tests on 127.0.0.1)
+test: install
+	$(BIN)/pytest -n 2 -q
+
+lint: $(BIN)/statechannel
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(BIN)/statechannel
+	$(BIN)/mypy
+
+importlint: $(BIN)/statechannel
+	$(BIN)/lint-imports
+
+artifacts: $(BIN)/statechannel
+	$(BIN)/python -m statechannel.contracts.build
+
+check-artifacts: $(BIN)/statechannel
+	$(BIN)/python -m statechannel.contracts.build --check
+
+bench: $(BIN)/statechannel
+	$(BIN)/python bench/gas.py --json
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

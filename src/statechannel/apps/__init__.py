@@ -1,0 +1,1 @@
+"""Payment streams and two-asset trading, built on the node API."""

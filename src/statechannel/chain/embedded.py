@@ -1,0 +1,151 @@
+"""In-process chain: py-evm through eth-tester. The default for the demo and unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.exceptions import BlockNotFound, TransactionFailed
+
+from statechannel.chain.base import Block, ChainError, Log, Receipt, TransactionReverted, decode_revert
+from statechannel.core.crypto import PrivateKey
+from statechannel.core.types import to_checksum
+
+PRIORITY_FEE = 10**9
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return bytes.fromhex(str(value).removeprefix("0x"))
+
+
+def _reason(exc: TransactionFailed) -> str:
+    """The revert string, whichever of its three shapes eth-tester chose to raise."""
+    arg = exc.args[0] if exc.args else ""
+    if isinstance(arg, Exception) and arg.args:  # the estimator wraps py-evm's Revert(bytes)
+        arg = arg.args[0]
+    if isinstance(arg, bytes):
+        return decode_revert(arg) or arg.decode("utf-8", errors="replace")
+    text = str(arg)
+    if text.startswith("0x08c379a0"):
+        return decode_revert(_bytes(text))
+    return text.removeprefix("execution reverted: ")
+
+
+class EmbeddedChain:
+    """A fresh chain in this process; time and blocks move only when asked."""
+
+    def __init__(self) -> None:
+        self._backend = PyEVMBackend()
+        self._tester = EthereumTester(self._backend, auto_mine_transactions=True)
+        self.chain_id: int = self._backend.chain.chain_id
+        self._faucet = PrivateKey(self._backend.account_keys[0].to_bytes())
+        self._nonces: dict[bytes, int] = {}
+
+    def _tx(self, to: bytes | None, data: bytes, value: int, sender: bytes) -> dict[str, Any]:
+        tx: dict[str, Any] = {"from": to_checksum(sender), "data": _hex(data), "value": value}
+        if to is not None:
+            tx["to"] = to_checksum(to)
+        return tx
+
+    def send_transaction(
+        self, key: PrivateKey, to: bytes | None, data: bytes, value: int = 0, gas: int | None = None
+    ) -> Receipt:
+        if gas is None:
+            try:
+                gas = self._tester.estimate_gas(self._tx(to, data, value, key.address))
+            except TransactionFailed as exc:
+                raise TransactionReverted(_reason(exc)) from exc
+        nonce = self._nonces.get(key.address)
+        if nonce is None:
+            nonce = self._tester.get_nonce(to_checksum(key.address))
+        base_fee = int(self._tester.get_block_by_number("latest")["base_fee_per_gas"])
+        tx: dict[str, Any] = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "gas": gas,
+            "maxFeePerGas": 2 * base_fee + PRIORITY_FEE,
+            "maxPriorityFeePerGas": PRIORITY_FEE,
+            "value": value,
+            "data": data,
+        }
+        if to is not None:
+            tx["to"] = to_checksum(to)
+        raw = Account.sign_transaction(tx, key.secret).raw_transaction
+        try:
+            tx_hash = self._tester.send_raw_transaction(_hex(bytes(raw)))
+        except TransactionFailed as exc:
+            raise TransactionReverted(_reason(exc)) from exc
+        except Exception as exc:  # eth-tester validation errors: bad nonce, funds
+            self._nonces.pop(key.address, None)
+            raise ChainError(str(exc)) from exc
+        self._nonces[key.address] = nonce + 1
+        r = self._tester.get_transaction_receipt(tx_hash)
+        if r["status"] != 1:
+            raise TransactionReverted(self._replay_reason(to, data, value, key.address))
+        return Receipt(
+            tx_hash=_bytes(r["transaction_hash"]),
+            gas_used=int(r["gas_used"]),
+            fee=int(r["gas_used"]) * int(r["effective_gas_price"]),
+            block_number=int(r["block_number"]),
+            logs=tuple(self._log(entry) for entry in r["logs"]),
+            contract_address=_bytes(r["contract_address"]) if r["contract_address"] else None,
+        )
+
+    def _replay_reason(self, to: bytes | None, data: bytes, value: int, sender: bytes) -> str:
+        """Why a mined transaction reverted: run it again as a call (a revert changed nothing)."""
+        try:
+            self._tester.call(self._tx(to, data, value, sender), "latest")
+        except TransactionFailed as exc:
+            return _reason(exc)
+        return ""
+
+    @staticmethod
+    def _log(entry: dict[str, Any]) -> Log:
+        return Log(
+            address=_bytes(entry["address"]),
+            topics=tuple(_bytes(t) for t in entry["topics"]),
+            data=_bytes(entry["data"]),
+            block_number=int(entry["block_number"]),
+            block_hash=_bytes(entry["block_hash"]),
+            log_index=int(entry["log_index"]),
+            tx_hash=_bytes(entry["transaction_hash"]),
+        )
+
+    def call(self, to: bytes, data: bytes, sender: bytes | None = None) -> bytes:
+        tx = self._tx(to, data, 0, sender or self._faucet.address)
+        try:
+            return _bytes(self._tester.call(tx, "latest"))
+        except TransactionFailed as exc:
+            raise TransactionReverted(_reason(exc)) from exc
+
+    def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:
+        entries = self._tester.get_logs(from_block=from_block, to_block=to_block, address=to_checksum(address))
+        return [self._log(e) for e in entries]
+
+    def block(self, number: int | None = None) -> Block:
+        try:
+            b = self._tester.get_block_by_number("latest" if number is None else number)
+        except BlockNotFound as exc:
+            raise ChainError(f"no block {number}") from exc
+        return Block(number=int(b["number"]), hash=_bytes(b["hash"]), timestamp=int(b["timestamp"]))
+
+    def balance(self, address: bytes) -> int:
+        return int(self._tester.get_balance(to_checksum(address)))
+
+    def fund(self, address: bytes, wei: int) -> None:
+        self.send_transaction(self._faucet, address, b"", value=wei, gas=21000)
+
+    def advance_time(self, seconds: int) -> None:
+        # eth-tester's time_travel(t) mines a block stamped t - 1
+        self._tester.time_travel(self.block().timestamp + seconds + 1)
+
+    def mine(self, blocks: int = 1) -> None:
+        self._tester.mine_blocks(blocks)

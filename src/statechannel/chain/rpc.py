@@ -1,0 +1,162 @@
+"""Any Ethereum JSON-RPC node (anvil, geth, an L2) through web3.py over HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+from web3.providers.rpc import HTTPProvider
+
+from statechannel.chain.base import Block, ChainError, Log, Receipt, TransactionReverted, decode_revert
+from statechannel.core.crypto import PrivateKey
+from statechannel.core.types import to_checksum
+
+PRIORITY_FEE = 10**9
+GAS_MARGIN_PERCENT = 25
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return bytes.fromhex(str(value).removeprefix("0x"))
+
+
+class RpcChain:
+    """Talks JSON-RPC; keeps its own nonce per sender, re-read after any failure."""
+
+    def __init__(self, url: str, receipt_timeout: float = 60.0) -> None:
+        self.url = url
+        self._w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+        self._receipt_timeout = receipt_timeout
+        self._nonces: dict[bytes, int] = {}
+        self.chain_id: int = int(self._rpc("eth_chainId", []), 16)
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        try:
+            response = self._w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        except Exception as exc:  # connection refused, timeout
+            raise ChainError(f"{method} to {self.url} failed: {exc}") from exc
+        error = response.get("error")
+        if error:
+            message = str(error.get("message", error))
+            data = error.get("data")
+            if isinstance(data, str) and data.startswith("0x"):
+                raise TransactionReverted(decode_revert(_bytes(data)) or message)
+            if "revert" in message:
+                raise TransactionReverted(message.split("reverted: ", 1)[-1] if "reverted: " in message else "")
+            raise ChainError(f"{method}: {message}")
+        return response["result"]
+
+    def _tx(self, to: bytes | None, data: bytes, value: int, sender: bytes) -> dict[str, Any]:
+        tx: dict[str, Any] = {"from": to_checksum(sender), "data": _hex(data), "value": hex(value)}
+        if to is not None:
+            tx["to"] = to_checksum(to)
+        return tx
+
+    def send_transaction(
+        self, key: PrivateKey, to: bytes | None, data: bytes, value: int = 0, gas: int | None = None
+    ) -> Receipt:
+        if gas is None:
+            estimate = int(self._rpc("eth_estimateGas", [self._tx(to, data, value, key.address)]), 16)
+            gas = estimate + estimate * GAS_MARGIN_PERCENT // 100
+        nonce = self._nonces.get(key.address)
+        if nonce is None:
+            nonce = int(self._rpc("eth_getTransactionCount", [to_checksum(key.address), "pending"]), 16)
+        base_fee = int(self._rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+        tx: dict[str, Any] = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "gas": gas,
+            "maxFeePerGas": 2 * base_fee + PRIORITY_FEE,
+            "maxPriorityFeePerGas": PRIORITY_FEE,
+            "value": value,
+            "data": data,
+        }
+        if to is not None:
+            tx["to"] = to_checksum(to)
+        raw = Account.sign_transaction(tx, key.secret).raw_transaction
+        try:
+            tx_hash = self._rpc("eth_sendRawTransaction", [_hex(bytes(raw))])
+        except ChainError:
+            self._nonces.pop(key.address, None)
+            raise
+        self._nonces[key.address] = nonce + 1
+        r = self._wait_receipt(tx_hash)
+        if int(r["status"], 16) != 1:
+            raise TransactionReverted(self._replay_reason(to, data, value, key.address, r))
+        return Receipt(
+            tx_hash=_bytes(r["transactionHash"]),
+            gas_used=int(r["gasUsed"], 16),
+            fee=int(r["gasUsed"], 16) * int(r["effectiveGasPrice"], 16),
+            block_number=int(r["blockNumber"], 16),
+            logs=tuple(self._log(e) for e in r["logs"]),
+            contract_address=_bytes(r["contractAddress"]) if r.get("contractAddress") else None,
+        )
+
+    def _replay_reason(self, to: bytes | None, data: bytes, value: int, sender: bytes, r: dict[str, Any]) -> str:
+        if to is None:
+            return ""
+        try:
+            block = hex(int(r["blockNumber"], 16) - 1)
+            self._rpc("eth_call", [self._tx(to, data, value, sender), block])
+        except TransactionReverted as exc:
+            return exc.reason
+        return ""
+
+    def _wait_receipt(self, tx_hash: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self._receipt_timeout
+        delay = 0.002
+        while True:
+            r = self._rpc("eth_getTransactionReceipt", [tx_hash])
+            if r is not None:
+                return dict(r)
+            if time.monotonic() > deadline:
+                raise ChainError(f"no receipt for {tx_hash} after {self._receipt_timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    @staticmethod
+    def _log(entry: dict[str, Any]) -> Log:
+        return Log(
+            address=_bytes(entry["address"]),
+            topics=tuple(_bytes(t) for t in entry["topics"]),
+            data=_bytes(entry["data"]),
+            block_number=int(entry["blockNumber"], 16),
+            block_hash=_bytes(entry["blockHash"]),
+            log_index=int(entry["logIndex"], 16),
+            tx_hash=_bytes(entry["transactionHash"]),
+        )
+
+    def call(self, to: bytes, data: bytes, sender: bytes | None = None) -> bytes:
+        return _bytes(self._rpc("eth_call", [self._tx(to, data, 0, sender or bytes(20)), "latest"]))
+
+    def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:
+        query = {"address": to_checksum(address), "fromBlock": hex(from_block), "toBlock": hex(to_block)}
+        return [self._log(e) for e in self._rpc("eth_getLogs", [query])]
+
+    def block(self, number: int | None = None) -> Block:
+        b = self._rpc("eth_getBlockByNumber", ["latest" if number is None else hex(number), False])
+        if b is None:
+            raise ChainError(f"no block {number}")
+        return Block(number=int(b["number"], 16), hash=_bytes(b["hash"]), timestamp=int(b["timestamp"], 16))
+
+    def balance(self, address: bytes) -> int:
+        return int(self._rpc("eth_getBalance", [to_checksum(address), "latest"]), 16)
+
+    def fund(self, address: bytes, wei: int) -> None:
+        self._rpc("anvil_setBalance", [to_checksum(address), hex(self.balance(address) + wei)])
+
+    def advance_time(self, seconds: int) -> None:
+        self._rpc("evm_increaseTime", [seconds])
+        self._rpc("evm_mine", [])
+
+    def mine(self, blocks: int = 1) -> None:
+        for _ in range(blocks):
+            self._rpc("evm_mine", [])

@@ -1,0 +1,35 @@
+"""Typed errors. Two families, after h11: the caller misused the API (`LocalError`)
+or a peer, a signer or the chain sent something invalid (`RemoteError`). Each
+carries a machine-readable `reason` so callers branch on codes, not on text."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    BAD_ADDRESS = "bad_address"
+    BAD_AMOUNT = "bad_amount"
+    BAD_ASSETS = "bad_assets"
+    BAD_CHANNEL_ID = "bad_channel_id"
+    BAD_PARAMS = "bad_params"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_VERSION = "bad_version"
+    WRONG_SIGNER = "wrong_signer"
+
+
+class StatechannelError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class LocalError(StatechannelError):
+    """The caller asked for something invalid; nothing was changed."""
+
+
+class RemoteError(StatechannelError):
+    """Input from outside (peer, chain, signature) is invalid; nothing was changed."""

@@ -1,0 +1,1 @@
+"""Peer transport: framed, authenticated, encrypted TCP. Arrives with the channels work."""

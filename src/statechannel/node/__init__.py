@@ -1,0 +1,1 @@
+"""The shell around core: channel manager, chain watcher, public Python API."""

@@ -1,0 +1,1 @@
+"""Durable state (SQLite, and PostgreSQL for the watchtower). Arrives with the channels work."""

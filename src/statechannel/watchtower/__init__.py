@@ -1,0 +1,1 @@
+"""The watchtower service: keeps the latest state per channel, challenges stale closes."""

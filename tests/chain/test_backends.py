@@ -1,0 +1,101 @@
+"""One suite, every backend: the embedded EVM and a real anvil node over JSON-RPC."""
+
+from __future__ import annotations
+
+import pytest
+
+from statechannel.chain.adjudicator import Adjudicator, Status
+from statechannel.chain.base import Chain, ChainError, TransactionReverted
+from statechannel.chain.embedded import EmbeddedChain
+from statechannel.chain.rpc import RpcChain
+from statechannel.core import ETH, ChannelParams, State, state_digest
+from statechannel.core.observed import (
+    ChainObservedClose,
+    ChainObservedConcluded,
+    ChainObservedDeposit,
+    ChainObservedOpened,
+)
+from statechannel.gasreport import measure, parties
+from tests.anvil import free_port
+
+
+def test_transact_call_and_events(chain: Chain) -> None:
+    p = parties(chain, "backend")
+    adj, deployed = Adjudicator.deploy(chain, p.deployer)
+    assert deployed.gas_used > 0
+    params = ChannelParams(p.a.address, p.b.address, 50, 1)
+    cid = adj.channel_id(params)
+    start = chain.block().number
+    adj.open(p.a, params, 600)
+    adj.deposit(p.b, cid, 1, 400)
+    info = adj.channel(cid)
+    assert (info.status, info.funded_a, info.funded_b) == (Status.OPEN, 600, 400)
+    state = State(cid, 3, (ETH,), (100,))
+    d = state_digest(adj.domain, state)
+    assert adj.state_digest(cid, state) == d
+    adj.close(p.b, params, state, p.a.sign_digest(d), p.b.sign_digest(d))
+    events = adj.events(start)
+    assert [type(e) for e in events] == [ChainObservedOpened, ChainObservedDeposit, ChainObservedClose]
+    opened, deposit, close = events
+    assert isinstance(deposit, ChainObservedDeposit) and (deposit.participant, deposit.funded) == (1, 400)
+    assert isinstance(close, ChainObservedClose) and (close.version, close.challenge) == (3, False)
+    assert opened.origin.block_number < deposit.origin.block_number < close.origin.block_number
+    assert len({e.origin.block_hash for e in events}) == 3
+    assert close.finalizes_at == chain.block(close.origin.block_number).timestamp + 50
+
+
+def test_revert_reasons_surface(chain: Chain) -> None:
+    p = parties(chain, "backend")
+    adj, _ = Adjudicator.deploy(chain, p.deployer)
+    with pytest.raises(TransactionReverted) as err:
+        adj.deposit(p.a, b"\x07" * 32, 0, 1)
+    assert err.value.reason == "unknown channel"
+    with pytest.raises(TransactionReverted) as explicit_gas:
+        chain.send_transaction(p.a, adj.address, adj.abi.encode_call("deposit", b"\x07" * 32, 0), value=1, gas=100_000)
+    assert explicit_gas.value.reason == "unknown channel"
+    # the nonce is still right after failures
+    adj.open(p.a, ChannelParams(p.a.address, p.b.address, 50, 9), 1)
+
+
+def test_time_and_blocks(chain: Chain) -> None:
+    before = chain.block()
+    chain.mine(2)
+    assert chain.block().number >= before.number + 2
+    t0 = chain.block().timestamp
+    chain.advance_time(1000)
+    assert chain.block().timestamp >= t0 + 1000
+    with pytest.raises(ChainError):
+        chain.block(chain.block().number + 100)
+
+
+def test_settle_pays_after_the_window(chain: Chain) -> None:
+    p = parties(chain, "backend")
+    adj, _ = Adjudicator.deploy(chain, p.deployer)
+    params = ChannelParams(p.a.address, p.b.address, 30, 2)
+    cid = adj.channel_id(params)
+    adj.open(p.a, params, 1000)
+    state = State(cid, 1, (ETH,), (250,))
+    d = state_digest(adj.domain, state)
+    close = adj.receipt_events(adj.close(p.a, params, state, p.a.sign_digest(d), p.b.sign_digest(d)))[0]
+    assert isinstance(close, ChainObservedClose)
+    with pytest.raises(TransactionReverted, match="challenge window still open"):
+        adj.settle(p.b, params, state, close.funded_a, close.funded_b)
+    chain.advance_time(31)
+    b0 = chain.balance(p.b.address)
+    r = adj.settle(p.deployer, params, state, close.funded_a, close.funded_b)
+    assert chain.balance(p.b.address) - b0 == 250
+    assert any(isinstance(e, ChainObservedConcluded) for e in adj.receipt_events(r))
+
+
+@pytest.mark.parametrize("erc20", [False, True], ids=["eth", "erc20"])
+def test_lifecycle_gas_is_identical_on_every_backend(chain: Chain, erc20: bool) -> None:
+    """Both lifecycles pay out exactly (checked inside) and cost the same gas everywhere."""
+    here = measure(chain, erc20=erc20)
+    reference = measure(EmbeddedChain(), erc20=erc20)
+    assert here == reference
+    assert here["cooperative_total"] < here["dispute_total"]
+
+
+def test_unreachable_node_is_a_clear_error() -> None:
+    with pytest.raises(ChainError, match="failed"):
+        RpcChain(f"http://127.0.0.1:{free_port()}")

@@ -1,0 +1,305 @@
+"""The adjudicator on the embedded EVM: each lifecycle step and every revert path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from eth_hash.auto import keccak
+
+from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Status, Token
+from statechannel.chain.base import TransactionReverted
+from statechannel.contracts import load
+from statechannel.core import ETH, ChannelParams, Domain, State, Withdrawal, state_digest
+from statechannel.core.crypto import SECP256K1_N, Signature
+from statechannel.core.eip712 import STATE_TYPEHASH, typed_digest
+from statechannel.core.observed import ChainObservedConcluded, ChainObservedDeposit, ChainObservedPayoutDeferred
+from tests.contracts.conftest import PERIOD, World
+
+
+def reverts(reason: str, fn: Callable[..., Any], *args: Any) -> None:
+    with pytest.raises(TransactionReverted) as err:
+        fn(*args)
+    assert err.value.reason == reason
+
+
+def raw_sig(r: int, s: int, v: int) -> Signature:
+    """A signature object that skips our own checks, to reach the contract's."""
+    sig = object.__new__(Signature)
+    object.__setattr__(sig, "r", r)
+    object.__setattr__(sig, "s", s)
+    object.__setattr__(sig, "v", v)
+    return sig
+
+
+# ------------------------------------------------------------------ open / deposit
+
+
+def test_open_and_deposit_record_funds(world: World) -> None:
+    _params, cid = world.funded(700, 300)
+    info = world.adj.channel(cid)
+    assert (info.status, info.funded_a, info.funded_b) == (Status.OPEN, 700, 300)
+    r = world.adj.deposit(world.other, cid, 0, 5)  # anyone may pay in for a participant
+    assert world.adj.receipt_events(r)[0] == ChainObservedDeposit(
+        world.adj.receipt_events(r)[0].origin, cid, ETH, 0, 705
+    )
+    assert world.adj.channel(cid).funded_a == 705
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "period", "reason"),
+    [
+        ("zero", "b", 10, "zero participant"),
+        ("a", "a", 10, "participants are equal"),
+        ("a", "b", 0, "bad challenge period"),
+        ("a", "b", 2**32, "bad challenge period"),
+    ],
+)
+def test_open_rejects_bad_params(world: World, a: str, b: str, period: int, reason: str) -> None:
+    who = {"zero": bytes(20), "a": world.a.address, "b": world.b.address}
+    data = world.adj.abi.encode_call("open", "0x" + who[a].hex(), "0x" + who[b].hex(), period, 1)
+    reverts(reason, world.chain.send_transaction, world.a, world.adj.address, data)
+
+
+def test_open_twice_and_reopen_after_close_refused(world: World) -> None:
+    params, cid = world.funded()
+    reverts("channel exists", world.adj.open, world.a, params, 1)
+    final = State(cid, 1, (ETH,), (0,), is_final=True)
+    world.adj.close_cooperative(world.a, params, final, *world.sign(final))
+    reverts("channel exists", world.adj.open, world.a, params, 1)
+
+
+def test_deposit_reverts(world: World) -> None:
+    params, cid = world.funded()
+    reverts("unknown channel", world.adj.deposit, world.b, b"\x99" * 32, 1, 10)
+    reverts("participant must be 0 or 1", world.adj.deposit, world.b, cid, 2, 10)
+    reverts("zero deposit", world.adj.deposit, world.b, cid, 1, 0)
+    world.close(params, State(cid, 1, (ETH,), (0,)))
+    reverts("channel not open", world.adj.deposit, world.b, cid, 1, 10)
+
+
+def test_token_deposit_and_reverts(world: World) -> None:
+    _params, cid = world.funded()
+    world.fund_token(cid, 1, 500)
+    assert world.adj.token_funds(cid, world.token.address) == (0, 500)
+    tok = world.token.address
+    reverts("token is not a contract", world.adj.deposit_token, world.b, cid, 1, world.other.address, 5)
+    reverts("zero deposit", world.adj.deposit_token, world.b, cid, 1, tok, 0)
+    reverts("participant must be 0 or 1", world.adj.deposit_token, world.b, cid, 7, tok, 5)
+    reverts("unknown channel", world.adj.deposit_token, world.b, b"\x98" * 32, 1, tok, 5)
+
+
+# ------------------------------------------------------------------ cooperative close
+
+
+def test_cooperative_close_pays_every_asset(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    world.fund_token(cid, 0, 400)
+    a_tok, b_tok = world.token.balance_of(world.a.address), world.token.balance_of(world.b.address)
+    b_eth = world.chain.balance(world.b.address)
+    final = State(cid, 9, (ETH, world.token.address), (-300, 150), is_final=True)
+    r = world.adj.close_cooperative(world.a, params, final, *world.sign(final))
+    assert world.chain.balance(world.b.address) - b_eth == 700
+    assert world.token.balance_of(world.a.address) - a_tok == 250
+    assert world.token.balance_of(world.b.address) - b_tok == 150
+    assert world.adj.channel(cid).status is Status.CONCLUDED
+    assert any(isinstance(e, ChainObservedConcluded) and e.version == 9 for e in world.adj.receipt_events(r))
+
+
+def test_unlisted_token_is_returned_by_reclaim(world: World) -> None:
+    params, cid = world.funded()
+    world.fund_token(cid, 1, 300)
+    final = State(cid, 3, (ETH,), (10,), is_final=True)
+    reverts("channel not concluded", world.adj.reclaim, world.a, params, world.token.address)
+    world.adj.close_cooperative(world.a, params, final, *world.sign(final))
+    before = world.token.balance_of(world.b.address)
+    world.adj.reclaim(world.other, params, world.token.address)
+    assert world.token.balance_of(world.b.address) - before == 300
+    reverts("nothing to reclaim", world.adj.reclaim, world.a, params, world.token.address)
+
+
+def test_cooperative_close_signature_reverts(world: World) -> None:
+    params, cid = world.funded()
+    final = State(cid, 2, (ETH,), (5,), is_final=True)
+    sa, sb = world.sign(final)
+    reverts("bad signature from A", world.adj.close_cooperative, world.a, params, final, sb, sa)  # swapped
+    reverts("bad signature from B", world.adj.close_cooperative, world.a, params, final, sa, sa)
+    reverts("signature s is not low", world.adj.close_cooperative, world.a, params, final,
+            raw_sig(sa.r, SECP256K1_N - sa.s, 55 - sa.v), sb)  # fmt: skip
+    reverts("signature v is not 27 or 28", world.adj.close_cooperative, world.a, params, final,
+            raw_sig(sa.r, sa.s, 1), sb)  # fmt: skip
+    not_final = State(cid, 2, (ETH,), (5,))
+    reverts("state is not final", world.adj.close_cooperative, world.a, params, not_final, *world.sign(not_final))
+
+
+def test_state_for_another_channel_chain_or_contract_is_refused(world: World) -> None:
+    params, cid = world.funded()
+    _other_params, other_cid = world.funded()
+    final = State(other_cid, 2, (ETH,), (5,), is_final=True)
+    # signed for the other channel, submitted for this one: the digest differs
+    wrong_channel = State(cid, 2, (ETH,), (5,), is_final=True)
+    sigs = world.sign(final)
+    reverts("bad signature from A", world.adj.close_cooperative, world.a, params, wrong_channel, *sigs)
+    for domain in (Domain(world.chain.chain_id + 1, world.adj.address), Domain(world.chain.chain_id, b"\x01" * 20)):
+        d = state_digest(domain, wrong_channel)
+        foreign = (world.a.sign_digest(d), world.b.sign_digest(d))
+        reverts("bad signature from A", world.adj.close_cooperative, world.a, params, wrong_channel, *foreign)
+
+
+def test_amounts_that_do_not_add_up_are_refused(world: World) -> None:
+    params, cid = world.funded(100, 50)
+    for transfer, reason in ((101, "transfer exceeds funds of A"), (-51, "transfer exceeds funds of B")):
+        s = State(cid, 2, (ETH,), (transfer,), is_final=True)
+        reverts(reason, world.adj.close_cooperative, world.a, params, s, *world.sign(s))
+        reverts(reason, world.adj.close, world.a, params, s, *world.sign(s))
+
+
+def test_malformed_states_are_refused_by_the_contract(world: World) -> None:
+    """States our own types would refuse, sent as raw calldata to reach the contract's checks."""
+    params, cid = world.funded()
+    abi = world.adj.abi
+    eth, tok = "0x" + "00" * 20, "0x" + world.token.address.hex()
+    junk_sig = (b"\x01" * 32, b"\x01" * 32, 27)
+
+    def close(state: tuple[Any, ...]) -> None:
+        data = abi.encode_call("close", params.as_abi(), state, junk_sig, junk_sig)
+        world.chain.send_transaction(world.a, world.adj.address, data)
+
+    reverts("assets and transfers differ in length", close, (1, False, [eth], [], bytes(32)))
+    reverts("version too large", close, (2**48, False, [eth], [0], bytes(32)))
+    # a correctly signed state whose assets are out of order: signed exactly as submitted
+    struct = keccak(
+        STATE_TYPEHASH
+        + cid
+        + (1).to_bytes(32, "big")
+        + (1).to_bytes(32, "big")
+        + keccak(bytes(12) + world.token.address + bytes(32))
+        + keccak(bytes(64))
+        + bytes(32)
+    )
+    digest = typed_digest(world.adj.domain, struct)
+    sa, sb = world.a.sign_digest(digest), world.b.sign_digest(digest)
+    swapped = (1, True, [tok, eth], [0, 0], bytes(32))
+    data = abi.encode_call("close_cooperative", params.as_abi(), swapped, sa.as_abi(), sb.as_abi())
+    reverts("assets not strictly ascending", world.chain.send_transaction, world.a, world.adj.address, data)
+
+
+# ------------------------------------------------------------------ dispute
+
+
+def test_dispute_highest_version_wins(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    stale, latest = State(cid, 4, (ETH,), (-500,)), State(cid, 6, (ETH,), (-300,))
+    record = world.close(params, stale)
+    reverts("channel not open", world.adj.close, world.a, params, latest, *world.sign(latest))
+    reverts("stale version", world.adj.challenge, world.b, params, stale, *world.sign(stale), record)
+    lower = State(cid, 3, (ETH,), (0,))
+    reverts("stale version", world.adj.challenge, world.b, params, lower, *world.sign(lower), record)
+    forged = DisputeRecord(record.funded_a + 1, record.funded_b, record.state_hash)
+    reverts("recorded state does not match", world.adj.challenge, world.b, params, latest, *world.sign(latest), forged)
+    world.adj.challenge(world.b, params, latest, *world.sign(latest), record)
+    assert world.adj.channel(cid).version == 6
+    reverts("challenge window still open", world.adj.settle, world.b, params, latest, 1000, 1000)
+    world.chain.advance_time(PERIOD + 1)
+    reverts("challenge window is over", world.adj.challenge, world.b, params,
+            State(cid, 7, (ETH,), (0,)), *world.sign(State(cid, 7, (ETH,), (0,))), record)  # fmt: skip
+    reverts("state is not the recorded version", world.adj.settle, world.b, params, stale, 1000, 1000)
+    altered = State(cid, 6, (ETH,), (-900,))
+    reverts("state is not the recorded state", world.adj.settle, world.b, params, altered, 1000, 1000)
+    reverts("state is not the recorded state", world.adj.settle, world.b, params, latest, 1000, 999)
+    a0, b0 = world.chain.balance(world.a.address), world.chain.balance(world.b.address)
+    world.adj.settle(world.other, params, latest, 1000, 1000)
+    assert world.chain.balance(world.a.address) - a0 == 1300
+    assert world.chain.balance(world.b.address) - b0 == 700
+    reverts("channel not closing", world.adj.settle, world.other, params, latest, 1000, 1000)
+
+
+def test_challenge_and_settle_need_a_closing_channel(world: World) -> None:
+    params, cid = world.funded()
+    s = State(cid, 1, (ETH,), (0,))
+    reverts(
+        "channel not closing", world.adj.challenge, world.b, params, s, *world.sign(s), DisputeRecord(0, 0, bytes(32))
+    )
+    reverts("channel not closing", world.adj.settle, world.b, params, s, 1000, 1000)
+    unknown = ChannelParams(world.a.address, world.b.address, PERIOD, 10**9)
+    reverts("unknown channel", world.adj.settle, world.b, unknown, s, 0, 0)
+
+
+# ------------------------------------------------------------------ withdraw
+
+
+def test_withdraw_once_only(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    w = Withdrawal(cid, 1, ETH, 400, nonce=5)
+    before = world.chain.balance(world.b.address)
+    world.adj.withdraw(world.other, params, w, *world.sign_withdrawal(w))
+    assert world.chain.balance(world.b.address) - before == 400
+    assert world.adj.channel(cid).funded_b == 600
+    reverts("withdrawal already used", world.adj.withdraw, world.other, params, w, *world.sign_withdrawal(w))
+    too_much = Withdrawal(cid, 1, ETH, 601, nonce=6)
+    reverts("withdrawal exceeds funds", world.adj.withdraw, world.other, params, too_much,
+            *world.sign_withdrawal(too_much))  # fmt: skip
+    sa, _sb = world.sign_withdrawal(Withdrawal(cid, 1, ETH, 100, nonce=7))
+    reverts("bad signature from B", world.adj.withdraw, world.other, params, Withdrawal(cid, 1, ETH, 100, 7), sa, sa)
+    token_w = Withdrawal(cid, 0, world.token.address, 50, nonce=8)
+    world.fund_token(cid, 0, 80)
+    world.adj.withdraw(world.other, params, token_w, *world.sign_withdrawal(token_w))
+    assert world.adj.token_funds(cid, world.token.address) == (30, 0)
+
+
+# ------------------------------------------------------------------ hostile tokens, reentrancy
+
+
+def _hostile(world: World) -> Token:
+    r = world.chain.send_transaction(world.a, None, load("HostileToken").bytecode)
+    assert r.contract_address is not None
+    return Token(world.chain, r.contract_address, contract="HostileToken")
+
+
+def test_reentrant_token_deposit_reverts_with_reason(world: World) -> None:
+    _params, cid = world.funded()
+    tok = _hostile(world)
+    tok.send(world.b, "mint", "0x" + world.b.address.hex(), 100)
+    reenter = world.adj.abi.encode_call("deposit_token", cid, 1, "0x" + tok.address.hex(), 1)
+    tok.send(world.b, "arm", "0x" + world.adj.address.hex(), reenter, 1)
+    reverts("reentrant call", world.adj.deposit_token, world.b, cid, 1, tok.address, 10)
+    tok.send(world.b, "arm", "0x" + world.adj.address.hex(), b"", 3)
+    reverts("token transferFrom returned false", world.adj.deposit_token, world.b, cid, 1, tok.address, 10)
+
+
+def test_failing_payout_is_deferred_and_claimable(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    tok = _hostile(world)
+    tok.send(world.b, "mint", "0x" + world.b.address.hex(), 100)
+    world.adj.deposit_token(world.b, cid, 1, tok.address, 100)
+    # on payout the token calls back into claim(): the lock refuses, the token reports failure
+    reenter = world.adj.abi.encode_call("claim", "0x" + tok.address.hex())
+    tok.send(world.b, "arm", "0x" + world.adj.address.hex(), reenter, 2)
+    final = State(cid, 2, (ETH, tok.address), (0, -40), is_final=True)
+    b0 = world.chain.balance(world.b.address)
+    r = world.adj.close_cooperative(world.other, params, final, *world.sign(final))
+    assert world.chain.balance(world.b.address) - b0 == 1000  # the ETH still arrived
+    deferred = [e for e in world.adj.receipt_events(r) if isinstance(e, ChainObservedPayoutDeferred)]
+    assert {(e.account, e.amount) for e in deferred} == {(world.a.address, 40), (world.b.address, 60)}
+    assert world.adj.claimable(world.b.address, tok.address) == 60
+    last_error = tok.abi.decode_result("last_error", world.chain.call(tok.address, tok.abi.encode_call("last_error")))
+    assert b"reentrant call" in last_error[0]
+    tok.send(world.b, "arm", "0x" + world.adj.address.hex(), b"", 0)
+    world.adj.claim(world.b, tok.address)
+    assert tok.balance_of(world.b.address) == 60
+    assert world.adj.claimable(world.b.address, tok.address) == 0
+    reverts("nothing to claim", world.adj.claim, world.b, tok.address)
+
+
+def test_adjudicator_holds_exactly_what_channels_hold(world: World) -> None:
+    fresh = Adjudicator.deploy(world.chain, world.other)[0]
+    params = world.params()
+    cid = fresh.channel_id(params)
+    fresh.open(world.a, params, 300)
+    fresh.deposit(world.b, cid, 1, 200)
+    assert world.chain.balance(fresh.address) == 500
+    s = State(cid, 1, (ETH,), (100,), is_final=True)
+    d = state_digest(fresh.domain, s)
+    fresh.close_cooperative(world.a, params, s, world.a.sign_digest(d), world.b.sign_digest(d))
+    assert world.chain.balance(fresh.address) == 0
