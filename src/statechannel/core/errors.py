@@ -16,6 +16,17 @@ class Reason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     BAD_VERSION = "bad_version"
     WRONG_SIGNER = "wrong_signer"
+    BAD_MESSAGE = "bad_message"
+    WRONG_CHANNEL = "wrong_channel"
+    WRONG_PHASE = "wrong_phase"
+    STALE_VERSION = "stale_version"
+    VERSION_GAP = "version_gap"
+    CONFLICT = "conflict"
+    ILLEGAL_MOVE = "illegal_move"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    NOT_FUNDED = "not_funded"
+    PIPELINE_FULL = "pipeline_full"
+    UNKNOWN_PROPOSAL = "unknown_proposal"
 
 
 class StatechannelError(Exception):

@@ -1,0 +1,203 @@
+"""Inputs to and effects of the channel machine, named by origin (after Raiden):
+Action* come from the local user, Receive* from the peer, ChainObserved* from
+the chain; the machine answers with Send* (to the peer), SubmitTx* (to the
+chain) and Notify* (to the user). Effects are plain data: the shell runs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from statechannel.core.crypto import Signature
+from statechannel.core.messages import Message
+from statechannel.core.types import State, Withdrawal
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One payment from this node to its peer; `payment_id` is the caller's handle."""
+
+    payment_id: str
+    asset: bytes
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignedState:
+    state: State
+    sig_a: Signature
+    sig_b: Signature
+
+
+# ------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPay:
+    payments: tuple[Payment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCloseCooperative:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCloseUnilateral:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ActionWithdraw:
+    asset: bytes
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveMessage:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnected:
+    """The link to the peer came (back) up: resynchronise."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFunded:
+    """A participant's funded total of an asset, as the chain now says."""
+
+    asset: bytes
+    participant: int
+    funded: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainOpened:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ChainDisputeRecorded:
+    version: int
+    finalizes_at: int
+    funded_a: int
+    funded_b: int
+    state_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConcluded:
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTime:
+    """A new block: the only clock the machine knows."""
+
+    timestamp: int
+
+
+Input = (
+    ActionPay
+    | ActionCloseCooperative
+    | ActionCloseUnilateral
+    | ActionWithdraw
+    | ReceiveMessage
+    | PeerConnected
+    | ChainFunded
+    | ChainOpened
+    | ChainDisputeRecorded
+    | ChainConcluded
+    | ChainTime
+)
+
+# ------------------------------------------------------------------ effects
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTxOpen:
+    eth_deposit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTxDeposit:
+    asset: bytes
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTxCloseCooperative:
+    signed: SignedState
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTxClose:
+    signed: SignedState
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTxChallenge:
+    signed: SignedState
+    funded_a: int
+    funded_b: int
+    recorded_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTxSettle:
+    state: State
+    funded_a: int
+    funded_b: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTxWithdraw:
+    withdrawal: Withdrawal
+    sig_a: Signature
+    sig_b: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySent:
+    payments: tuple[Payment, ...]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyFailed:
+    payments: tuple[Payment, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyReceived:
+    """The peer paid us: the per-asset amounts of one accepted update."""
+
+    amounts: tuple[tuple[bytes, int], ...]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPhase:
+    phase: str
+
+
+Effect = (
+    SendMessage
+    | SubmitTxOpen
+    | SubmitTxDeposit
+    | SubmitTxCloseCooperative
+    | SubmitTxClose
+    | SubmitTxChallenge
+    | SubmitTxSettle
+    | SubmitTxWithdraw
+    | NotifySent
+    | NotifyFailed
+    | NotifyReceived
+    | NotifyPhase
+)

@@ -1,0 +1,572 @@
+"""The channel protocol as one pure function: `transition(channel, input, key)
+-> (channel, effects)`. A bad input raises (LocalError for the caller's
+mistakes, RemoteError for the peer's) and changes nothing; `reject_for` turns a
+RemoteError about a proposal into the Reject message the peer is owed.
+
+Both sides proposing the same version at once: A (index 0) wins. A refuses B's
+proposal with CONFLICT; B, on seeing A's, drops its own in-flight proposals,
+countersigns A's and proposes its payments again on top."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from statechannel.core import messages as m
+from statechannel.core.channel import (
+    MAX_IN_FLIGHT,
+    Channel,
+    Dispute,
+    Kind,
+    PendingWithdrawal,
+    Phase,
+    Proposal,
+)
+from statechannel.core.crypto import PrivateKey, Signature, recover
+from statechannel.core.eip712 import dispute_record, state_hash, withdrawal_digest
+from statechannel.core.errors import LocalError, Reason, RemoteError
+from statechannel.core.io import (
+    ActionCloseCooperative,
+    ActionCloseUnilateral,
+    ActionPay,
+    ActionWithdraw,
+    ChainConcluded,
+    ChainDisputeRecorded,
+    ChainFunded,
+    ChainOpened,
+    ChainTime,
+    Effect,
+    Input,
+    NotifyFailed,
+    NotifyPhase,
+    NotifyReceived,
+    NotifySent,
+    Payment,
+    PeerConnected,
+    ReceiveMessage,
+    SendMessage,
+    SignedState,
+    SubmitTxChallenge,
+    SubmitTxClose,
+    SubmitTxCloseCooperative,
+    SubmitTxDeposit,
+    SubmitTxOpen,
+    SubmitTxSettle,
+    SubmitTxWithdraw,
+)
+from statechannel.core.types import ETH, ChannelParams, Domain, State, Withdrawal
+
+Result = tuple[Channel, tuple[Effect, ...]]
+
+_ANY = frozenset(Phase)
+_LIVE = frozenset({Phase.OPENING, Phase.FUNDING, Phase.OPEN, Phase.CLOSING})
+# Which input may arrive in which phase (messages are checked per type below).
+LEGAL: dict[type, frozenset[Phase]] = {
+    ActionPay: frozenset({Phase.OPEN}),
+    ActionWithdraw: frozenset({Phase.OPEN}),
+    ActionCloseCooperative: frozenset({Phase.OPEN}),
+    ActionCloseUnilateral: frozenset({Phase.FUNDING, Phase.OPEN, Phase.CLOSING}),
+    ReceiveMessage: _LIVE | {Phase.DISPUTE},
+    PeerConnected: _ANY,
+    ChainOpened: _ANY,
+    ChainFunded: _ANY,
+    ChainDisputeRecorded: _ANY,
+    ChainConcluded: _ANY,
+    ChainTime: _ANY,
+}
+
+
+# ------------------------------------------------------------------ opening
+
+
+def open_channel(
+    params: ChannelParams,
+    domain: Domain,
+    assets: tuple[bytes, ...],
+    deposits: tuple[tuple[int, int], ...],
+    key: PrivateKey,
+) -> Result:
+    """A proposes a channel: signs the pre-fund state, asks B to countersign."""
+    if key.address != params.a:
+        raise LocalError(Reason.BAD_PARAMS, "the opener must be participant A")
+    if any(a < 0 or b < 0 for a, b in deposits):
+        raise LocalError(Reason.BAD_AMOUNT, "deposits must not be negative")
+    ch = Channel(params, domain, 0, assets, deposits, Phase.OPENING, None)
+    prefund = State(ch.channel_id, 0, assets, tuple(0 for _ in assets))
+    sig = key.sign_digest(ch.digest(prefund))
+    request = m.OpenRequest(
+        chain_id=domain.chain_id,
+        adjudicator=domain.adjudicator,
+        a=params.a,
+        b=params.b,
+        challenge_period=params.challenge_period,
+        nonce=m.u256(params.nonce),
+        assets=list(assets),
+        deposits_a=[m.u256(d[0]) for d in deposits],
+        deposits_b=[m.u256(d[1]) for d in deposits],
+        sig=sig.to_bytes(),
+    )
+    return replace(ch, opening_sig=sig), (SendMessage(request), NotifyPhase(Phase.OPENING))
+
+
+def accept_open(request: m.OpenRequest, domain: Domain, key: PrivateKey) -> Result:
+    """B countersigns the pre-fund state. `domain` is the adjudicator B trusts."""
+    if (request.chain_id, request.adjudicator) != (domain.chain_id, domain.adjudicator):
+        raise RemoteError(Reason.WRONG_CHANNEL, "open request is for another chain or adjudicator")
+    if request.b != key.address:
+        raise RemoteError(Reason.BAD_PARAMS, "open request names someone else as B")
+    if not len(request.assets) == len(request.deposits_a) == len(request.deposits_b):
+        raise RemoteError(Reason.BAD_ASSETS, "one deposit pair per asset")
+    try:
+        params = ChannelParams(request.a, request.b, request.challenge_period, m.from_u256(request.nonce))
+        deposits = tuple(
+            (m.from_u256(a), m.from_u256(b)) for a, b in zip(request.deposits_a, request.deposits_b, strict=True)
+        )
+        ch = Channel(params, domain, 1, tuple(request.assets), deposits, Phase.FUNDING, None)
+        prefund = State(ch.channel_id, 0, ch.assets, tuple(0 for _ in ch.assets))
+    except LocalError as exc:
+        raise RemoteError(exc.reason, f"bad open request: {exc.detail}") from exc
+    sig_a = m.signature(request.sig)
+    ch.check_peer_sig(prefund, sig_a)
+    mine = key.sign_digest(ch.digest(prefund))
+    ch = replace(ch, latest=SignedState(prefund, sig_a, mine))
+    return ch, (SendMessage(m.Accept(ch.channel_id, 0, mine.to_bytes())), NotifyPhase(Phase.FUNDING))
+
+
+# ------------------------------------------------------------------ dispatch
+
+
+def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
+    allowed = LEGAL[type(inp)]
+    if ch.phase not in allowed:
+        raise LocalError(Reason.WRONG_PHASE, f"{type(inp).__name__} is not allowed while {ch.phase}")
+    match inp:
+        case ActionPay():
+            new, effects = _pay(ch, inp.payments, key)
+        case ActionCloseCooperative():
+            new, effects = _propose(
+                ch, replace(ch.head, version=ch.head.version + 1, is_final=True), Kind.FINAL, (), key
+            )
+            new = replace(new, phase=Phase.CLOSING)
+            effects = (*effects, NotifyPhase(Phase.CLOSING))
+        case ActionCloseUnilateral():
+            assert ch.latest is not None
+            new, effects = ch, (SubmitTxClose(ch.latest),)
+        case ActionWithdraw():
+            new, effects = _withdraw(ch, inp, key)
+        case ReceiveMessage():
+            new, effects = _receive(ch, inp.message, key)
+        case PeerConnected():
+            new, effects = ch, _resync(ch)
+        case ChainOpened():
+            new, effects = _on_opened(ch)
+        case ChainFunded():
+            new, effects = _on_funded(ch, inp, key)
+        case ChainDisputeRecorded():
+            new, effects = _on_dispute(ch, inp)
+        case ChainConcluded():
+            new = replace(ch, phase=Phase.CLOSED, pending=())
+            effects = (*_fail_all(ch.pending, "channel concluded"), NotifyPhase(Phase.CLOSED))
+        case ChainTime():
+            new, effects = _on_time(replace(ch, now=max(ch.now, inp.timestamp)))
+    check_invariants(new)
+    return new, effects
+
+
+def check_invariants(ch: Channel) -> None:
+    """Versions grow one by one through the pipeline; no state overdraws."""
+    if ch.latest is None:
+        if ch.phase is not Phase.OPENING:
+            raise AssertionError("only an opening channel lacks a signed state")
+        return
+    v = ch.latest.state.version
+    for p in ch.pending:
+        v += 1
+        if p.state.version != v:
+            raise AssertionError("in-flight proposals must have consecutive versions")
+    if ch.phase in (Phase.OPEN, Phase.CLOSING) and ch.fully_funded():
+        for state in (ch.latest.state, *(p.state for p in ch.pending)):
+            for pair in ch.balances(state):
+                if min(pair) < 0:
+                    raise AssertionError(f"version {state.version} overdraws a participant")
+
+
+# ------------------------------------------------------------------ proposing
+
+
+def _propose(ch: Channel, state: State, kind: Kind, payments: tuple[Payment, ...], key: PrivateKey) -> Result:
+    if len(ch.pending) >= MAX_IN_FLIGHT:
+        raise LocalError(Reason.PIPELINE_FULL, f"{MAX_IN_FLIGHT} updates already in flight")
+    sig = key.sign_digest(ch.digest(state))
+    proposal = Proposal(state, sig, kind, ch.next_pid, payments)
+    new = replace(ch, pending=(*ch.pending, proposal), next_pid=ch.next_pid + 1)
+    return new, (SendMessage(m.Propose(m.WireState.of(state), sig.to_bytes(), proposal.pid)),)
+
+
+def _apply_payments(ch: Channel, base: State, payments: tuple[Payment, ...]) -> State:
+    moved = dict(zip(base.assets, base.transfers, strict=True))
+    sign = 1 if ch.me == 0 else -1  # A paying B raises the transfer
+    for p in payments:
+        if p.asset not in moved:
+            raise LocalError(Reason.BAD_ASSETS, f"asset 0x{p.asset.hex()} is not in this channel")
+        if not isinstance(p.amount, int) or isinstance(p.amount, bool) or p.amount <= 0:
+            raise LocalError(Reason.BAD_AMOUNT, f"payment {p.payment_id}: amount must be a positive int")
+        moved[p.asset] += sign * p.amount
+    state = State(base.channel_id, base.version + 1, base.assets, tuple(moved[a] for a in base.assets))
+    for asset in base.assets:
+        if ch.my_balance(asset, state) < 0:
+            raise LocalError(Reason.INSUFFICIENT_FUNDS, f"not enough of asset 0x{asset.hex()} for these payments")
+    return replace(state, app_data=base.app_data)
+
+
+def _pay(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey) -> Result:
+    if not payments:
+        raise LocalError(Reason.BAD_AMOUNT, "no payments")
+    return _propose(ch, _apply_payments(ch, ch.head, payments), Kind.PAY, payments, key)
+
+
+def _rebase(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey) -> Result:
+    """Propose dropped payments again on the current head; fail those that no longer fit."""
+    if not payments or ch.phase is not Phase.OPEN:
+        return ch, _fail(payments, "channel no longer open") if payments else ()
+    try:
+        return _pay(ch, payments, key)
+    except LocalError as exc:
+        return ch, _fail(payments, exc.reason)
+
+
+def _fail(payments: tuple[Payment, ...], reason: str) -> tuple[Effect, ...]:
+    return (NotifyFailed(payments, reason),) if payments else ()
+
+
+def _fail_all(pending: tuple[Proposal, ...], reason: str) -> tuple[Effect, ...]:
+    return _fail(tuple(p for prop in pending for p in prop.payments), reason)
+
+
+# ------------------------------------------------------------------ receiving
+
+
+def _receive(ch: Channel, msg: m.Message, key: PrivateKey) -> Result:
+    if isinstance(msg, m.OpenRequest):
+        raise RemoteError(Reason.WRONG_PHASE, "channel already exists")
+    cid = msg.state.channel_id if isinstance(msg, (m.Propose, m.Sync)) else msg.channel_id
+    if cid != ch.channel_id:
+        raise RemoteError(Reason.WRONG_CHANNEL, "message is for another channel")
+    match msg:
+        case m.Propose():
+            return _on_propose(ch, msg.state.to_state(), m.signature(msg.sig), msg.pid, key)
+        case m.Accept():
+            return _on_accept(ch, msg)
+        case m.Reject():
+            return _on_reject(ch, msg, key)
+        case m.Sync():
+            return _on_sync(ch, msg, key)
+        case m.WithdrawRequest():
+            return _on_withdraw_request(ch, msg, key)
+        case m.WithdrawAccept():
+            return _on_withdraw_accept(ch, msg)
+    raise RemoteError(Reason.BAD_MESSAGE, f"unexpected {type(msg).__name__}")
+
+
+def receive(ch: Channel, msg: m.Message, key: PrivateKey) -> Result:
+    """Feed a peer message. A proposal the rules refuse is answered with a Reject
+    (the protocol owes the proposer a reason); other bad messages raise."""
+    try:
+        return transition(ch, ReceiveMessage(msg), key)
+    except (RemoteError, LocalError) as err:
+        if not isinstance(msg, m.Propose):
+            raise
+        reject = m.Reject(msg.state.channel_id, msg.state.version, msg.pid, str(err.reason), err.detail)
+        return ch, (SendMessage(reject),)
+
+
+def _on_propose(ch: Channel, state: State, sig: Signature, pid: int, key: PrivateKey) -> Result:
+    if ch.latest is None:
+        raise RemoteError(Reason.WRONG_PHASE, "no pre-fund state yet")
+    latest = ch.latest.state
+    if state.version <= latest.version:
+        if state == latest:  # a retransmission: answer again, idempotently
+            mine = ch.latest.sig_a if ch.me == 0 else ch.latest.sig_b
+            return ch, (SendMessage(m.Accept(ch.channel_id, state.version, mine.to_bytes())),)
+        return ch, (_refuse(ch, state, pid, Reason.STALE_VERSION, f"version {state.version} <= {latest.version}"),)
+    if state.version > latest.version + 1:
+        return ch, (_refuse(ch, state, pid, Reason.VERSION_GAP, f"expected version {latest.version + 1}"),)
+    ch.check_peer_sig(state, sig)
+    dropped: tuple[Proposal, ...] = ()
+    if ch.pending:  # both proposed this version
+        if ch.me == 0:
+            return ch, (_refuse(ch, state, pid, Reason.CONFLICT, "A's proposal of this version wins"),)
+        dropped, ch = ch.pending, replace(ch, pending=())
+    kind = _check_move(ch, latest, state)
+    mine = key.sign_digest(ch.digest(state))
+    new = replace(ch, latest=ch.signed(state, mine, sig))
+    effects: list[Effect] = [SendMessage(m.Accept(ch.channel_id, state.version, mine.to_bytes()))]
+    received = tuple(
+        (asset, abs(t1 - t0))
+        for asset, t0, t1 in zip(state.assets, latest.transfers, state.transfers, strict=True)
+        if t1 != t0
+    )
+    if received:
+        effects.append(NotifyReceived(received, state.version))
+    if kind is Kind.POSTFUND:
+        new = replace(new, phase=Phase.OPEN)
+        effects.append(NotifyPhase(Phase.OPEN))
+    elif kind is Kind.FINAL:
+        new = replace(new, phase=Phase.CLOSING)
+        effects.append(NotifyPhase(Phase.CLOSING))
+    if dropped:
+        new, more = _rebase(new, tuple(p for prop in dropped for p in prop.payments), key)
+        effects.extend(more)
+    return new, tuple(effects)
+
+
+def _refuse(ch: Channel, state: State, pid: int, reason: Reason, detail: str) -> SendMessage:
+    return SendMessage(m.Reject(ch.channel_id, state.version, pid, str(reason), detail))
+
+
+def _check_move(ch: Channel, old: State, new: State) -> Kind:
+    """Which kind of update the peer proposes; raises if the rules do not allow it."""
+    if new.assets != old.assets or new.app_data != old.app_data:
+        raise RemoteError(Reason.ILLEGAL_MOVE, "assets and app data may not change")
+    if new.is_final:
+        if ch.phase is not Phase.OPEN or new.transfers != old.transfers:
+            raise RemoteError(Reason.ILLEGAL_MOVE, "a final state must repeat the latest transfers while open")
+        return Kind.FINAL
+    if ch.phase is Phase.FUNDING:
+        if new.version != 1 or new.transfers != old.transfers:
+            raise RemoteError(Reason.ILLEGAL_MOVE, "while funding only the post-fund state may be proposed")
+        if not ch.fully_funded():
+            raise RemoteError(Reason.NOT_FUNDED, "this side has not seen every deposit yet")
+        return Kind.POSTFUND
+    if ch.phase is not Phase.OPEN:
+        raise RemoteError(Reason.WRONG_PHASE, f"no payments while {ch.phase}")
+    sign = 1 if ch.peer == 0 else -1  # the peer may only pay: move value towards me
+    for t0, t1 in zip(old.transfers, new.transfers, strict=True):
+        if sign * (t1 - t0) < 0:
+            raise RemoteError(Reason.ILLEGAL_MOVE, "a proposal may only move value from its proposer")
+    for pair in ch.balances(new):
+        if pair[ch.peer] < 0:
+            raise RemoteError(Reason.INSUFFICIENT_FUNDS, "the proposer cannot pay that much")
+    return Kind.PAY
+
+
+def _on_accept(ch: Channel, msg: m.Accept) -> Result:
+    if not ch.pending:
+        if ch.phase is Phase.OPENING and msg.version == 0:
+            return _on_open_accepted(ch, msg)
+        return ch, ()  # a late duplicate
+    head = ch.pending[0]
+    if msg.version != head.state.version:
+        if msg.version < head.state.version:
+            return ch, ()  # a duplicate of one already confirmed
+        raise RemoteError(Reason.UNKNOWN_PROPOSAL, f"accept for version {msg.version}, expected {head.state.version}")
+    theirs = m.signature(msg.sig)
+    ch.check_peer_sig(head.state, theirs)
+    new = replace(ch, latest=ch.signed(head.state, head.sig, theirs), pending=ch.pending[1:])
+    effects: list[Effect] = []
+    if head.payments:
+        effects.append(NotifySent(head.payments, head.state.version))
+    if head.kind is Kind.POSTFUND:
+        new = replace(new, phase=Phase.OPEN)
+        effects.append(NotifyPhase(Phase.OPEN))
+    elif head.kind is Kind.FINAL:
+        assert new.latest is not None
+        effects.append(SubmitTxCloseCooperative(new.latest))
+    return new, tuple(effects)
+
+
+def _on_open_accepted(ch: Channel, msg: m.Accept) -> Result:
+    prefund = State(ch.channel_id, 0, ch.assets, tuple(0 for _ in ch.assets))
+    theirs = m.signature(msg.sig)
+    ch.check_peer_sig(prefund, theirs)
+    assert ch.opening_sig is not None
+    new = replace(ch, latest=SignedState(prefund, ch.opening_sig, theirs), phase=Phase.FUNDING, opening_sig=None)
+    eth = ch.deposits[ch.assets.index(ETH)][0] if ETH in ch.assets else 0
+    return new, (SubmitTxOpen(eth), NotifyPhase(Phase.FUNDING))
+
+
+def _on_reject(ch: Channel, msg: m.Reject, key: PrivateKey) -> Result:
+    index = next((i for i, p in enumerate(ch.pending) if p.pid == msg.pid), None)
+    if index is None:
+        return ch, ()  # about a proposal already rolled back or confirmed
+    rejected, later = ch.pending[index], ch.pending[index + 1 :]
+    new = replace(ch, pending=ch.pending[:index])
+    effects: list[Effect] = []
+    if rejected.kind is Kind.FINAL:
+        new = replace(new, phase=Phase.OPEN)
+        effects.append(NotifyPhase(Phase.OPEN))
+    retry = tuple(p for prop in later for p in prop.payments)
+    if msg.reason == Reason.CONFLICT:  # lost a tie-break: nothing wrong with the payments
+        retry = rejected.payments + retry
+    else:
+        effects.extend(_fail(rejected.payments, msg.reason))
+    new, more = _rebase(new, retry, key)
+    return new, (*effects, *more)
+
+
+def _on_sync(ch: Channel, msg: m.Sync, key: PrivateKey) -> Result:
+    signed = SignedState(msg.state.to_state(), m.signature(msg.sig_a), m.signature(msg.sig_b))
+    ch.check_signed(signed)
+    if ch.latest is None or signed.state.version <= ch.latest.state.version:
+        return ch, ()
+    # The peer holds a newer state, signed by us too: one of our proposals it accepted
+    # (its Accept was lost). Our proposals are consecutive, so every one up to that
+    # version is confirmed; the ones above it still build on it and stay in flight
+    # as they are (they may already be on their way again): never re-propose them.
+    if not any(p.state == signed.state for p in ch.pending):
+        raise RemoteError(Reason.UNKNOWN_PROPOSAL, f"peer's version {signed.state.version} is none of ours")
+    confirmed = tuple(p for p in ch.pending if p.state.version <= signed.state.version)
+    rest = tuple(p for p in ch.pending if p.state.version > signed.state.version)
+    new = replace(ch, latest=signed, pending=rest)
+    effects: list[Effect] = []
+    for p in confirmed:
+        if p.payments:
+            effects.append(NotifySent(p.payments, p.state.version))
+        if p.kind is Kind.POSTFUND:
+            new = replace(new, phase=Phase.OPEN)
+            effects.append(NotifyPhase(Phase.OPEN))
+        elif p.kind is Kind.FINAL:  # we proposed it, so we submit it
+            effects.append(SubmitTxCloseCooperative(signed))
+    return new, tuple(effects)
+
+
+def _resync(ch: Channel) -> tuple[Effect, ...]:
+    """After a (re)connect: offer our latest state, then resend what is in flight."""
+    effects: list[Effect] = []
+    if ch.phase is Phase.OPENING and ch.opening_sig is not None:
+        return ()  # the shell resends the open request it keeps
+    if ch.latest is not None:
+        s = ch.latest
+        effects.append(SendMessage(m.Sync(m.WireState.of(s.state), s.sig_a.to_bytes(), s.sig_b.to_bytes())))
+    for p in ch.pending:
+        effects.append(SendMessage(m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid)))
+    return tuple(effects)
+
+
+# ------------------------------------------------------------------ withdrawals
+
+
+def _withdraw(ch: Channel, action: ActionWithdraw, key: PrivateKey) -> Result:
+    if action.asset not in ch.assets:
+        raise LocalError(Reason.BAD_ASSETS, "asset is not in this channel")
+    if action.amount > ch.my_balance(action.asset):
+        raise LocalError(Reason.INSUFFICIENT_FUNDS, "withdrawal exceeds this side's balance")
+    nonce = (ch.latest.state.version if ch.latest else 0) << 16 | (ch.withdraw_nonce & 0xFFFF)
+    w = Withdrawal(ch.channel_id, ch.me, action.asset, action.amount, nonce)
+    sig = key.sign_digest(withdrawal_digest(ch.domain, w))
+    pw = PendingWithdrawal(w, sig if ch.me == 0 else None, sig if ch.me == 1 else None)
+    new = replace(ch, withdrawals=(*ch.withdrawals, pw), withdraw_nonce=ch.withdraw_nonce + 1)
+    request = m.WithdrawRequest(
+        ch.channel_id, ch.me, action.asset, m.u256(action.amount), m.u256(nonce), sig.to_bytes()
+    )
+    return new, (SendMessage(request),)
+
+
+def _on_withdraw_request(ch: Channel, msg: m.WithdrawRequest, key: PrivateKey) -> Result:
+    if msg.participant != ch.peer or ch.phase is not Phase.OPEN:
+        raise RemoteError(Reason.ILLEGAL_MOVE, "the peer may only withdraw its own funds while open")
+    try:
+        w = Withdrawal(ch.channel_id, msg.participant, msg.asset, m.from_u256(msg.amount), m.from_u256(msg.nonce))
+    except LocalError as exc:
+        raise RemoteError(exc.reason, exc.detail) from exc
+    if msg.asset not in ch.assets or any(p.withdrawal.nonce == w.nonce for p in ch.withdrawals):
+        raise RemoteError(Reason.ILLEGAL_MOVE, "unknown asset or reused withdrawal nonce")
+    # the peer must afford it under the latest state and everything it has in flight to us
+    for state in (ch.head,):
+        if ch.balances(state)[ch.assets.index(w.asset)][ch.peer] < w.amount:
+            raise RemoteError(Reason.INSUFFICIENT_FUNDS, "withdrawal exceeds the peer's balance")
+    theirs = m.signature(msg.sig)
+    d = withdrawal_digest(ch.domain, w)
+    if recover(d, theirs) != ch.peer_address:
+        raise RemoteError(Reason.WRONG_SIGNER, "withdrawal is not signed by the peer")
+    mine = key.sign_digest(d)
+    sig_a, sig_b = (mine, theirs) if ch.me == 0 else (theirs, mine)
+    new = replace(ch, withdrawals=(*ch.withdrawals, PendingWithdrawal(w, sig_a, sig_b)))
+    return new, (SendMessage(m.WithdrawAccept(ch.channel_id, msg.nonce, mine.to_bytes())),)
+
+
+def _on_withdraw_accept(ch: Channel, msg: m.WithdrawAccept) -> Result:
+    nonce = m.from_u256(msg.nonce)
+    for i, p in enumerate(ch.withdrawals):
+        if p.withdrawal.nonce == nonce and p.withdrawal.participant == ch.me:
+            theirs = m.signature(msg.sig)
+            if recover(withdrawal_digest(ch.domain, p.withdrawal), theirs) != ch.peer_address:
+                raise RemoteError(Reason.WRONG_SIGNER, "withdrawal acceptance is not the peer's")
+            done = replace(p, sig_a=p.sig_a or theirs, sig_b=p.sig_b or theirs)
+            assert done.sig_a is not None and done.sig_b is not None
+            ws = (*ch.withdrawals[:i], done, *ch.withdrawals[i + 1 :])
+            return replace(ch, withdrawals=ws), (SubmitTxWithdraw(p.withdrawal, done.sig_a, done.sig_b),)
+    return ch, ()
+
+
+# ------------------------------------------------------------------ chain
+
+
+def _on_opened(ch: Channel) -> Result:
+    if ch.opened:
+        return ch, ()
+    new = replace(ch, opened=True)
+    effects: list[Effect] = []
+    for asset, pair in zip(ch.assets, ch.deposits, strict=True):
+        amount = pair[ch.me]
+        if amount and (ch.me == 1 or asset != ETH):  # A's ether came with the open
+            effects.append(SubmitTxDeposit(asset, amount))
+    return new, tuple(effects)
+
+
+def _on_funded(ch: Channel, inp: ChainFunded, key: PrivateKey) -> Result:
+    if inp.asset not in ch.assets:
+        return ch, ()
+    i = ch.assets.index(inp.asset)
+    pair = list(ch.funded[i])
+    pair[inp.participant] = inp.funded
+    funded = (*ch.funded[:i], (pair[0], pair[1]), *ch.funded[i + 1 :])
+    # a withdrawal seen on chain no longer needs holding back
+    ws = ch.withdrawals
+    if inp.funded < ch.funded[i][inp.participant]:
+        gone = ch.funded[i][inp.participant] - inp.funded
+        for j, p in enumerate(ws):
+            w = p.withdrawal
+            if (w.participant, w.asset, w.amount) == (inp.participant, inp.asset, gone):
+                ws = (*ws[:j], *ws[j + 1 :])
+                break
+    new = replace(ch, funded=funded, withdrawals=ws, opened=True)
+    if new.phase is Phase.FUNDING and new.fully_funded() and not new.pending:
+        assert new.latest is not None
+        return _propose(new, replace(new.latest.state, version=1), Kind.POSTFUND, (), key)
+    return new, ()
+
+
+def _on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
+    d = Dispute(inp.version, inp.finalizes_at, inp.funded_a, inp.funded_b, inp.state_hash)
+    new = replace(ch, phase=Phase.DISPUTE, dispute=d, pending=())
+    effects: list[Effect] = [*_fail_all(ch.pending, "channel is being closed"), NotifyPhase(Phase.DISPUTE)]
+    if ch.latest is not None and ch.latest.state.version > inp.version and ch.now < inp.finalizes_at:
+        effects.append(SubmitTxChallenge(ch.latest, inp.funded_a, inp.funded_b, inp.state_hash))
+        new = replace(new, dispute=replace(d, challenged=True))
+    new, more = _on_time(new)
+    return new, (*effects, *more)
+
+
+def _on_time(ch: Channel) -> Result:
+    d = ch.dispute
+    if ch.phase is not Phase.DISPUTE or d is None or d.settle_submitted or ch.now < d.finalizes_at:
+        return ch, ()
+    if ch.latest is None or ch.latest.state.version != d.version:
+        return ch, ()  # the recorded state is not one we hold; the peer settles it
+    if dispute_record(d.funded_a, d.funded_b, state_hash(ch.latest.state)) != dispute_record(
+        d.funded_a, d.funded_b, d.state_hash
+    ):
+        return ch, ()
+    return replace(ch, dispute=replace(d, settle_submitted=True)), (
+        SubmitTxSettle(ch.latest.state, d.funded_a, d.funded_b),
+    )
+
+
+def pending_work(ch: Channel) -> tuple[Effect, ...]:
+    """What a restarted node must (re)do for this channel: computed, never stored."""
+    if ch.phase is Phase.CLOSING and ch.latest is not None and ch.latest.state.is_final and not ch.pending:
+        return (SubmitTxCloseCooperative(ch.latest),)
+    if ch.phase is Phase.FUNDING and not ch.opened and ch.me == 0:
+        eth = ch.deposits[ch.assets.index(ETH)][0] if ETH in ch.assets else 0
+        return (SubmitTxOpen(eth),)
+    return ()

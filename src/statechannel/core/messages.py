@@ -1,0 +1,144 @@
+"""Peer messages and their wire codec (msgpack through msgspec).
+
+Amounts travel as 32-byte big-endian fields because msgpack integers stop at 64
+bits. Decoding validates types and sizes; a malformed frame raises RemoteError
+and builds nothing."""
+
+from __future__ import annotations
+
+import msgspec
+
+from statechannel.core.crypto import Signature
+from statechannel.core.errors import Reason, RemoteError, StatechannelError
+from statechannel.core.types import State
+
+
+def u256(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def i256(value: int) -> bytes:
+    return value.to_bytes(32, "big", signed=True)
+
+
+def from_u256(raw: bytes) -> int:
+    if len(raw) != 32:
+        raise RemoteError(Reason.BAD_MESSAGE, "amount must be 32 bytes")
+    return int.from_bytes(raw, "big")
+
+
+def from_i256(raw: bytes) -> int:
+    if len(raw) != 32:
+        raise RemoteError(Reason.BAD_MESSAGE, "transfer must be 32 bytes")
+    return int.from_bytes(raw, "big", signed=True)
+
+
+class WireState(msgspec.Struct, frozen=True, array_like=True):
+    channel_id: bytes
+    version: int
+    is_final: bool
+    assets: list[bytes]
+    transfers: list[bytes]
+    app_data: bytes
+
+    @classmethod
+    def of(cls, s: State) -> WireState:
+        return cls(s.channel_id, s.version, s.is_final, list(s.assets), [i256(t) for t in s.transfers], s.app_data)
+
+    def to_state(self) -> State:
+        try:
+            return State(
+                channel_id=self.channel_id,
+                version=self.version,
+                assets=tuple(self.assets),
+                transfers=tuple(from_i256(t) for t in self.transfers),
+                is_final=self.is_final,
+                app_data=self.app_data,
+            )
+        except StatechannelError as exc:
+            raise RemoteError(exc.reason, f"peer sent a bad state: {exc.detail}") from exc
+
+
+class OpenRequest(msgspec.Struct, frozen=True, array_like=True, tag="open"):
+    """A asks B to open a channel; carries A's signature on the pre-fund state."""
+
+    chain_id: int
+    adjudicator: bytes
+    a: bytes
+    b: bytes
+    challenge_period: int
+    nonce: bytes
+    assets: list[bytes]
+    deposits_a: list[bytes]
+    deposits_b: list[bytes]
+    sig: bytes
+
+
+class Propose(msgspec.Struct, frozen=True, array_like=True, tag="propose"):
+    """`pid` names this proposal for its Reject: after a rollback the same version,
+    even the same state, may be proposed again, and a late Reject of the old one
+    must not cancel the new one."""
+
+    state: WireState
+    sig: bytes
+    pid: int
+
+
+class Accept(msgspec.Struct, frozen=True, array_like=True, tag="accept"):
+    channel_id: bytes
+    version: int
+    sig: bytes
+
+
+class Reject(msgspec.Struct, frozen=True, array_like=True, tag="reject"):
+    """Refuses the proposal `pid`."""
+
+    channel_id: bytes
+    version: int
+    pid: int
+    reason: str
+    detail: str
+
+
+class Sync(msgspec.Struct, frozen=True, array_like=True, tag="sync"):
+    """After a (re)connect: my latest fully signed state."""
+
+    state: WireState
+    sig_a: bytes
+    sig_b: bytes
+
+
+class WithdrawRequest(msgspec.Struct, frozen=True, array_like=True, tag="wreq"):
+    channel_id: bytes
+    participant: int
+    asset: bytes
+    amount: bytes
+    nonce: bytes
+    sig: bytes
+
+
+class WithdrawAccept(msgspec.Struct, frozen=True, array_like=True, tag="wacc"):
+    channel_id: bytes
+    nonce: bytes
+    sig: bytes
+
+
+Message = OpenRequest | Propose | Accept | Reject | Sync | WithdrawRequest | WithdrawAccept
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(frame: bytes) -> Message:
+    try:
+        return _decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise RemoteError(Reason.BAD_MESSAGE, f"undecodable frame: {exc}") from exc
+
+
+def signature(raw: bytes) -> Signature:
+    return Signature.from_bytes(raw)

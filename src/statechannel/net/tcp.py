@@ -1,0 +1,314 @@
+"""The TCP transport: one authenticated, encrypted connection per peer, redialled after a drop.
+
+Exactly one connection per peer is kept, and both sides agree on which without an extra round trip: the
+responder decides, before anything but the handshake has crossed the connection. A responder whose address is
+the higher one always accepts, because the lower side's dial wins a simultaneous dial. A lower responder
+refuses a dial (Verdict.DUPLICATE) while its own dial to that peer is in its handshake or already holds the
+connection, since the other side will accept that one. A dialler whose TCP connect completes while the peer
+already connected to it hangs up before the handshake. So no frame is ever sent on a connection the other side
+throws away; a new connection only replaces one that its dialler gave up as dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from statechannel.core.crypto import PrivateKey
+from statechannel.net.base import (
+    MAX_FRAME,
+    ConnectHandler,
+    FrameHandler,
+    FrameTooLarge,
+    HandshakeFailed,
+    PeerUnreachable,
+    hex_address,
+    run_handler,
+)
+from statechannel.net.secure import ProtocolError, SecureChannel, Verdict, accept_handshake, dial_handshake
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+_DROPPED = (ProtocolError, HandshakeFailed, asyncio.IncompleteReadError, ConnectionError, OSError, TimeoutError)
+
+
+@dataclass(eq=False)
+class _Conn:
+    channel: SecureChannel
+    dialled_by_us: bool
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class _Peer:
+    """Everything per peer address that outlives a single connection."""
+
+    address: bytes
+    conn: _Conn | None = None
+    dialling: bool = False  # our dial is past TCP connect and in its handshake
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    deliver_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    maintainer: asyncio.Task[None] | None = None
+    host: str = ""
+    port: int = 0
+
+
+class TcpTransport:
+    """Transport over asyncio TCP with Noise XX encryption and Ethereum-address authentication."""
+
+    def __init__(self, key: PrivateKey, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.address: bytes = key.address
+        self._key = key
+        self._static = secrets.token_bytes(32)  # per-node Noise key; identity comes from the Ethereum proof
+        self._host = host
+        self._port = port
+        self._peers: dict[bytes, _Peer] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._on_frame: FrameHandler | None = None
+        self._on_connect: ConnectHandler | None = None
+
+    def set_handlers(self, on_frame: FrameHandler, on_connect: ConnectHandler) -> None:
+        self._on_frame = on_frame
+        self._on_connect = on_connect
+
+    async def start(self) -> int:
+        """Listens; returns the bound port (useful with port 0)."""
+        self._require_ready()
+        self._server = await asyncio.start_server(self._on_inbound, self._host, self._port)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def connect(self, peer: bytes, host: str, port: int, timeout: float = 10.0) -> None:
+        """Dials `peer` and keeps the connection up (redialling after drops) until close().
+
+        Returns once connected (by this dial or by the peer dialling us). The first call for a peer raises
+        HandshakeFailed if the node at host:port proves another address or breaks the protocol, or
+        PeerUnreachable if no connection came up within `timeout`, and then stops dialling. Later calls update
+        where to dial and wait the same way, but a timeout there leaves the redialling running.
+        """
+        self._require_ready()
+        state = self._peer(peer)
+        state.host, state.port = host, port
+        first = state.maintainer is None or state.maintainer.done()
+        if first:
+            state.maintainer = self._spawn(self._maintain(state))
+        maintainer = state.maintainer
+        assert maintainer is not None
+        if state.conn is not None:
+            return
+        up = asyncio.ensure_future(state.up.wait())
+        try:
+            done, _ = await asyncio.wait({up, maintainer}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+        if state.conn is not None:
+            return
+        failure = maintainer.exception() if maintainer in done and not maintainer.cancelled() else None
+        if first or failure is not None:
+            maintainer.cancel()
+            state.maintainer = None
+        if failure is not None:
+            raise failure
+        raise PeerUnreachable(f"no connection to {hex_address(peer)} at {host}:{port} within {timeout} s")
+
+    async def send(self, peer: bytes, frame: bytes) -> None:
+        if len(frame) > MAX_FRAME:
+            raise FrameTooLarge(len(frame))
+        state = self._peers.get(peer)
+        if state is None or state.conn is None:
+            raise PeerUnreachable(f"no live connection to {hex_address(peer)}")
+        async with state.send_lock:
+            conn = state.conn  # the connection may have been replaced while we queued: use the current one
+            if conn is None:
+                raise PeerUnreachable(f"connection to {hex_address(peer)} dropped")
+            try:
+                await conn.channel.send_frame(frame)
+            except (ConnectionError, OSError) as exc:
+                self._drop(state, conn)
+                raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
+
+    def connected(self, peer: bytes) -> bool:
+        state = self._peers.get(peer)
+        return state is not None and state.conn is not None
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for state in self._peers.values():
+            if state.conn is not None:
+                self._drop(state, state.conn)
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ---- internals ---------------------------------------------------------------------------------------
+
+    def _require_ready(self) -> None:
+        if self._on_frame is None or self._on_connect is None:
+            raise RuntimeError("call set_handlers() before start() or connect()")
+        if self._closing:
+            raise RuntimeError("transport is closed")
+
+    def _peer(self, address: bytes) -> _Peer:
+        state = self._peers.get(address)
+        if state is None:
+            state = self._peers[address] = _Peer(address)
+        return state
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(_forget(self._tasks))
+        return task
+
+    async def _maintain(self, state: _Peer) -> None:
+        """Dials whenever the peer is not connected. Pauses after a drop or a failed dial (capped exponential
+        backoff) so a peer that keeps failing is not hammered; the pause ends early if the peer dials us."""
+        delay = BACKOFF_MIN
+        connected_once = False
+        while not self._closing:
+            if state.conn is not None:
+                connected_once, delay = True, BACKOFF_MIN
+                await state.conn.closed.wait()
+            else:
+                try:
+                    await self._dial(state)
+                except HandshakeFailed as exc:
+                    if not connected_once:
+                        raise
+                    log.warning("redial of %s failed: %s", hex_address(state.address), exc)
+                except (ConnectionError, OSError, TimeoutError) as exc:
+                    log.debug("dial of %s failed: %r", hex_address(state.address), exc)
+                if state.conn is not None:
+                    continue
+            if state.conn is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.up.wait(), delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _dial(self, state: _Peer) -> None:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            reader, writer = await asyncio.open_connection(state.host, state.port)
+        if state.conn is not None or self._closing:  # the peer dialled us meanwhile: keep that connection
+            writer.transport.abort()
+            return
+        state.dialling = True
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                channel, verdict = await dial_handshake(reader, writer, self._key, self._static, state.address)
+        except BaseException:
+            writer.transport.abort()
+            raise
+        finally:
+            state.dialling = False
+        if verdict is not Verdict.ACCEPT or self._closing:
+            log.debug("%s kept another connection to us", hex_address(state.address))
+            writer.transport.abort()
+            return
+        conn = self._register(state, channel, dialled_by_us=True)
+        self._spawn(self._run(state, conn))
+
+    def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Runs the connection in a task of our own: close() cancels it, which asyncio 3.11 would log as an
+        error had it been the server's own callback task."""
+        self._spawn(self._serve(reader, writer))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                inbound = await accept_handshake(reader, writer, self._key, self._static)
+        except _DROPPED as exc:
+            log.info("refused inbound connection: %r", exc)
+            writer.transport.abort()
+            return
+        except BaseException:
+            writer.transport.abort()
+            raise
+        peer = inbound.channel.peer
+        state = self._peer(peer)
+        verdict = self._verdict(state, inbound.wanted)
+        inbound.answer(verdict)
+        if verdict is not Verdict.ACCEPT:
+            log.debug("answered %s to %s", verdict.name, hex_address(peer))
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.drain()
+            writer.close()
+            return
+        conn = self._register(state, inbound.channel, dialled_by_us=False)
+        await self._run(state, conn)
+
+    def _verdict(self, state: _Peer, wanted: bytes) -> Verdict:
+        if wanted != self.address:
+            return Verdict.NOT_ME
+        if self._closing:
+            return Verdict.DUPLICATE
+        if self.address < state.address and (state.dialling or (state.conn is not None and state.conn.dialled_by_us)):
+            return Verdict.DUPLICATE
+        return Verdict.ACCEPT
+
+    def _register(self, state: _Peer, channel: SecureChannel, dialled_by_us: bool) -> _Conn:
+        """Makes `channel` the peer's connection. Synchronous, so the tie-break decision stays valid."""
+        if state.conn is not None:
+            log.info("new connection from %s replaces one it gave up", hex_address(state.address))
+            self._drop(state, state.conn)
+        conn = _Conn(channel, dialled_by_us)
+        state.conn = conn
+        state.up.set()
+        return conn
+
+    def _drop(self, state: _Peer, conn: _Conn) -> None:
+        if state.conn is conn:
+            state.conn = None
+            state.up.clear()
+        conn.closed.set()
+        conn.channel.abort()
+
+    async def _run(self, state: _Peer, conn: _Conn) -> None:
+        """Delivers on_connect, then the connection's frames one at a time, until the connection ends."""
+        assert self._on_frame is not None and self._on_connect is not None
+        peer = state.address
+        try:
+            async with state.deliver_lock:
+                if state.conn is conn:
+                    await run_handler(self._on_connect(peer), "on_connect", peer)
+            while True:
+                frame = await conn.channel.recv_frame()
+                async with state.deliver_lock:
+                    if state.conn is not conn:
+                        break
+                    await run_handler(self._on_frame(peer, frame), "on_frame", peer)
+        except _DROPPED as exc:
+            log.info("connection to %s ended: %r", hex_address(peer), exc)
+        finally:
+            self._drop(state, conn)
+
+
+def _forget(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    """Done callback: untrack the task and mark its exception retrieved (connect() reports the one that matters)."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        failure = None if task.cancelled() else task.exception()
+        if isinstance(failure, HandshakeFailed):
+            log.debug("task %s ended with %r", task.get_name(), failure)
+        elif failure is not None:
+            log.error("task %s failed", task.get_name(), exc_info=failure)
+
+    return done

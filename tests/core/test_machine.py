@@ -1,0 +1,187 @@
+"""The channel machine, scenario by scenario, over the in-memory link."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from statechannel.core import messages as m
+from statechannel.core.channel import MAX_IN_FLIGHT, Phase
+from statechannel.core.errors import LocalError, Reason, RemoteError
+from statechannel.core.io import (
+    ActionCloseCooperative,
+    ActionPay,
+    ActionWithdraw,
+    ChainConcluded,
+    ChainDisputeRecorded,
+    ChainFunded,
+    ChainTime,
+    Payment,
+    ReceiveMessage,
+    SendMessage,
+    SubmitTxChallenge,
+    SubmitTxCloseCooperative,
+    SubmitTxOpen,
+    SubmitTxSettle,
+    SubmitTxWithdraw,
+)
+from statechannel.core.machine import receive, transition
+from statechannel.core.types import ETH, State
+from tests.core.harness import Pair
+
+
+def test_funding_reaches_open_with_a_postfund_state() -> None:
+    pair = Pair()
+    assert pair.open()
+    assert pair.a.ch.latest == pair.b.ch.latest
+    assert pair.a.ch.latest is not None and pair.a.ch.latest.state.version == 1
+    assert any(isinstance(e, SubmitTxOpen) and e.eth_deposit == 1000 for e in pair.a.effects)
+
+
+def test_payments_both_ways_conserve_and_confirm() -> None:
+    pair = Pair()
+    pair.pay(0, 10)
+    pair.pay(1, 3)
+    pair.deliver_all()
+    pair.pay(0, 5, count=4)
+    pair.deliver_all()
+    assert pair.a.ch.latest == pair.b.ch.latest
+    assert pair.balance(pair.a) == 1000 - 30 + 3
+    assert pair.balance(pair.b) == 1000 + 30 - 3
+    assert sum(pair.a.sent.values()) == 30 and pair.b.received == 30
+    assert pair.a.failed == set() and pair.b.failed == set()
+
+
+def test_pipelining_many_in_flight() -> None:
+    pair = Pair()
+    for _ in range(MAX_IN_FLIGHT):
+        pair.pay(0, 1)
+    assert len(pair.a.ch.pending) == MAX_IN_FLIGHT
+    with pytest.raises(LocalError) as full:
+        pair.pay(0, 1)
+    assert full.value.reason is Reason.PIPELINE_FULL
+    pair.deliver_all()
+    assert pair.a.ch.pending == () and pair.balance(pair.b) == 1000 + MAX_IN_FLIGHT
+
+
+def test_simultaneous_proposals_a_wins_b_rebases() -> None:
+    pair = Pair()
+    pair.pay(0, 7)
+    pair.pay(1, 2)
+    assert pair.a.ch.head.version == pair.b.ch.head.version  # both proposed the same version
+    pair.deliver_all()
+    assert pair.a.ch.latest == pair.b.ch.latest
+    assert pair.balance(pair.a) == 1000 - 7 + 2
+    assert set(pair.b.sent) and not pair.b.failed  # B's payment went through after the rebase
+    assert any(
+        isinstance(e, SendMessage) and isinstance(e.message, m.Reject) and e.message.reason == "conflict"
+        for e in pair.a.effects
+    )
+
+
+def test_overspend_is_refused_locally() -> None:
+    pair = Pair(deposit_a=50)
+    with pytest.raises(LocalError) as err:
+        pair.pay(0, 51)
+    assert err.value.reason is Reason.INSUFFICIENT_FUNDS
+    assert pair.a.ch.pending == ()
+
+
+def test_bad_proposals_are_rejected_and_change_nothing() -> None:
+    pair = Pair()
+    b_before = pair.b.ch
+    latest = pair.a.ch.head
+    key = pair.a.key
+
+    def propose(state: State) -> m.Reject:
+        msg = m.Propose(m.WireState.of(state), key.sign_digest(pair.a.ch.digest(state)).to_bytes(), 999)
+        ch, effects = receive(pair.b.ch, msg, pair.b.key)
+        assert ch == b_before
+        (effect,) = effects
+        assert isinstance(effect, SendMessage) and isinstance(effect.message, m.Reject)
+        return effect.message
+
+    assert propose(replace(latest, version=latest.version + 1, transfers=(-5,))).reason == "illegal_move"
+    assert propose(replace(latest, version=latest.version + 1, transfers=(1001,))).reason == "insufficient_funds"
+    assert propose(replace(latest, version=latest.version + 2, transfers=(1,))).reason == "version_gap"
+    assert propose(replace(latest, version=latest.version, transfers=(1,))).reason == "stale_version"
+    assert propose(replace(latest, version=latest.version + 1, app_data=b"\x01" * 32)).reason == "illegal_move"
+    forged = replace(latest, version=latest.version + 1, transfers=(5,))
+    msg = m.Propose(m.WireState.of(forged), pair.b.key.sign_digest(pair.a.ch.digest(forged)).to_bytes(), 999)
+    _, effects = receive(pair.b.ch, msg, pair.b.key)
+    assert isinstance(effects[0], SendMessage) and isinstance(effects[0].message, m.Reject)
+    assert effects[0].message.reason == "wrong_signer"
+    other = replace(latest, channel_id=b"\x05" * 32, version=latest.version + 1)
+    wrong_channel = m.Propose(m.WireState.of(other), key.sign_digest(pair.a.ch.digest(other)).to_bytes(), 999)
+    with pytest.raises(RemoteError) as err:
+        transition(pair.b.ch, ReceiveMessage(wrong_channel), pair.b.key)
+    assert err.value.reason is Reason.WRONG_CHANNEL
+
+
+def test_lost_accept_is_recovered_by_sync() -> None:
+    pair = Pair()
+    pair.pay(0, 9)
+    pair.deliver(1)  # B accepts; its Accept is in flight
+    pair.disconnect_and_reconnect()  # ... and lost
+    pair.deliver_all()
+    assert pair.a.ch.latest == pair.b.ch.latest
+    assert pair.a.sent and pair.balance(pair.b) == 1009
+
+
+def test_cooperative_close_submits_the_final_state() -> None:
+    pair = Pair()
+    pair.pay(1, 100)
+    pair.deliver_all()
+    pair.feed(pair.a, ActionCloseCooperative())
+    pair.deliver_all()
+    submitted = [e for e in pair.a.effects if isinstance(e, SubmitTxCloseCooperative)]
+    assert len(submitted) == 1 and submitted[0].signed.state.is_final
+    assert submitted[0].signed.state.transfers == (-100,)
+    assert pair.b.ch.phase is Phase.CLOSING
+    with pytest.raises(LocalError):
+        pair.pay(1, 1)
+    pair.feed(pair.a, ChainConcluded(3))
+    assert pair.a.ch.phase is Phase.CLOSED
+
+
+def test_stale_close_is_challenged_then_settled() -> None:
+    pair = Pair()
+    pair.pay(0, 40)
+    pair.deliver_all()
+    latest = pair.b.ch.latest
+    assert latest is not None
+    pair.feed(pair.b, ChainTime(1_000))
+    pair.feed(pair.b, ChainDisputeRecorded(1, 1_100, 1000, 1000, b"\x01" * 32))
+    (challenge,) = [e for e in pair.b.effects if isinstance(e, SubmitTxChallenge)]
+    assert challenge.signed == latest and challenge.recorded_hash == b"\x01" * 32
+    from statechannel.core.eip712 import state_hash
+
+    pair.feed(pair.b, ChainDisputeRecorded(latest.state.version, 1_100, 1000, 1000, state_hash(latest.state)))
+    assert len([e for e in pair.b.effects if isinstance(e, SubmitTxChallenge)]) == 1  # no challenge of the latest
+    pair.feed(pair.b, ChainTime(1_099))
+    assert not [e for e in pair.b.effects if isinstance(e, SubmitTxSettle)]
+    pair.feed(pair.b, ChainTime(1_100))
+    pair.feed(pair.b, ChainTime(1_101))
+    assert len([e for e in pair.b.effects if isinstance(e, SubmitTxSettle)]) == 1
+
+
+def test_withdrawal_needs_both_and_holds_funds_back() -> None:
+    pair = Pair()
+    pair.feed(pair.b, ActionWithdraw(ETH, 600))
+    with pytest.raises(LocalError):
+        pair.pay(1, 401)  # 600 are already promised to the chain
+    pair.deliver_all()
+    (submit,) = [e for e in pair.b.effects if isinstance(e, SubmitTxWithdraw)]
+    assert submit.withdrawal.amount == 600 and submit.withdrawal.participant == 1
+    for party in (pair.a, pair.b):
+        pair.feed(party, ChainFunded(ETH, 1, 400))
+    assert pair.b.ch.withdrawals == () and pair.a.ch.withdrawals == ()
+    assert pair.balance(pair.b) == 400
+
+
+def test_payment_of_unknown_asset_or_bad_amount() -> None:
+    pair = Pair()
+    for payment in (Payment("x", b"\x01" * 20, 5), Payment("y", ETH, 0), Payment("z", ETH, -3)):
+        with pytest.raises(LocalError):
+            pair.feed(pair.a, ActionPay((payment,)))
