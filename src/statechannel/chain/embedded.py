@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from eth_account import Account
 from eth_tester import EthereumTester, PyEVMBackend
@@ -13,6 +16,7 @@ from statechannel.core.crypto import PrivateKey
 from statechannel.core.types import to_checksum
 
 PRIORITY_FEE = 10**9
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _hex(value: bytes) -> str:
@@ -38,10 +42,23 @@ def _reason(exc: TransactionFailed) -> str:
     return text.removeprefix("execution reverted: ")
 
 
+def _locked(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: EmbeddedChain, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, wrapper)
+
+
 class EmbeddedChain:
-    """A fresh chain in this process; time and blocks move only when asked."""
+    """A fresh chain in this process; time and blocks move only when asked.
+
+    eth-tester is not thread-safe, and several nodes (each with its own chain
+    thread) may share one embedded chain, so every call holds one lock."""
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
         self._backend = PyEVMBackend()
         self._tester = EthereumTester(self._backend, auto_mine_transactions=True)
         self.chain_id: int = self._backend.chain.chain_id
@@ -54,6 +71,7 @@ class EmbeddedChain:
             tx["to"] = to_checksum(to)
         return tx
 
+    @_locked
     def send_transaction(
         self, key: PrivateKey, to: bytes | None, data: bytes, value: int = 0, gas: int | None = None
     ) -> Receipt:
@@ -119,6 +137,7 @@ class EmbeddedChain:
             tx_hash=_bytes(entry["transaction_hash"]),
         )
 
+    @_locked
     def call(self, to: bytes, data: bytes, sender: bytes | None = None) -> bytes:
         tx = self._tx(to, data, 0, sender or self._faucet.address)
         try:
@@ -126,10 +145,12 @@ class EmbeddedChain:
         except TransactionFailed as exc:
             raise TransactionReverted(_reason(exc)) from exc
 
+    @_locked
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:
         entries = self._tester.get_logs(from_block=from_block, to_block=to_block, address=to_checksum(address))
         return [self._log(e) for e in entries]
 
+    @_locked
     def block(self, number: int | None = None) -> Block:
         try:
             b = self._tester.get_block_by_number("latest" if number is None else number)
@@ -137,15 +158,19 @@ class EmbeddedChain:
             raise ChainError(f"no block {number}") from exc
         return Block(number=int(b["number"]), hash=_bytes(b["hash"]), timestamp=int(b["timestamp"]))
 
+    @_locked
     def balance(self, address: bytes) -> int:
         return int(self._tester.get_balance(to_checksum(address)))
 
+    @_locked
     def fund(self, address: bytes, wei: int) -> None:
         self.send_transaction(self._faucet, address, b"", value=wei, gas=21000)
 
+    @_locked
     def advance_time(self, seconds: int) -> None:
         # eth-tester's time_travel(t) mines a block stamped t - 1
         self._tester.time_travel(self.block().timestamp + seconds + 1)
 
+    @_locked
     def mine(self, blocks: int = 1) -> None:
         self._tester.mine_blocks(blocks)

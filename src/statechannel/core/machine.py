@@ -93,19 +93,22 @@ def open_channel(
     ch = Channel(params, domain, 0, assets, deposits, Phase.OPENING, None)
     prefund = State(ch.channel_id, 0, assets, tuple(0 for _ in assets))
     sig = key.sign_digest(ch.digest(prefund))
-    request = m.OpenRequest(
-        chain_id=domain.chain_id,
-        adjudicator=domain.adjudicator,
-        a=params.a,
-        b=params.b,
-        challenge_period=params.challenge_period,
-        nonce=m.u256(params.nonce),
-        assets=list(assets),
-        deposits_a=[m.u256(d[0]) for d in deposits],
-        deposits_b=[m.u256(d[1]) for d in deposits],
+    return replace(ch, opening_sig=sig), (SendMessage(_open_request(ch, sig)), NotifyPhase(Phase.OPENING))
+
+
+def _open_request(ch: Channel, sig: Signature) -> m.OpenRequest:
+    return m.OpenRequest(
+        chain_id=ch.domain.chain_id,
+        adjudicator=ch.domain.adjudicator,
+        a=ch.params.a,
+        b=ch.params.b,
+        challenge_period=ch.params.challenge_period,
+        nonce=m.u256(ch.params.nonce),
+        assets=list(ch.assets),
+        deposits_a=[m.u256(d[0]) for d in ch.deposits],
+        deposits_b=[m.u256(d[1]) for d in ch.deposits],
         sig=sig.to_bytes(),
     )
-    return replace(ch, opening_sig=sig), (SendMessage(request), NotifyPhase(Phase.OPENING))
 
 
 def accept_open(request: m.OpenRequest, domain: Domain, key: PrivateKey) -> Result:
@@ -433,7 +436,7 @@ def _resync(ch: Channel) -> tuple[Effect, ...]:
     """After a (re)connect: offer our latest state, then resend what is in flight."""
     effects: list[Effect] = []
     if ch.phase is Phase.OPENING and ch.opening_sig is not None:
-        return ()  # the shell resends the open request it keeps
+        return (SendMessage(_open_request(ch, ch.opening_sig)),)
     if ch.latest is not None:
         s = ch.latest
         effects.append(SendMessage(m.Sync(m.WireState.of(s.state), s.sig_a.to_bytes(), s.sig_b.to_bytes())))

@@ -1,1 +1,30 @@
-"""Durable state (SQLite, and PostgreSQL for the watchtower). Arrives with the channels work."""
+"""Durable state: one row per channel (its latest blob), a chain checkpoint, a bounded payment history.
+
+`SqliteStore` is the durable backend (WAL, synchronous=FULL, group commit);
+`MemoryStore` has the same interface without durability, for protocol tests."""
+
+from statechannel.store.base import (
+    Checkpoint,
+    CommitFailed,
+    InvalidRecord,
+    PaymentRecord,
+    SchemaMismatch,
+    Store,
+    StoreClosed,
+    StoreError,
+)
+from statechannel.store.memory import MemoryStore
+from statechannel.store.sqlite import SqliteStore
+
+__all__ = [
+    "Checkpoint",
+    "CommitFailed",
+    "InvalidRecord",
+    "MemoryStore",
+    "PaymentRecord",
+    "SchemaMismatch",
+    "SqliteStore",
+    "Store",
+    "StoreClosed",
+    "StoreError",
+]

@@ -1,0 +1,181 @@
+"""Everything the node does with the chain, on one worker thread.
+
+One thread owns the chain client: submissions are serialised (so nonces never
+race) and the watcher's reads never run beside a send on a backend that is not
+thread-safe (the embedded EVM). The watcher reads events from a checkpoint,
+turns the ones about our channels into machine inputs, and notices reorgs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Status, Token
+from statechannel.chain.base import Chain, ChainError, Receipt, TransactionReverted
+from statechannel.core.channel import Channel
+from statechannel.core.crypto import PrivateKey
+from statechannel.core.io import (
+    ChainConcluded,
+    ChainDisputeRecorded,
+    ChainFunded,
+    ChainOpened,
+    Input,
+    SubmitTxChallenge,
+    SubmitTxClose,
+    SubmitTxCloseCooperative,
+    SubmitTxDeposit,
+    SubmitTxOpen,
+    SubmitTxSettle,
+    SubmitTxWithdraw,
+)
+from statechannel.core.observed import (
+    ChainObserved,
+    ChainObservedClose,
+    ChainObservedConcluded,
+    ChainObservedDeposit,
+    ChainObservedOpened,
+    ChainObservedWithdrawal,
+)
+from statechannel.core.types import ETH
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SubmitTx = (
+    SubmitTxOpen
+    | SubmitTxDeposit
+    | SubmitTxCloseCooperative
+    | SubmitTxClose
+    | SubmitTxChallenge
+    | SubmitTxSettle
+    | SubmitTxWithdraw
+)
+RETRIES = 5
+REORG_DEPTH = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpointed:
+    number: int
+    hash: bytes
+
+
+class ChainIO:
+    def __init__(self, chain: Chain, adjudicator: bytes, key: PrivateKey) -> None:
+        self.chain = chain
+        self.adj = Adjudicator(chain, adjudicator)
+        self.key = key
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
+        self._recent: list[Checkpointed] = []
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------ submissions
+
+    async def submit(self, ch: Channel, tx: SubmitTx) -> Receipt | None:
+        """Send one transaction, retrying transport failures; a revert is logged, not retried
+        (it is how the chain says the work was already done, e.g. by the peer)."""
+        delay = 0.2
+        for attempt in range(RETRIES):
+            try:
+                return await self.run(lambda: self._send(ch, tx))
+            except TransactionReverted as exc:
+                log.info("%s for channel 0x%s reverted: %s", type(tx).__name__, ch.channel_id.hex()[:12], exc.reason)
+                return None
+            except ChainError as exc:
+                log.warning("%s failed (attempt %d): %s", type(tx).__name__, attempt + 1, exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+        log.error("%s for channel 0x%s gave up after %d attempts", type(tx).__name__, ch.channel_id.hex(), RETRIES)
+        return None
+
+    def _send(self, ch: Channel, tx: SubmitTx) -> Receipt:
+        adj, key, cid = self.adj, self.key, ch.channel_id
+        match tx:
+            case SubmitTxOpen():
+                return adj.open(key, ch.params, tx.eth_deposit)
+            case SubmitTxDeposit():
+                if tx.asset == ETH:
+                    return adj.deposit(key, cid, ch.me, tx.amount)
+                Token(self.chain, tx.asset).approve(key, adj.address, tx.amount)
+                return adj.deposit_token(key, cid, ch.me, tx.asset, tx.amount)
+            case SubmitTxCloseCooperative():
+                s = tx.signed
+                return adj.close_cooperative(key, ch.params, s.state, s.sig_a, s.sig_b)
+            case SubmitTxClose():
+                s = tx.signed
+                return adj.close(key, ch.params, s.state, s.sig_a, s.sig_b)
+            case SubmitTxChallenge():
+                s = tx.signed
+                record = DisputeRecord(tx.funded_a, tx.funded_b, tx.recorded_hash)
+                return adj.challenge(key, ch.params, s.state, s.sig_a, s.sig_b, record)
+            case SubmitTxSettle():
+                return adj.settle(key, ch.params, tx.state, tx.funded_a, tx.funded_b)
+            case SubmitTxWithdraw():
+                return adj.withdraw(key, ch.params, tx.withdrawal, tx.sig_a, tx.sig_b)
+
+    # ------------------------------------------------------------ watching
+
+    def poll(self, since: int, confirmations: int) -> tuple[list[ChainObserved], Checkpointed, int, bool]:
+        """Events in (since, head - confirmations], the new checkpoint, the head's
+        timestamp, and whether a reorg replaced a block we had already read."""
+        head = self.chain.block()
+        reorged = False
+        if self._recent:
+            mark = self._recent[-1]
+            if self.chain.block(mark.number).hash != mark.hash:
+                reorged = True
+                while self._recent and self.chain.block(self._recent[-1].number).hash != self._recent[-1].hash:
+                    self._recent.pop()
+                since = self._recent[-1].number if self._recent else max(0, since - REORG_DEPTH)
+        to = head.number - confirmations
+        if to <= since:
+            cp = self._recent[-1] if self._recent else Checkpointed(since, b"")
+            return [], cp, head.timestamp, reorged
+        events = self.adj.events(since + 1, to)
+        block = self.chain.block(to)
+        cp = Checkpointed(block.number, block.hash)
+        self._recent = [*self._recent[-REORG_DEPTH:], cp]
+        return events, cp, head.timestamp, reorged
+
+    def read_funds(self, ch: Channel) -> list[ChainFunded]:
+        """Every funded amount of a channel as the chain holds it now."""
+        out: list[ChainFunded] = []
+        info = self.adj.channel(ch.channel_id)
+        for asset in ch.assets:
+            if asset == ETH:
+                if info.status is Status.OPEN:
+                    out += [ChainFunded(ETH, 0, info.funded_a), ChainFunded(ETH, 1, info.funded_b)]
+            else:
+                fa, fb = self.adj.token_funds(ch.channel_id, asset)
+                out += [ChainFunded(asset, 0, fa), ChainFunded(asset, 1, fb)]
+        return out
+
+
+def to_inputs(event: ChainObserved) -> tuple[bytes, list[Input]] | None:
+    """The channel an event is about and the machine inputs it becomes."""
+    match event:
+        case ChainObservedOpened():
+            return event.channel_id, [ChainOpened()]
+        case ChainObservedDeposit():
+            return event.channel_id, [ChainFunded(event.asset, event.participant, event.funded)]
+        case ChainObservedWithdrawal():
+            return event.channel_id, [ChainFunded(event.asset, event.participant, event.funded)]
+        case ChainObservedClose():
+            record = ChainDisputeRecorded(
+                event.version, event.finalizes_at, event.funded_a, event.funded_b, event.state_hash
+            )
+            return event.channel_id, [record]
+        case ChainObservedConcluded():
+            return event.channel_id, [ChainConcluded(event.version)]
+    return None
+
+
+Runner = Callable[[], Awaitable[None]]

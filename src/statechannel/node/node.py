@@ -1,0 +1,439 @@
+"""The node: the shell around the pure channel machine, and the public Python API.
+
+For every input: run `transition`, keep the new value, save it (group commit),
+and only once it is durable carry out its effects, in order per channel (save
+before you sign or send). Payments queued in the same moment ride in one update."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from statechannel.core import messages as m
+from statechannel.core.channel import MAX_IN_FLIGHT, Channel, Phase
+from statechannel.core.crypto import PrivateKey
+from statechannel.core.errors import LocalError, Reason, RemoteError, StatechannelError
+from statechannel.core.io import (
+    ActionCloseCooperative,
+    ActionCloseUnilateral,
+    ActionPay,
+    ActionWithdraw,
+    ChainTime,
+    Effect,
+    Input,
+    NotifyFailed,
+    NotifyPhase,
+    NotifyReceived,
+    NotifySent,
+    Payment,
+    PeerConnected,
+    SendMessage,
+    SubmitTxDeposit,
+)
+from statechannel.core.machine import accept_open, open_channel, pending_work, receive, transition
+from statechannel.core.persist import decode_channel, encode_channel
+from statechannel.core.types import ChannelParams, Domain, to_checksum
+from statechannel.net.base import PeerUnreachable, Transport
+from statechannel.node.chainio import ChainIO, SubmitTx, to_inputs
+from statechannel.store.base import Checkpoint, PaymentRecord, Store
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 512
+DEFAULT_CHALLENGE_PERIOD = 3600
+
+
+class NodeError(LocalError):
+    """A request the node cannot carry out (unknown channel, wrong phase, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    kind: str  # "phase" | "sent" | "failed" | "received"
+    channel_id: str
+    data: dict[str, Any]
+
+
+@dataclass
+class _Subscriber:
+    queue: asyncio.Queue[NodeEvent] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    dropped: int = 0
+
+
+class Node:
+    def __init__(
+        self,
+        key: PrivateKey,
+        chainio: ChainIO,
+        store: Store,
+        transport: Transport,
+        *,
+        confirmations: int = 0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.key = key
+        self.address = key.address
+        self.chainio = chainio
+        self.domain = Domain(chainio.chain.chain_id, chainio.adj.address)
+        self.store = store
+        self.transport = transport
+        self.confirmations = confirmations
+        self.poll_interval = poll_interval
+        self.channels: dict[bytes, Channel] = {}
+        self._tails: dict[bytes, asyncio.Future[None]] = {}
+        self._queued: dict[bytes, list[tuple[Payment, asyncio.Future[PaymentRecord]]]] = defaultdict(list)
+        self._flushing: set[bytes] = set()
+        self._waiters: dict[str, asyncio.Future[PaymentRecord]] = {}
+        self._records: dict[str, PaymentRecord] = {}
+        self._subscribers: list[_Subscriber] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self.chain_head = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for cid, blob in self.store.load_channels().items():
+            self.channels[cid] = decode_channel(blob)
+        self.transport.set_handlers(self._on_frame, self._on_connect)
+        for cid, ch in self.channels.items():
+            for effect in pending_work(ch):
+                self._spawn(self._execute(cid, effect))
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await asyncio.gather(*self._tails.values(), return_exceptions=True)
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ public API
+
+    def channel(self, channel_id: bytes) -> Channel:
+        try:
+            return self.channels[channel_id]
+        except KeyError:
+            raise NodeError(Reason.WRONG_CHANNEL, f"no channel 0x{channel_id.hex()}") from None
+
+    async def open_channel(
+        self,
+        peer: bytes,
+        deposits: dict[bytes, tuple[int, int]],
+        challenge_period: int = DEFAULT_CHALLENGE_PERIOD,
+    ) -> bytes:
+        """Propose a channel to a connected peer: {asset: (my deposit, peer's deposit)}."""
+        if not self.transport.connected(peer):
+            raise NodeError(Reason.BAD_PARAMS, f"peer {to_checksum(peer)} is not connected")
+        assets = tuple(sorted(deposits))
+        params = ChannelParams(self.address, peer, challenge_period, secrets.randbits(64))
+        ch, effects = open_channel(params, self.domain, assets, tuple(deposits[a] for a in assets), self.key)
+        self._commit(ch.channel_id, ch, effects)
+        return ch.channel_id
+
+    async def deposit(self, channel_id: bytes, asset: bytes, amount: int) -> None:
+        ch = self.channel(channel_id)
+        if asset not in ch.assets or amount <= 0:
+            raise NodeError(Reason.BAD_AMOUNT, "deposit needs an asset of the channel and a positive amount")
+        await self.chainio.submit(ch, SubmitTxDeposit(asset, amount))
+
+    async def withdraw(self, channel_id: bytes, asset: bytes, amount: int) -> None:
+        self._feed(channel_id, ActionWithdraw(asset, amount))
+
+    async def close(self, channel_id: bytes, cooperative: bool = True) -> None:
+        self._feed(channel_id, ActionCloseCooperative() if cooperative else ActionCloseUnilateral())
+
+    def pay_nowait(
+        self, channel_id: bytes, asset: bytes, amount: int, payment_id: str | None = None
+    ) -> asyncio.Future[PaymentRecord]:
+        """Queue a payment; the future resolves once both signed it (or it failed)."""
+        ch = self.channel(channel_id)
+        if ch.phase is not Phase.OPEN:
+            raise NodeError(Reason.WRONG_PHASE, f"channel is {ch.phase}, not open")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise NodeError(Reason.BAD_AMOUNT, "amount must be a positive int")
+        pid = payment_id or secrets.token_hex(8)
+        if pid in self._waiters or pid in self._records:
+            raise NodeError(Reason.BAD_PARAMS, f"payment id {pid} already used")
+        fut: asyncio.Future[PaymentRecord] = asyncio.get_running_loop().create_future()
+        self._waiters[pid] = fut
+        self._queued[channel_id].append((Payment(pid, asset, amount), fut))
+        if channel_id not in self._flushing:
+            self._flushing.add(channel_id)
+            asyncio.get_running_loop().call_soon(self._flush, channel_id)
+        return fut
+
+    async def pay(self, channel_id: bytes, asset: bytes, amount: int, payment_id: str | None = None) -> PaymentRecord:
+        return await self.pay_nowait(channel_id, asset, amount, payment_id)
+
+    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
+        return list(self.store.payments(channel_id, limit))
+
+    async def subscribe(self) -> AsyncIterator[NodeEvent]:
+        sub = _Subscriber()
+        self._subscribers.append(sub)
+        try:
+            while True:
+                yield await sub.queue.get()
+        finally:
+            self._subscribers.remove(sub)
+
+    async def wait_for(self, channel_id: bytes, phase: Phase, timeout: float = 30.0) -> Channel:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ch = self.channels.get(channel_id)
+            if ch is not None and ch.phase is phase:
+                return ch
+            await asyncio.sleep(0.02)
+        have = self.channels[channel_id].phase if channel_id in self.channels else "absent"
+        raise TimeoutError(f"channel 0x{channel_id.hex()[:12]} is {have}, not {phase}, after {timeout}s")
+
+    async def idle(self, channel_id: bytes) -> None:
+        """Wait until everything queued for a channel is durable and carried out."""
+        while (tail := self._tails.get(channel_id)) is not None and not tail.done():
+            await asyncio.gather(tail, return_exceptions=True)
+
+    # ------------------------------------------------------------ core loop
+
+    def _feed(self, channel_id: bytes, inp: Input, records: Iterable[PaymentRecord] = ()) -> None:
+        new, effects = transition(self.channel(channel_id), inp, self.key)
+        self._commit(channel_id, new, effects, records)
+
+    def _commit(
+        self, channel_id: bytes, new: Channel, effects: tuple[Effect, ...], records: Iterable[PaymentRecord] = ()
+    ) -> None:
+        self.channels[channel_id] = new
+        recs = [*records, *self._payment_updates(channel_id, effects)]
+        save = asyncio.ensure_future(self.store.save(channel_id, encode_channel(new), recs))
+        self._tails[channel_id] = asyncio.ensure_future(
+            self._after(self._tails.get(channel_id), save, channel_id, effects)
+        )
+
+    async def _after(
+        self,
+        prev: asyncio.Future[None] | None,
+        save: asyncio.Future[None],
+        channel_id: bytes,
+        effects: tuple[Effect, ...],
+    ) -> None:
+        if prev is not None:
+            await asyncio.gather(prev, return_exceptions=True)
+        await save  # durable before anything leaves this node
+        for effect in effects:
+            await self._execute(channel_id, effect)
+
+    async def _execute(self, channel_id: bytes, effect: Effect) -> None:
+        ch = self.channels[channel_id]
+        match effect:
+            case SendMessage():
+                with contextlib.suppress(PeerUnreachable):  # resent on reconnect (PeerConnected)
+                    await self.transport.send(ch.peer_address, m.encode(effect.message))
+            case NotifySent() | NotifyFailed():
+                self._resolve(effect)
+                self._publish(channel_id, effect)
+                if self._queued.get(channel_id) and channel_id not in self._flushing:
+                    self._flushing.add(channel_id)
+                    asyncio.get_running_loop().call_soon(self._flush, channel_id)
+            case NotifyReceived() | NotifyPhase():
+                self._publish(channel_id, effect)
+            case _:
+                self._spawn(self.chainio.submit(ch, effect))  # a SubmitTx*: mined in the background
+
+    # ------------------------------------------------------------ payments
+
+    def _flush(self, channel_id: bytes) -> None:
+        self._flushing.discard(channel_id)
+        queue = self._queued.get(channel_id)
+        ch = self.channels.get(channel_id)
+        if not queue or ch is None:
+            return
+        if len(ch.pending) >= MAX_IN_FLIGHT:
+            return  # flushed again when an update is answered
+        batch, self._queued[channel_id] = queue[:MAX_BATCH], queue[MAX_BATCH:]
+        try:
+            self._pay_batch(channel_id, batch)
+        except LocalError as exc:
+            if exc.reason is Reason.INSUFFICIENT_FUNDS and len(batch) > 1:
+                for one in batch:  # pay what fits, fail the rest
+                    try:
+                        self._pay_batch(channel_id, [one])
+                    except LocalError as e:
+                        self._fail_now(one, e)
+            else:
+                for one in batch:
+                    self._fail_now(one, exc)
+        if self._queued.get(channel_id) and channel_id not in self._flushing:
+            self._flushing.add(channel_id)
+            asyncio.get_running_loop().call_soon(self._flush, channel_id)
+
+    def _pay_batch(self, channel_id: bytes, batch: list[tuple[Payment, asyncio.Future[PaymentRecord]]]) -> None:
+        now = int(time.time() * 1000)
+        payments = tuple(p for p, _ in batch)
+        records = [
+            PaymentRecord(p.payment_id, channel_id, "out", p.asset, p.amount, "pending", 0, "", now) for p in payments
+        ]
+        self._feed(channel_id, ActionPay(payments), records)
+        for r in records:
+            self._records[r.payment_id] = r
+
+    def _fail_now(self, item: tuple[Payment, asyncio.Future[PaymentRecord]], exc: StatechannelError) -> None:
+        p, fut = item
+        self._waiters.pop(p.payment_id, None)
+        if not fut.done():
+            fut.set_exception(exc)
+
+    def _payment_updates(self, channel_id: bytes, effects: tuple[Effect, ...]) -> list[PaymentRecord]:
+        out: list[PaymentRecord] = []
+        now = int(time.time() * 1000)
+        for e in effects:
+            if isinstance(e, NotifySent | NotifyFailed):
+                for p in e.payments:
+                    old = self._records.pop(p.payment_id, None)
+                    created = old.created_ms if old else now
+                    if isinstance(e, NotifySent):
+                        out.append(
+                            PaymentRecord(
+                                p.payment_id, channel_id, "out", p.asset, p.amount, "sent", e.version, "", created
+                            )
+                        )
+                    else:
+                        out.append(
+                            PaymentRecord(
+                                p.payment_id, channel_id, "out", p.asset, p.amount, "failed", 0, e.reason, created
+                            )
+                        )
+            elif isinstance(e, NotifyReceived):
+                for asset, amount in e.amounts:
+                    pid = f"in:{channel_id.hex()[:16]}:{e.version}:{asset.hex()[:8]}"
+                    out.append(PaymentRecord(pid, channel_id, "in", asset, amount, "received", e.version, "", now))
+        return out
+
+    def _resolve(self, effect: NotifySent | NotifyFailed) -> None:
+        for p in effect.payments:
+            fut = self._waiters.pop(p.payment_id, None)
+            if fut is None or fut.done():
+                continue
+            if isinstance(effect, NotifySent):
+                fut.set_result(
+                    PaymentRecord(p.payment_id, b"", "out", p.asset, p.amount, "sent", effect.version, "", 0)
+                )
+            else:
+                fut.set_exception(NodeError(Reason.ILLEGAL_MOVE, f"payment {p.payment_id} failed: {effect.reason}"))
+
+    def _publish(self, channel_id: bytes, effect: Effect) -> None:
+        if not self._subscribers:
+            return
+        data: dict[str, Any]
+        match effect:
+            case NotifyPhase():
+                kind, data = "phase", {"phase": effect.phase}
+            case NotifySent():
+                kind, data = "sent", {"version": effect.version, "payments": [p.payment_id for p in effect.payments]}
+            case NotifyFailed():
+                kind, data = "failed", {"reason": effect.reason, "payments": [p.payment_id for p in effect.payments]}
+            case NotifyReceived():
+                kind = "received"
+                data = {"version": effect.version, "amounts": {to_checksum(a): str(v) for a, v in effect.amounts}}
+            case _:
+                return
+        event = NodeEvent(kind, "0x" + channel_id.hex(), data)
+        for sub in self._subscribers:
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.dropped += 1
+
+    # ------------------------------------------------------------ peers
+
+    async def _on_connect(self, peer: bytes) -> None:
+        for cid, ch in list(self.channels.items()):
+            if ch.peer_address == peer and ch.phase is not Phase.CLOSED:
+                self._feed(cid, PeerConnected())
+
+    async def _on_frame(self, peer: bytes, frame: bytes) -> None:
+        try:
+            msg = m.decode(frame)
+            if isinstance(msg, m.OpenRequest):
+                self._on_open_request(peer, msg)
+                return
+            cid = msg.state.channel_id if isinstance(msg, m.Propose | m.Sync) else msg.channel_id
+            ch = self.channels.get(cid)
+            if ch is None or ch.peer_address != peer:
+                raise RemoteError(Reason.WRONG_CHANNEL, f"no channel 0x{cid.hex()[:12]} with this peer")
+            new, effects = receive(ch, msg, self.key)
+            self._commit(cid, new, effects)
+        except StatechannelError as exc:
+            log.warning("refused a message from 0x%s: %s", peer.hex()[:12], exc)
+
+    def _on_open_request(self, peer: bytes, msg: m.OpenRequest) -> None:
+        if msg.a != peer:
+            raise RemoteError(Reason.BAD_PARAMS, "open request for a channel the sender is not A of")
+        if any(m.from_u256(d) for d in msg.deposits_b):
+            raise RemoteError(Reason.BAD_PARAMS, "this node does not commit deposits on request; deposit after opening")
+        ch, effects = accept_open(msg, self.domain, self.key)
+        if ch.channel_id in self.channels:  # A resent its request: answer again
+            existing = self.channels[ch.channel_id]
+            if existing.latest is not None and existing.latest.state.version == 0:
+                self._commit(ch.channel_id, existing, effects)
+            return
+        self._commit(ch.channel_id, ch, effects)
+
+    # ------------------------------------------------------------ chain
+
+    async def _watch(self) -> None:
+        cp = self.store.load_checkpoint()
+        since = cp.block_number if cp else 0
+        while True:
+            try:
+                events, mark, timestamp, reorged = await self.chainio.run(
+                    functools.partial(self.chainio.poll, since, self.confirmations)
+                )
+                self.chain_head = mark.number
+                for event in events:
+                    routed = to_inputs(event)
+                    if routed is None or routed[0] not in self.channels:
+                        continue
+                    cid, inputs = routed
+                    for inp in inputs:
+                        self._feed_quietly(cid, inp)
+                    if any(type(i).__name__ == "ChainOpened" for i in inputs) or reorged:
+                        await self._refresh_funds(cid)
+                for cid, ch in list(self.channels.items()):
+                    if ch.phase is Phase.DISPUTE:
+                        self._feed_quietly(cid, ChainTime(timestamp))
+                if mark.number != since:
+                    await self.store.save_checkpoint(Checkpoint(mark.number, mark.hash))
+                    since = mark.number
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("chain watcher")
+            await asyncio.sleep(self.poll_interval)
+
+    async def _refresh_funds(self, channel_id: bytes) -> None:
+        ch = self.channels[channel_id]
+        for inp in await self.chainio.run(lambda: self.chainio.read_funds(ch)):
+            self._feed_quietly(channel_id, inp)
+
+    def _feed_quietly(self, channel_id: bytes, inp: Input) -> None:
+        try:
+            self._feed(channel_id, inp)
+        except StatechannelError as exc:
+            log.warning("chain input %s for 0x%s refused: %s", type(inp).__name__, channel_id.hex()[:12], exc)
+
+    async def submit(self, channel_id: bytes, tx: SubmitTx) -> None:
+        await self.chainio.submit(self.channel(channel_id), tx)

@@ -1,0 +1,140 @@
+"""What every store holds and promises, shared by the SQLite and the in-memory backends.
+
+The store is deliberately ignorant of channel encoding: a channel is an opaque blob
+the node encodes, so the store never has to change when the state format does.
+Records are checked at the store boundary (in `save`), not in their constructors,
+because callers also build throwaway records that are never persisted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+CHANNEL_ID_LEN = 32
+BLOCK_HASH_LEN = 32
+ASSET_LEN = 20
+DIRECTIONS = frozenset({"out", "in"})
+STATUSES = frozenset({"pending", "sent", "failed", "received"})
+MAX_INT64 = 2**63 - 1  # SQLite INTEGER is signed 64-bit; larger counters would silently turn into floats
+MAX_UINT256 = 2**256 - 1  # what the contract can hold; also keeps one absurd amount from failing a shared batch
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The last block the chain watcher fully processed, so a restart resumes there (and can detect a reorg)."""
+
+    block_number: int
+    block_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One payment as the user sees it. Kept apart from channel state so history can be pruned freely."""
+
+    payment_id: str
+    channel_id: bytes
+    direction: str
+    asset: bytes
+    amount: int
+    status: str
+    version: int
+    reason: str
+    created_ms: int
+
+
+class StoreError(Exception):
+    """Base of every error a store raises on purpose."""
+
+
+class InvalidRecord(StoreError, ValueError):
+    """The caller handed the store something it must not persist; nothing was queued."""
+
+
+class StoreClosed(StoreError):
+    """The store was closed; it accepts no more reads or writes."""
+
+
+class CommitFailed(StoreError):
+    """The transaction holding this save did not commit, so none of that batch is durable.
+
+    Every save in the failed batch gets its own instance; the database error is the `__cause__`."""
+
+
+class SchemaMismatch(StoreError):
+    """The file was written by an incompatible version of this store; refuse rather than guess."""
+
+
+class Store(Protocol):
+    """The interface the node codes against; `SqliteStore` and `MemoryStore` both satisfy it."""
+
+    def load_channels(self) -> dict[bytes, bytes]: ...
+
+    def load_checkpoint(self) -> Checkpoint | None: ...
+
+    async def save(self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()) -> None: ...
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    async def close(self) -> None: ...
+
+
+def _check_int(name: str, value: object, maximum: int = MAX_INT64, kind: str = "a signed 64-bit integer") -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRecord(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise InvalidRecord(f"{name} must be non-negative, got {value}")
+    if value > maximum:
+        raise InvalidRecord(f"{name} {value} does not fit in {kind}")
+
+
+def _check_bytes(name: str, value: object, length: int) -> None:
+    if not isinstance(value, bytes) or len(value) != length:
+        shown = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        raise InvalidRecord(f"{name} must be {length} bytes, got {shown}")
+
+
+def check_channel(channel_id: object, blob: object) -> None:
+    _check_bytes("channel_id", channel_id, CHANNEL_ID_LEN)
+    if not isinstance(blob, bytes):
+        raise InvalidRecord(f"channel blob must be bytes, got {type(blob).__name__}")
+
+
+def check_payment(record: object) -> None:
+    if not isinstance(record, PaymentRecord):
+        raise InvalidRecord(f"payments must be PaymentRecord, got {type(record).__name__}")
+    if not isinstance(record.payment_id, str) or not record.payment_id:
+        raise InvalidRecord("payment_id must be a non-empty str")
+    where = f"payment {record.payment_id!r}"
+    _check_bytes(f"{where}: channel_id", record.channel_id, CHANNEL_ID_LEN)
+    _check_bytes(f"{where}: asset", record.asset, ASSET_LEN)
+    if record.direction not in DIRECTIONS:
+        raise InvalidRecord(f"{where}: direction must be one of {sorted(DIRECTIONS)}, got {record.direction!r}")
+    if record.status not in STATUSES:
+        raise InvalidRecord(f"{where}: status must be one of {sorted(STATUSES)}, got {record.status!r}")
+    _check_int(f"{where}: amount", record.amount, MAX_UINT256, "a uint256")
+    _check_int(f"{where}: version", record.version)
+    _check_int(f"{where}: created_ms", record.created_ms)
+    if not isinstance(record.reason, str):
+        raise InvalidRecord(f"{where}: reason must be a str, got {type(record.reason).__name__}")
+
+
+def check_checkpoint(checkpoint: object) -> None:
+    if not isinstance(checkpoint, Checkpoint):
+        raise InvalidRecord(f"expected a Checkpoint, got {type(checkpoint).__name__}")
+    _check_int("checkpoint block_number", checkpoint.block_number)
+    _check_bytes("checkpoint block_hash", checkpoint.block_hash, BLOCK_HASH_LEN)
+
+
+def check_limit(limit: object) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise InvalidRecord(f"limit must be a non-negative int, got {limit!r}")
+
+
+def check_max_payments(max_payments: object) -> None:
+    if not isinstance(max_payments, int) or isinstance(max_payments, bool) or max_payments < 0:
+        raise InvalidRecord(f"max_payments must be a non-negative int, got {max_payments!r}")

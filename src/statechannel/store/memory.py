@@ -1,0 +1,112 @@
+"""A store with the `SqliteStore` interface and semantics but no durability, for protocol tests.
+
+It validates exactly as the SQLite store does and orders history the same way, so a
+test that passes here does not depend on something the real store would reject.
+A save applies before it returns and never yields, which keeps tests deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from statechannel.store.base import (
+    Checkpoint,
+    PaymentRecord,
+    StoreClosed,
+    check_channel,
+    check_checkpoint,
+    check_limit,
+    check_max_payments,
+    check_payment,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Everything lives in dicts; each save counts as its own commit."""
+
+    def __init__(self, path: str | Path | None = None, max_payments: int = 100_000) -> None:
+        """`path` is accepted only so the two stores construct alike; nothing is written there."""
+        check_max_payments(max_payments)
+        self._max_payments = max_payments
+        self._channels: dict[bytes, bytes] = {}
+        self._checkpoint: Checkpoint | None = None
+        # payment_id -> (first-insertion sequence, record): the sequence breaks created_ms ties, as rowid does in SQLite
+        self._payments: dict[str, tuple[int, PaymentRecord]] = {}
+        self._seq = 0
+        self._closed = False
+        self._stats = {
+            "commits": 0,
+            "saves": 0,
+            "checkpoint_saves": 0,
+            "payment_upserts": 0,
+            "failed_commits": 0,
+            "largest_batch": 0,
+            "payments_stored": 0,
+        }
+
+    def load_channels(self) -> dict[bytes, bytes]:
+        self._check_open()
+        return dict(self._channels)
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        self._check_open()
+        return self._checkpoint
+
+    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
+        """Newest first (by created_ms, then by first insertion), optionally of one channel."""
+        self._check_open()
+        check_limit(limit)
+        rows = (row for row in self._payments.values() if channel_id is None or row[1].channel_id == channel_id)
+        ordered = sorted(rows, key=lambda row: (row[1].created_ms, row[0]), reverse=True)
+        return [record for _, record in ordered[:limit]]
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+    async def save(self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()) -> None:
+        check_channel(channel_id, blob)
+        records = tuple(payments)
+        for record in records:
+            check_payment(record)
+        self._check_open()
+        self._channels[channel_id] = blob
+        for record in records:
+            old = self._payments.get(record.payment_id)
+            if old is None:
+                self._seq += 1
+                self._payments[record.payment_id] = (self._seq, record)
+            else:
+                self._payments[record.payment_id] = (old[0], record)
+        self._prune()
+        self._count(saves=1, payment_upserts=len({r.payment_id for r in records}))
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        check_checkpoint(checkpoint)
+        self._check_open()
+        self._checkpoint = checkpoint
+        self._count(checkpoint_saves=1)
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _prune(self) -> None:
+        excess = len(self._payments) - self._max_payments
+        if excess > 0:
+            oldest = sorted(self._payments.items(), key=lambda item: (item[1][1].created_ms, item[1][0]))[:excess]
+            for payment_id, _ in oldest:
+                del self._payments[payment_id]
+
+    def _count(self, saves: int = 0, checkpoint_saves: int = 0, payment_upserts: int = 0) -> None:
+        stats = self._stats
+        stats["commits"] += 1
+        stats["saves"] += saves
+        stats["checkpoint_saves"] += checkpoint_saves
+        stats["payment_upserts"] += payment_upserts
+        stats["largest_batch"] = max(stats["largest_batch"], 1)
+        stats["payments_stored"] = len(self._payments)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("memory store is closed")

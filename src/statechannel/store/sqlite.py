@@ -1,0 +1,374 @@
+"""The node's durable store: SQLite in WAL mode with `synchronous=FULL` and group commit.
+
+Invariant 3 (save before you sign or send) puts a durable write on the path of every
+update, so an fsync per save would cap a node at a few hundred updates per second.
+Instead one writer thread drains everything queued while the previous commit was
+flushing and writes it as one transaction: under load many saves share one fsync,
+and an idle node still commits a lone save immediately (no batching delay).
+
+Storage grows with channels, not with updates: one row per channel holding its latest
+blob, one checkpoint row, and a payment history pruned to `max_payments` rows."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from statechannel.store.base import (
+    Checkpoint,
+    CommitFailed,
+    PaymentRecord,
+    SchemaMismatch,
+    StoreClosed,
+    StoreError,
+    check_channel,
+    check_checkpoint,
+    check_limit,
+    check_max_payments,
+    check_payment,
+)
+
+__all__ = ["Checkpoint", "PaymentRecord", "SqliteStore"]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 10.0  # another process may hold the write lock briefly (a second node tool, a backup)
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # truncate the WAL after checkpoints so it cannot grow without bound
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS channels (
+        channel_id BLOB PRIMARY KEY,
+        blob BLOB NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS checkpoint (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        block_number INTEGER NOT NULL,
+        block_hash BLOB NOT NULL
+    )""",
+    # amount is decimal TEXT: token amounts exceed 64 bits and must never pass through a float
+    """CREATE TABLE IF NOT EXISTS payments (
+        seq INTEGER PRIMARY KEY,
+        payment_id TEXT NOT NULL UNIQUE,
+        channel_id BLOB NOT NULL,
+        direction TEXT NOT NULL,
+        asset BLOB NOT NULL,
+        amount TEXT NOT NULL,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_ms, seq)",
+    "CREATE INDEX IF NOT EXISTS payments_by_channel ON payments (channel_id, created_ms, seq)",
+)
+
+_UPSERT_CHANNEL = (
+    "INSERT INTO channels (channel_id, blob) VALUES (?, ?) ON CONFLICT (channel_id) DO UPDATE SET blob = excluded.blob"
+)
+_UPSERT_CHECKPOINT = (
+    "INSERT INTO checkpoint (one, block_number, block_hash) VALUES (1, ?, ?) "
+    "ON CONFLICT (one) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash"
+)
+# Upsert in two statements so the rowcount of the second tells exactly how many rows are new,
+# which keeps the history size known without a COUNT(*) per commit.
+_UPDATE_PAYMENT = (
+    "UPDATE payments SET channel_id = ?, direction = ?, asset = ?, amount = ?, status = ?, version = ?, "
+    "reason = ?, created_ms = ? WHERE payment_id = ?"
+)
+_INSERT_PAYMENT = (
+    "INSERT INTO payments (channel_id, direction, asset, amount, status, version, reason, created_ms, payment_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (payment_id) DO NOTHING"
+)
+_PRUNE_PAYMENTS = "DELETE FROM payments WHERE seq IN (SELECT seq FROM payments ORDER BY created_ms, seq LIMIT ?)"
+_SELECT_PAYMENTS = (
+    "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
+)
+_NEWEST_FIRST = " ORDER BY created_ms DESC, seq DESC LIMIT ?"
+
+
+class _Save(NamedTuple):
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    channel_id: bytes
+    blob: bytes
+    payments: tuple[PaymentRecord, ...]
+    checkpoint: Checkpoint | None  # set only by save_checkpoint, which carries no channel
+
+
+class _Stop(NamedTuple):
+    done: concurrent.futures.Future[None]
+
+
+class SqliteStore:
+    """Durable store; `save` returns only after the transaction holding it committed (and fsynced)."""
+
+    def __init__(self, path: str | Path, max_payments: int = 100_000) -> None:
+        check_max_payments(max_payments)
+        self.path = Path(path)
+        self._max_payments = max_payments
+        self._writer = _connect(self.path)
+        try:
+            self._payment_count = _init_schema(self._writer, self.path, max_payments)
+            self._reader: sqlite3.Connection | None = _connect(self.path)
+            self._reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            self._writer.close()
+            raise
+        self._read_lock = threading.Lock()  # the reader may be used from the loop and from worker threads
+        self._submit_lock = threading.Lock()  # orders "is it closed?" against the stop marker in the queue
+        self._stopped: concurrent.futures.Future[None] | None = None
+        self._queue: queue.SimpleQueue[_Save | _Stop] = queue.SimpleQueue()
+        self._stats_lock = threading.Lock()
+        self._stats = {
+            "commits": 0,
+            "saves": 0,
+            "checkpoint_saves": 0,
+            "payment_upserts": 0,
+            "failed_commits": 0,
+            "largest_batch": 0,
+            "payments_stored": self._payment_count,
+        }
+        # daemon: a process that exits without close() must not hang; unawaited saves promised nothing
+        self._thread = threading.Thread(target=self._run, name=f"store-writer:{self.path.name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ reads
+
+    def load_channels(self) -> dict[bytes, bytes]:
+        return dict(self._read("SELECT channel_id, blob FROM channels", ()))
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        rows = self._read("SELECT block_number, block_hash FROM checkpoint WHERE one = 1", ())
+        return Checkpoint(rows[0][0], rows[0][1]) if rows else None
+
+    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
+        """Newest first (by created_ms, then by first insertion), optionally of one channel."""
+        check_limit(limit)
+        if channel_id is None:
+            rows = self._read(_SELECT_PAYMENTS + _NEWEST_FIRST, (limit,))
+        else:
+            rows = self._read(_SELECT_PAYMENTS + " WHERE channel_id = ?" + _NEWEST_FIRST, (channel_id, limit))
+        return [
+            PaymentRecord(pid, cid, d, asset, int(amt), st, v, why, ms)
+            for pid, cid, d, asset, amt, st, v, why, ms in rows
+        ]
+
+    def stats(self) -> dict[str, int]:
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._read_lock:
+            if self._reader is None:
+                raise StoreClosed(f"store {self.path} is closed")
+            try:
+                # fetchall ends the read transaction at once, so no stale snapshot pins the WAL
+                return self._reader.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"reading {self.path} failed: {exc}") from exc
+
+    # ----------------------------------------------------------------- writes
+
+    async def save(self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()) -> None:
+        """Durably replace a channel's blob and upsert its payment records, atomically.
+
+        Saves are applied in the order they are called (tasks: the order they start), so the
+        last save of a channel wins. Cancelling the awaiting task does not withdraw the save."""
+        check_channel(channel_id, blob)
+        records = tuple(payments)
+        for record in records:
+            check_payment(record)
+        await self._submit(channel_id, blob, records, None)
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        check_checkpoint(checkpoint)
+        await self._submit(b"", b"", (), checkpoint)
+
+    async def close(self) -> None:
+        """Commit everything already queued, then stop the writer and release the file. Idempotent."""
+        with self._submit_lock:
+            if self._stopped is None:
+                self._stopped = concurrent.futures.Future()
+                self._queue.put(_Stop(self._stopped))
+            stopped = self._stopped
+        await asyncio.wrap_future(stopped)
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    async def _submit(
+        self, channel_id: bytes, blob: bytes, records: tuple[PaymentRecord, ...], checkpoint: Checkpoint | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._submit_lock:
+            if self._stopped is not None:
+                raise StoreClosed(f"store {self.path} is closed; the save was not queued")
+            self._queue.put(_Save(loop, future, channel_id, blob, records, checkpoint))
+        await future
+
+    # ---------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        """Group commit: whatever queued up during the last fsync becomes the next transaction."""
+        while True:
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._queue.get_nowait())
+            saves = [op for op in batch if isinstance(op, _Save)]
+            if saves:
+                self._commit(saves)
+            for op in batch:
+                if isinstance(op, _Stop):  # nothing follows it: _submit refuses once the stop is queued
+                    try:
+                        self._writer.close()
+                    finally:
+                        op.done.set_result(None)
+                    return
+
+    def _commit(self, saves: list[_Save]) -> None:
+        channels: dict[bytes, bytes] = {}
+        payments: dict[str, PaymentRecord] = {}
+        checkpoint: Checkpoint | None = None
+        for op in saves:
+            if op.checkpoint is not None:
+                checkpoint = op.checkpoint
+            else:
+                channels[op.channel_id] = op.blob  # later saves of a channel overwrite earlier ones
+            for record in op.payments:
+                payments[record.payment_id] = record
+        error: Exception | None = None
+        try:
+            count = self._transact(channels, payments.values(), checkpoint)
+        except Exception as exc:  # any failure belongs to the callers; the writer keeps serving
+            error = exc
+        with self._stats_lock:
+            stats = self._stats
+            if error is None:
+                self._payment_count = stats["payments_stored"] = count
+                stats["commits"] += 1
+                stats["checkpoint_saves"] += sum(op.checkpoint is not None for op in saves)
+                stats["saves"] += sum(op.checkpoint is None for op in saves)
+                stats["payment_upserts"] += len(payments)
+                stats["largest_batch"] = max(stats["largest_batch"], len(saves))
+            else:
+                stats["failed_commits"] += 1
+        _settle(saves, error)
+
+    def _transact(
+        self, channels: dict[bytes, bytes], payments: Iterable[PaymentRecord], checkpoint: Checkpoint | None
+    ) -> int:
+        """One transaction for the whole batch; returns the payment history size it leaves."""
+        conn = self._writer
+        count = self._payment_count
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if channels:
+                conn.executemany(_UPSERT_CHANNEL, channels.items())
+            rows = [
+                (
+                    r.channel_id,
+                    r.direction,
+                    r.asset,
+                    str(r.amount),
+                    r.status,
+                    r.version,
+                    str(r.reason),
+                    r.created_ms,
+                    r.payment_id,
+                )
+                for r in payments
+            ]
+            if rows:
+                conn.executemany(_UPDATE_PAYMENT, rows)
+                count += conn.executemany(_INSERT_PAYMENT, rows).rowcount
+                count -= _prune(conn, count, self._max_payments)
+            if checkpoint is not None:
+                conn.execute(_UPSERT_CHECKPOINT, (checkpoint.block_number, checkpoint.block_hash))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return count
+
+
+def _settle(saves: list[_Save], error: Exception | None) -> None:
+    """Wake the waiters: one hop per event loop, not one per save."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for op in saves:
+        by_loop.setdefault(op.loop, []).append(op.future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, futures, error, len(saves))
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: Exception | None, batch: int) -> None:
+    for future in futures:
+        if future.done():  # the waiter was cancelled
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            failure = CommitFailed(f"the transaction holding this save (one of {batch}) rolled back: {error}")
+            failure.__cause__ = error
+            future.set_exception(failure)
+
+
+def _prune(conn: sqlite3.Connection, count: int, max_payments: int) -> int:
+    """Drop the oldest rows beyond the bound; only when over it, so a steady node pays nothing."""
+    excess = count - max_payments
+    return conn.execute(_PRUNE_PAYMENTS, (excess,)).rowcount if excess > 0 else 0
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is exactly one transaction
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from exc
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"store {path} cannot use WAL mode (got {mode!r}); durability would be unsafe")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot open store {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _init_schema(conn: sqlite3.Connection, path: Path, max_payments: int) -> int:
+    """Create or check the schema and enforce the history bound; returns the history size."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise SchemaMismatch(f"store {path} has schema version {version}, this code reads {SCHEMA_VERSION}")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            count: int = conn.execute("SELECT COUNT(*) FROM payments").fetchone()[0]
+            count -= _prune(conn, count, max_payments)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot prepare the schema of {path}: {exc}") from exc
+    return count
