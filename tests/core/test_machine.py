@@ -185,3 +185,31 @@ def test_payment_of_unknown_asset_or_bad_amount() -> None:
     for payment in (Payment("x", b"\x01" * 20, 5), Payment("y", ETH, 0), Payment("z", ETH, -3)):
         with pytest.raises(LocalError):
             pair.feed(pair.a, ActionPay((payment,)))
+
+
+def test_withdrawal_request_resent_after_a_drop_is_answered_once() -> None:
+    pair = Pair()
+    pair.feed(pair.b, ActionWithdraw(ETH, 100))
+    pair.disconnect_and_reconnect()  # the request is lost; the resync resends it
+    pair.deliver_all()
+    assert len([e for e in pair.b.effects if isinstance(e, SubmitTxWithdraw)]) == 1
+    pair.disconnect_and_reconnect()  # nothing is pending any more: nothing is resent
+    pair.deliver_all()
+    assert len([e for e in pair.b.effects if isinstance(e, SubmitTxWithdraw)]) == 1
+    assert len(pair.a.ch.withdrawals) == 1
+
+
+def test_declined_open_ends_the_opening_channel() -> None:
+    from statechannel.core.channel import Channel
+    from statechannel.core.machine import open_channel
+    from statechannel.core.types import ChannelParams
+    from tests.core.harness import DOMAIN
+
+    pair = Pair()
+    params = ChannelParams(pair.a.key.address, pair.b.key.address, 100, 99)
+    ch, _ = open_channel(params, DOMAIN, (ETH,), ((10, 5),), pair.a.key)
+    assert isinstance(ch, Channel) and ch.phase is Phase.OPENING
+    declined = m.Reject(ch.channel_id, 0, 0, "bad_params", "no deposits on request")
+    ch, effects = receive(ch, declined, pair.a.key)
+    assert ch.phase is Phase.CLOSED and ch.opening_sig is None
+    assert effects and all(not isinstance(e, SendMessage) for e in effects)

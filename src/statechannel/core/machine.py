@@ -178,8 +178,8 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
 def check_invariants(ch: Channel) -> None:
     """Versions grow one by one through the pipeline; no state overdraws."""
     if ch.latest is None:
-        if ch.phase is not Phase.OPENING:
-            raise AssertionError("only an opening channel lacks a signed state")
+        if ch.phase not in (Phase.OPENING, Phase.CLOSED):
+            raise AssertionError("only an opening (or a declined) channel lacks a signed state")
         return
     v = ch.latest.state.version
     for p in ch.pending:
@@ -388,6 +388,8 @@ def _on_open_accepted(ch: Channel, msg: m.Accept) -> Result:
 
 
 def _on_reject(ch: Channel, msg: m.Reject, key: PrivateKey) -> Result:
+    if ch.phase is Phase.OPENING and msg.version == 0:  # B declined to open
+        return replace(ch, phase=Phase.CLOSED, opening_sig=None), (NotifyPhase(Phase.CLOSED),)
     index = next((i for i, p in enumerate(ch.pending) if p.pid == msg.pid), None)
     if index is None:
         return ch, ()  # about a proposal already rolled back or confirmed
@@ -442,6 +444,13 @@ def _resync(ch: Channel) -> tuple[Effect, ...]:
         effects.append(SendMessage(m.Sync(m.WireState.of(s.state), s.sig_a.to_bytes(), s.sig_b.to_bytes())))
     for p in ch.pending:
         effects.append(SendMessage(m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid)))
+    for pw in ch.withdrawals:  # ours, still waiting for the peer's signature
+        w, mine = pw.withdrawal, (pw.sig_a if ch.me == 0 else pw.sig_b)
+        if w.participant == ch.me and mine is not None and (pw.sig_a is None or pw.sig_b is None):
+            request = m.WithdrawRequest(
+                ch.channel_id, w.participant, w.asset, m.u256(w.amount), m.u256(w.nonce), mine.to_bytes()
+            )
+            effects.append(SendMessage(request))
     return tuple(effects)
 
 
@@ -471,8 +480,14 @@ def _on_withdraw_request(ch: Channel, msg: m.WithdrawRequest, key: PrivateKey) -
         w = Withdrawal(ch.channel_id, msg.participant, msg.asset, m.from_u256(msg.amount), m.from_u256(msg.nonce))
     except LocalError as exc:
         raise RemoteError(exc.reason, exc.detail) from exc
-    if msg.asset not in ch.assets or any(p.withdrawal.nonce == w.nonce for p in ch.withdrawals):
-        raise RemoteError(Reason.ILLEGAL_MOVE, "unknown asset or reused withdrawal nonce")
+    for p in ch.withdrawals:
+        if p.withdrawal.nonce == w.nonce and p.withdrawal.participant == w.participant:
+            mine_before = p.sig_a if ch.me == 0 else p.sig_b
+            if p.withdrawal == w and mine_before is not None:  # a resent request: answer again
+                return ch, (SendMessage(m.WithdrawAccept(ch.channel_id, msg.nonce, mine_before.to_bytes())),)
+            raise RemoteError(Reason.ILLEGAL_MOVE, "reused withdrawal nonce")
+    if msg.asset not in ch.assets:
+        raise RemoteError(Reason.ILLEGAL_MOVE, "asset is not in this channel")
     # the peer must afford it under the latest state and everything it has in flight to us
     for state in (ch.head,):
         if ch.balances(state)[ch.assets.index(w.asset)][ch.peer] < w.amount:

@@ -12,7 +12,7 @@ import functools
 import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,10 +43,12 @@ from statechannel.core.persist import decode_channel, encode_channel
 from statechannel.core.types import ChannelParams, Domain, to_checksum
 from statechannel.net.base import PeerUnreachable, Transport
 from statechannel.node.chainio import ChainIO, SubmitTx, to_inputs
+from statechannel.node.peers import PeerBook
 from statechannel.store.base import Checkpoint, PaymentRecord, Store
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
+RECENT_IDS = 1_000_000
 DEFAULT_CHALLENGE_PERIOD = 3600
 
 
@@ -77,7 +79,9 @@ class Node:
         *,
         confirmations: int = 0,
         poll_interval: float = 0.2,
+        peer_book: PeerBook | None = None,
     ) -> None:
+        self.peer_book = peer_book
         self.key = key
         self.address = key.address
         self.chainio = chainio
@@ -91,7 +95,8 @@ class Node:
         self._queued: dict[bytes, list[tuple[Payment, asyncio.Future[PaymentRecord]]]] = defaultdict(list)
         self._flushing: set[bytes] = set()
         self._waiters: dict[str, asyncio.Future[PaymentRecord]] = {}
-        self._records: dict[str, PaymentRecord] = {}
+        self._records: dict[str, PaymentRecord] = {}  # payments queued or in flight
+        self._used_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry never pays twice
         self._subscribers: list[_Subscriber] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -149,7 +154,8 @@ class Node:
         ch = self.channel(channel_id)
         if asset not in ch.assets or amount <= 0:
             raise NodeError(Reason.BAD_AMOUNT, "deposit needs an asset of the channel and a positive amount")
-        await self.chainio.submit(ch, SubmitTxDeposit(asset, amount))
+        if await self.chainio.submit(ch, SubmitTxDeposit(asset, amount)) is None:
+            raise NodeError(Reason.BAD_AMOUNT, "the deposit transaction failed (reverted or the chain is unreachable)")
 
     async def withdraw(self, channel_id: bytes, asset: bytes, amount: int) -> None:
         self._feed(channel_id, ActionWithdraw(asset, amount))
@@ -167,8 +173,11 @@ class Node:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise NodeError(Reason.BAD_AMOUNT, "amount must be a positive int")
         pid = payment_id or secrets.token_hex(8)
-        if pid in self._waiters or pid in self._records:
+        if pid in self._used_ids or pid in self._waiters:
             raise NodeError(Reason.BAD_PARAMS, f"payment id {pid} already used")
+        self._used_ids[pid] = None
+        if len(self._used_ids) > RECENT_IDS:
+            self._used_ids.popitem(last=False)
         fut: asyncio.Future[PaymentRecord] = asyncio.get_running_loop().create_future()
         self._waiters[pid] = fut
         self._queued[channel_id].append((Payment(pid, asset, amount), fut))
@@ -243,7 +252,7 @@ class Node:
                 with contextlib.suppress(PeerUnreachable):  # resent on reconnect (PeerConnected)
                     await self.transport.send(ch.peer_address, m.encode(effect.message))
             case NotifySent() | NotifyFailed():
-                self._resolve(effect)
+                self._resolve(channel_id, effect)
                 self._publish(channel_id, effect)
                 if self._queued.get(channel_id) and channel_id not in self._flushing:
                     self._flushing.add(channel_id)
@@ -302,7 +311,7 @@ class Node:
         for e in effects:
             if isinstance(e, NotifySent | NotifyFailed):
                 for p in e.payments:
-                    old = self._records.pop(p.payment_id, None)
+                    old = self._records.get(p.payment_id)
                     created = old.created_ms if old else now
                     if isinstance(e, NotifySent):
                         out.append(
@@ -322,17 +331,23 @@ class Node:
                     out.append(PaymentRecord(pid, channel_id, "in", asset, amount, "received", e.version, "", now))
         return out
 
-    def _resolve(self, effect: NotifySent | NotifyFailed) -> None:
+    def _resolve(self, channel_id: bytes, effect: NotifySent | NotifyFailed) -> None:
+        now = int(time.time() * 1000)
         for p in effect.payments:
+            queued = self._records.pop(p.payment_id, None)
             fut = self._waiters.pop(p.payment_id, None)
             if fut is None or fut.done():
                 continue
             if isinstance(effect, NotifySent):
-                fut.set_result(
-                    PaymentRecord(p.payment_id, b"", "out", p.asset, p.amount, "sent", effect.version, "", 0)
+                created = queued.created_ms if queued else now
+                record = PaymentRecord(
+                    p.payment_id, channel_id, "out", p.asset, p.amount, "sent", effect.version, "", created
                 )
+                fut.set_result(record)
             else:
-                fut.set_exception(NodeError(Reason.ILLEGAL_MOVE, f"payment {p.payment_id} failed: {effect.reason}"))
+                known = effect.reason in Reason._value2member_map_
+                reason = Reason(effect.reason) if known else Reason.ILLEGAL_MOVE
+                fut.set_exception(NodeError(reason, f"payment {p.payment_id} failed: {effect.reason}"))
 
     def _publish(self, channel_id: bytes, effect: Effect) -> None:
         if not self._subscribers:
@@ -382,9 +397,16 @@ class Node:
     def _on_open_request(self, peer: bytes, msg: m.OpenRequest) -> None:
         if msg.a != peer:
             raise RemoteError(Reason.BAD_PARAMS, "open request for a channel the sender is not A of")
-        if any(m.from_u256(d) for d in msg.deposits_b):
-            raise RemoteError(Reason.BAD_PARAMS, "this node does not commit deposits on request; deposit after opening")
-        ch, effects = accept_open(msg, self.domain, self.key)
+        try:
+            if any(m.from_u256(d) for d in msg.deposits_b):
+                raise RemoteError(Reason.BAD_PARAMS, "this node commits no deposit on request; deposit after opening")
+            ch, effects = accept_open(msg, self.domain, self.key)
+        except StatechannelError as exc:  # tell A, so its channel does not wait forever
+            with contextlib.suppress(StatechannelError):
+                params = ChannelParams(msg.a, msg.b, msg.challenge_period, m.from_u256(msg.nonce))
+                cid = params.channel_id(self.domain.chain_id, self.domain.adjudicator)
+                self._spawn(self.transport.send(peer, m.encode(m.Reject(cid, 0, 0, str(exc.reason), exc.detail))))
+            raise
         if ch.channel_id in self.channels:  # A resent its request: answer again
             existing = self.channels[ch.channel_id]
             if existing.latest is not None and existing.latest.state.version == 0:
@@ -397,6 +419,7 @@ class Node:
     async def _watch(self) -> None:
         cp = self.store.load_checkpoint()
         since = cp.block_number if cp else 0
+        failures = 0
         while True:
             try:
                 events, mark, timestamp, reorged = await self.chainio.run(
@@ -420,9 +443,12 @@ class Node:
                     since = mark.number
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("chain watcher")
-            await asyncio.sleep(self.poll_interval)
+                failures = 0
+            except Exception as exc:  # the chain is unreachable or misbehaving: keep trying, quietly
+                failures += 1
+                if failures == 1 or failures % 50 == 0:
+                    log.warning("chain watcher: %s (failure %d, retrying)", exc, failures)
+            await asyncio.sleep(self.poll_interval * min(2**failures, 50) if failures else self.poll_interval)
 
     async def _refresh_funds(self, channel_id: bytes) -> None:
         ch = self.channels[channel_id]

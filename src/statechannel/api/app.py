@@ -1,0 +1,76 @@
+"""Builds the node's HTTP API around a running `Node`: routes, the token check, one error shape, and an
+OpenAPI document that says how to authenticate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+import statechannel
+from statechannel.api.auth import BearerAuth
+from statechannel.api.errors import install_error_handlers
+from statechannel.api.events import EventHub
+from statechannel.api.models import ErrorResponse
+from statechannel.api.routes import ApiContext, router
+from statechannel.node.node import Node
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Bad input (insufficient funds, an asset the channel lacks, ...)",
+        401: "Missing or wrong bearer token",
+        404: "Unknown channel",
+        409: "The channel is in the wrong phase for this",
+        422: "Malformed request (a float or negative amount, a bad address, ...)",
+        503: "Chain or peer unavailable",
+    }.items()
+}
+
+
+def create_app(node: Node, token: str, *, peer_listen: str | None = None) -> FastAPI:
+    """The API of a started `node`. `peer_listen` (host:port) is only reported, so users can tell peers.
+
+    Serve it with its lifespan (uvicorn does; in tests enter `app.router.lifespan_context(app)`): that
+    starts the event buffer, so the event stream can replay what happened before a client connected."""
+    hub = EventHub(node)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.close()
+
+    app = FastAPI(
+        title="statechannel node",
+        version=statechannel.__version__,
+        description="Open, fund, pay through and close two-party state channels. Every request needs "
+        "`Authorization: Bearer <token>`, the token being the contents of `api-token` in the node's data "
+        "directory. Amounts are decimal strings of the smallest unit; ether is the asset `eth`.",
+        lifespan=lifespan,
+        docs_url=None,  # the browser UIs fetch the schema without the token, so they could not work
+        redoc_url=None,
+        responses=_ERRORS,
+    )
+    app.state.ctx = ApiContext(node, hub, peer_listen)
+    install_error_handlers(app)
+    app.add_middleware(BearerAuth, token=token)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.include_router(router)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema plus the bearer scheme, which FastAPI cannot see because the check is
+    middleware rather than a dependency."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema

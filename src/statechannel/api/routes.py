@@ -1,0 +1,269 @@
+"""The endpoints: a thin, typed skin over `Node`, so scripts and the CLI never import the node.
+
+Handlers validate and translate; every decision about channels stays in the node. Failures a client can
+act on are told apart before the node is asked: a peer that is not connected is a 503 now, not a payment
+left waiting for a reconnect that may never come."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+import statechannel
+from statechannel.api.errors import ApiError, Code
+from statechannel.api.events import EventHub
+from statechannel.api.models import (
+    CHANNEL_ID_PATTERN,
+    AssetAmountRequest,
+    ChannelView,
+    CloseRequest,
+    ConnectRequest,
+    EventView,
+    NodeInfo,
+    OpenChannelRequest,
+    PayBatchView,
+    PaymentView,
+    PayRequest,
+    PeerView,
+    asset_bytes,
+)
+from statechannel.core.channel import Channel, Phase
+from statechannel.core.errors import Reason, StatechannelError
+from statechannel.core.types import address_from_hex, to_checksum
+from statechannel.node.node import Node
+from statechannel.store.base import PaymentRecord
+
+CHAIN_READ_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    node: Node
+    hub: EventHub
+    peer_listen: str | None
+
+    def view(self, ch: Channel) -> ChannelView:
+        return ChannelView.of(ch, self.node.transport.connected(ch.peer_address))
+
+    def require_peer(self, ch: Channel, doing: str) -> None:
+        if not self.node.transport.connected(ch.peer_address):
+            peer = to_checksum(ch.peer_address)
+            raise ApiError(503, Code.PEER_UNREACHABLE, f"cannot {doing}: peer {peer} is not connected")
+
+    async def settle(self, channel_id: bytes, phase: Phase, wait: float) -> Channel:
+        """The channel once it reaches `phase`, or as far as it got within `wait` seconds."""
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await self.node.wait_for(channel_id, phase, timeout=wait)
+        return self.node.channel(channel_id)
+
+
+def _context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(_context)]
+ChannelId = Annotated[str, Path(pattern=CHANNEL_ID_PATTERN, description="0x-hex channel id (32 bytes).")]
+ChannelFilter = Annotated[str | None, Query(pattern=CHANNEL_ID_PATTERN, description="Only this channel.")]
+
+
+@runtime_checkable
+class Dialer(Protocol):
+    """What `POST /peers` needs of the node's transport; the in-memory test transport lacks it."""
+
+    async def connect(self, peer: bytes, host: str, port: int, timeout: float = 10.0) -> None: ...
+
+
+def _cid(text: str) -> bytes:
+    return bytes.fromhex(text[2:])
+
+
+router = APIRouter()
+
+
+@router.get("/node", tags=["node"])
+async def node_info(ctx: Ctx) -> NodeInfo:
+    """Who this node is, where peers reach it, what it holds."""
+    node = ctx.node
+    wei: int | None = None
+    with contextlib.suppress(Exception):  # the node still answers when its chain does not
+        wei = await asyncio.wait_for(
+            node.chainio.run(lambda: node.chainio.chain.balance(node.address)), CHAIN_READ_TIMEOUT
+        )
+    return NodeInfo(
+        address=to_checksum(node.address),
+        chain_id=node.domain.chain_id,
+        adjudicator=to_checksum(node.domain.adjudicator),
+        chain_head=node.chain_head,
+        eth_balance=None if wei is None else str(wei),
+        peer_listen=ctx.peer_listen,
+        channels=NodeInfo.count_phases(list(node.channels.values())),
+        version=statechannel.__version__,
+    )
+
+
+@router.post("/peers", tags=["peers"])
+async def connect_peer(ctx: Ctx, body: ConnectRequest) -> PeerView:
+    """Dial a peer and keep the connection up (redialling after drops)."""
+    transport = ctx.node.transport
+    if not isinstance(transport, Dialer):
+        raise ApiError(400, Code.UNSUPPORTED, "this node's transport cannot dial peers")
+    peer = address_from_hex(body.address)
+    await transport.connect(peer, body.host, body.port, timeout=body.timeout)
+    if ctx.node.peer_book is not None:
+        ctx.node.peer_book.remember(peer, body.host, body.port)
+    return PeerView(address=body.address, connected=ctx.node.transport.connected(peer))
+
+
+@router.get("/channels", tags=["channels"])
+async def list_channels(ctx: Ctx, phase: Annotated[Phase | None, Query()] = None) -> list[ChannelView]:
+    return [ctx.view(ch) for ch in ctx.node.channels.values() if phase is None or ch.phase is phase]
+
+
+@router.post("/channels", status_code=201, tags=["channels"])
+async def open_channel(ctx: Ctx, body: OpenChannelRequest) -> ChannelView:
+    """Propose a channel to a connected peer; with `wait`, answer once it is open (or the wait ends)."""
+    peer = address_from_hex(body.peer)
+    if not ctx.node.transport.connected(peer):
+        raise ApiError(503, Code.PEER_UNREACHABLE, f"peer {body.peer} is not connected; POST /peers first")
+    cid = await ctx.node.open_channel(peer, body.deposit_pairs(), body.challenge_period)
+    return ctx.view(await ctx.settle(cid, Phase.OPEN, body.wait))
+
+
+@router.get("/channels/{channel_id}", tags=["channels"])
+async def get_channel(ctx: Ctx, channel_id: ChannelId) -> ChannelView:
+    return ctx.view(ctx.node.channel(_cid(channel_id)))
+
+
+@router.post("/channels/{channel_id}/deposit", tags=["channels"])
+async def deposit(ctx: Ctx, channel_id: ChannelId, body: AssetAmountRequest) -> ChannelView:
+    """Deposit into the channel on chain; answers once the transaction is mined (the balance follows
+    when the node's chain watcher sees it)."""
+    cid = _cid(channel_id)
+    ch = ctx.node.channel(cid)
+    if ch.phase not in (Phase.FUNDING, Phase.OPEN):
+        raise ApiError(409, Reason.WRONG_PHASE, f"deposits go into a funding or open channel; this one is {ch.phase}")
+    await ctx.node.deposit(cid, asset_bytes(body.asset), int(body.amount))
+    return ctx.view(ctx.node.channel(cid))
+
+
+@router.post("/channels/{channel_id}/withdraw", status_code=202, tags=["channels"])
+async def withdraw(ctx: Ctx, channel_id: ChannelId, body: AssetAmountRequest) -> ChannelView:
+    """Ask the peer to co-sign a withdrawal; the node submits it once signed (follow the channel)."""
+    cid = _cid(channel_id)
+    ch = ctx.node.channel(cid)
+    if ch.phase is Phase.OPEN:
+        ctx.require_peer(ch, "withdraw")
+    await ctx.node.withdraw(cid, asset_bytes(body.asset), int(body.amount))
+    return ctx.view(ctx.node.channel(cid))
+
+
+@router.post("/channels/{channel_id}/close", status_code=202, tags=["channels"])
+async def close_channel(ctx: Ctx, channel_id: ChannelId, body: CloseRequest) -> ChannelView:
+    """Close cooperatively (both sign a final state) or unilaterally (on chain, then the challenge window);
+    with `wait`, answer once it is closed (or the wait ends)."""
+    cid = _cid(channel_id)
+    ch = ctx.node.channel(cid)
+    if not body.unilateral and ch.phase is Phase.OPEN:
+        ctx.require_peer(ch, "close cooperatively (a unilateral close needs no peer)")
+    await ctx.node.close(cid, cooperative=not body.unilateral)
+    return ctx.view(await ctx.settle(cid, Phase.CLOSED, body.wait))
+
+
+@router.post(
+    "/channels/{channel_id}/payments",
+    tags=["payments"],
+    responses={202: {"model": PaymentView, "description": "Not countersigned within the timeout: still pending"}},
+)
+async def pay(ctx: Ctx, channel_id: ChannelId, body: PayRequest, response: Response) -> PaymentView | PayBatchView:
+    """Pay the peer and wait until it has countersigned. With `count` > 1, make `count` equal payments at
+    once and answer with how many were sent and how many failed."""
+    node = ctx.node
+    cid = _cid(channel_id)
+    ctx.require_peer(node.channel(cid), "pay")
+    asset, amount = asset_bytes(body.asset), int(body.amount)
+    if body.count > 1:
+        return await _pay_many(node, cid, asset, amount, body.count, body.timeout)
+    created = int(time.time() * 1000)
+    pid = secrets.token_hex(8)  # chosen here so a payment still pending at the timeout can be looked up
+    fut = node.pay_nowait(cid, asset, amount, pid)
+    fut.add_done_callback(_consume)
+    status, version = "pending", 0
+    try:
+        record = await asyncio.wait_for(asyncio.shield(fut), body.timeout)
+        status, version = record.status, record.version
+    except TimeoutError:
+        response.status_code = 202
+    return PaymentView.of(PaymentRecord(pid, cid, "out", asset, amount, status, version, "", created))
+
+
+@router.get("/payments", tags=["payments"])
+async def list_payments(
+    ctx: Ctx, channel_id: ChannelFilter = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+) -> list[PaymentView]:
+    """Sent and received payments, newest first."""
+    cid = None
+    if channel_id is not None:
+        cid = _cid(channel_id)
+        ctx.node.channel(cid)  # 404 for a channel this node never had, rather than an empty list
+    return [PaymentView.of(rec) for rec in ctx.node.payments(cid, limit)]
+
+
+@router.get("/events", response_class=EventSourceResponse, tags=["events"])
+async def events(
+    ctx: Ctx,
+    channel_id: ChannelFilter = None,
+    since: Annotated[int | None, Query(ge=0, description="Replay buffered events numbered above this.")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="End the stream after this many events.")] = None,
+    timeout: Annotated[float | None, Query(gt=0, description="End the stream after this many seconds.")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events of channel phases and payments (`phase`, `sent`, `failed`, `received`, and `gap`
+    when this client fell behind the buffer). Pass an event's id back as `Last-Event-ID` (or `since`) to
+    resume after it."""
+    ctx.hub.start()
+    after = since
+    if after is None and last_event_id is not None and last_event_id.isdigit():
+        after = int(last_event_id)
+    cid = channel_id.lower() if channel_id is not None else None
+    async for ev in ctx.hub.stream(after, cid, limit, timeout):
+        body = EventView(kind=ev.kind, channel_id=ev.channel_id, data=ev.data)
+        yield ServerSentEvent(data=body, event=ev.kind, id=str(ev.seq))
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Marks the error of a payment nobody awaits any more as seen; the payment log keeps the outcome."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _pay_many(node: Node, cid: bytes, asset: bytes, amount: int, count: int, timeout: float) -> PayBatchView:
+    start = time.monotonic()
+    futures = [node.pay_nowait(cid, asset, amount) for _ in range(count)]
+    for fut in futures:
+        fut.add_done_callback(_consume)
+    done, pending = await asyncio.wait(futures, timeout=timeout)
+    failures: Counter[str] = Counter()
+    for fut in done:
+        exc = fut.exception()
+        if exc is not None:
+            failures[exc.reason.value if isinstance(exc, StatechannelError) else Code.INTERNAL.value] += 1
+    failed = sum(failures.values())
+    return PayBatchView(
+        requested=count,
+        sent=len(done) - failed,
+        failed=failed,
+        pending=len(pending),
+        failures=dict(failures),
+        elapsed_ms=int((time.monotonic() - start) * 1000),
+    )

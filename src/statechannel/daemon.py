@@ -1,0 +1,276 @@
+"""The node process: chain, store, peer transport, node and HTTP API in one asyncio loop.
+
+Everything shares one loop so the API calls the node directly, with no locks and no second copy of any
+state. The process advertises itself in `<data-dir>/node.json` (ports, API url, address, pid) so client
+commands need only the data directory; a lock file, not node.json, guards against two nodes on one
+database, because node.json outlives a killed process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from statechannel.api.app import create_app
+from statechannel.api.auth import TokenFileError, load_or_create_token
+from statechannel.api.discovery import NODE_FILE, NodeFile
+from statechannel.api.routes import ApiContext
+from statechannel.chain.adjudicator import Adjudicator
+from statechannel.chain.base import Chain, ChainError
+from statechannel.core.crypto import PrivateKey
+from statechannel.core.eip712 import domain_separator
+from statechannel.core.types import to_checksum
+from statechannel.net.tcp import TcpTransport
+from statechannel.node.chainio import ChainIO
+from statechannel.node.node import Node
+from statechannel.node.peers import PeerBook
+from statechannel.store.base import StoreError
+from statechannel.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+LOCK_FILE = "node.lock"
+DB_FILE = "node.db"
+PEERS_FILE = "peers.json"
+EMBEDDED = "embedded"
+EMBEDDED_FUNDS = 1000 * 10**18
+STOP_TIMEOUT = 15.0
+API_STARTUP_TIMEOUT = 10.0
+
+
+class DaemonError(Exception):
+    """The node cannot start; the message is one line meant for the person who started it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    rpc: str
+    """A JSON-RPC url, or 'embedded' for a throwaway in-process chain with a freshly deployed adjudicator."""
+    adjudicator: bytes | None
+    data_dir: Path
+    listen: tuple[str, int] = ("127.0.0.1", 0)
+    api: tuple[str, int] = ("127.0.0.1", 0)
+    confirmations: int = 0
+    poll_interval: float = 0.2
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _loopback_for(host: str) -> str:
+    """Where a local client reaches a server bound to `host` (a wildcard is reachable on loopback)."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 (recognising the wildcard, not binding it)
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
+    """Held for the node's lifetime; the OS drops it when the process dies, however it dies."""
+    f = (data_dir / LOCK_FILE).open("a")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DaemonError(f"another node is running with data directory {data_dir}") from None
+        yield f
+    finally:
+        f.close()
+
+
+def _connect_chain(config: DaemonConfig, key: PrivateKey) -> tuple[Chain, bytes]:
+    if config.rpc == EMBEDDED:
+        if config.adjudicator is not None:
+            raise DaemonError("--adjudicator needs --rpc URL: the embedded chain deploys its own adjudicator")
+        if (config.data_dir / DB_FILE).exists():
+            raise DaemonError(
+                f"{config.data_dir} holds channels of an earlier chain; the embedded chain starts empty each "
+                "time, so use a fresh --data-dir"
+            )
+        from statechannel.chain.embedded import EmbeddedChain
+
+        embedded = EmbeddedChain()
+        embedded.fund(key.address, EMBEDDED_FUNDS)
+        adj, _ = Adjudicator.deploy(embedded, key)
+        return embedded, adj.address
+    if config.adjudicator is None:
+        raise DaemonError("--adjudicator is required with --rpc URL")
+    from statechannel.chain.rpc import RpcChain
+
+    try:
+        chain = RpcChain(config.rpc)
+        adj = Adjudicator(chain, config.adjudicator)
+        found = adj.domain_separator()
+    except ChainError as exc:
+        raise DaemonError(f"chain at {config.rpc}: {exc}") from None
+    except Exception:
+        found = b""  # no contract there: the call returned nothing decodable
+    if found != domain_separator(adj.domain):
+        raise DaemonError(f"no statechannel adjudicator at {to_checksum(config.adjudicator)} on {config.rpc}")
+    return chain, config.adjudicator
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handling: the daemon owns SIGINT/SIGTERM, because stopping means
+    stopping the node and closing the store too, and uvicorn would re-raise the signal afterwards."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class _Api:
+    server: _Server
+    serving: asyncio.Task[None]
+    ctx: ApiContext
+    url: str
+
+
+async def _start_api(node: Node, token: str, config: DaemonConfig, listen: str) -> _Api:
+    try:
+        sock = socket.create_server(config.api)
+    except OSError as exc:
+        raise DaemonError(f"cannot serve the API on {config.api[0]}:{config.api[1]}: {exc.strerror or exc}") from None
+    app = create_app(node, token, peer_listen=listen)
+    server = _Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2))
+    api = _Api(
+        server,
+        asyncio.create_task(server.serve(sockets=[sock]), name="api-server"),
+        app.state.ctx,
+        f"http://{_loopback_for(config.api[0])}:{sock.getsockname()[1]}",
+    )
+    deadline = time.monotonic() + API_STARTUP_TIMEOUT
+    while not server.started:
+        if api.serving.done() or time.monotonic() > deadline:
+            await _shutdown_api(api)
+            raise DaemonError("the API server did not start (see the log above)")
+        await asyncio.sleep(0.01)
+    return api
+
+
+async def run(
+    config: DaemonConfig,
+    key: PrivateKey,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[NodeFile], None] | None = None,
+) -> None:
+    """Runs the node until SIGINT/SIGTERM (or `stop` is set), then shuts everything down in order."""
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stop = stop or asyncio.Event()
+    with _exclusive(data_dir):
+        try:
+            token = load_or_create_token(data_dir)
+        except TokenFileError as exc:
+            raise DaemonError(str(exc)) from None
+        chain, adjudicator = await asyncio.to_thread(_connect_chain, config, key)
+        try:
+            store = SqliteStore(data_dir / DB_FILE)
+        except (StoreError, OSError) as exc:
+            raise DaemonError(f"cannot open {data_dir / DB_FILE}: {exc}") from None
+        chainio = ChainIO(chain, adjudicator, key)
+        transport = TcpTransport(key, config.listen[0], config.listen[1])
+        node = Node(
+            key,
+            chainio,
+            store,
+            transport,
+            confirmations=config.confirmations,
+            poll_interval=config.poll_interval,
+            peer_book=PeerBook(data_dir / PEERS_FILE),
+        )
+        api: _Api | None = None
+        redial: asyncio.Task[None] | None = None
+        try:
+            await node.start()
+            try:
+                listen = f"{config.listen[0]}:{await transport.start()}"
+            except OSError as exc:
+                raise DaemonError(f"cannot listen for peers on {config.listen[0]}:{config.listen[1]}: {exc}") from None
+            assert node.peer_book is not None
+            redial = asyncio.create_task(node.peer_book.redial(transport.connect, transport.connected))
+            api = await _start_api(node, token, config, listen)
+            info = NodeFile(
+                os.getpid(), to_checksum(key.address), api.url, listen, chain.chain_id, to_checksum(adjudicator)
+            )
+            info.write(data_dir)
+            log.info("node %s: peers at %s, API at %s, data in %s", info.address, listen, info.api, data_dir)
+            if on_ready is not None:
+                on_ready(info)
+            with _signals_set(stop):
+                waiter = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, api.serving}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            if not stop.is_set():
+                log.error("the API server stopped unexpectedly; shutting down")
+        finally:
+            if redial is not None:
+                redial.cancel()
+            await _shutdown(api, node, transport, store, chainio)
+            if api is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    (data_dir / NODE_FILE).unlink()
+            log.info("node stopped")
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (when the loop runs in the main thread; else the embedder stops us)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _step(what: str, coro: Any) -> None:
+    """One shutdown step, bounded; a failure is logged and the remaining steps still run."""
+    try:
+        await asyncio.wait_for(coro, STOP_TIMEOUT)
+    except Exception:
+        log.exception("while stopping: %s", what)
+
+
+async def _shutdown_api(api: _Api) -> None:
+    await _step("event streams", api.ctx.hub.close())  # else open streams hold up the server's shutdown
+    api.server.should_exit = True
+    await _step("API server", api.serving)
+
+
+async def _shutdown(
+    api: _Api | None,
+    node: Node,
+    transport: TcpTransport,
+    store: SqliteStore,
+    chainio: ChainIO,
+) -> None:
+    if api is not None:
+        await _shutdown_api(api)
+    await _step("node", node.stop())
+    await _step("peer transport", transport.close())
+    await _step("store", store.close())
+    await _step("chain worker", asyncio.to_thread(chainio.close))
