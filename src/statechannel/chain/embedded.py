@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 from eth_account import Account
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import BlockNotFound, TransactionFailed
+from eth_utils.exceptions import ValidationError
 
 from statechannel.chain.base import Block, ChainError, Log, Receipt, TransactionReverted, decode_revert
 from statechannel.core.crypto import PrivateKey
@@ -80,6 +81,8 @@ class EmbeddedChain:
                 gas = self._tester.estimate_gas(self._tx(to, data, value, key.address))
             except TransactionFailed as exc:
                 raise TransactionReverted(_reason(exc)) from exc
+            except ValidationError as exc:  # e.g. the sender cannot pay value plus gas
+                raise ChainError(str(exc)) from exc
         nonce = self._nonces.get(key.address)
         if nonce is None:
             nonce = self._tester.get_nonce(to_checksum(key.address))

@@ -93,6 +93,9 @@ class ChainIO:
                 log.warning("%s failed (attempt %d): %s", type(tx).__name__, attempt + 1, exc)
                 await asyncio.sleep(delay)
                 delay *= 2
+            except Exception:  # a bug or an unexpected backend error: say so, never die silently
+                log.exception("%s for channel 0x%s failed", type(tx).__name__, ch.channel_id.hex()[:12])
+                return None
         log.error("%s for channel 0x%s gave up after %d attempts", type(tx).__name__, ch.channel_id.hex(), RETRIES)
         return None
 
