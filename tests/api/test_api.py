@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 
 from statechannel.api.events import EventHub
 from statechannel.api.routes import router
+from statechannel.api.streams import router as streams_router
 from statechannel.core.channel import Phase
 from statechannel.core.types import to_checksum
 from statechannel.net.memory import MemoryTransport
@@ -55,9 +56,8 @@ def test_openapi_lists_every_endpoint(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         doc = (await w.api_a.get("/openapi.json")).json()
         documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-        served = {
-            (route.path, m) for route in router.routes if isinstance(route, APIRoute) for m in route.methods or ()
-        }
+        routes = [*router.routes, *streams_router.routes]
+        served = {(route.path, m) for route in routes if isinstance(route, APIRoute) for m in route.methods or ()}
         assert documented == served
         assert served >= {
             ("/node", "GET"),
@@ -71,6 +71,18 @@ def test_openapi_lists_every_endpoint(tmp_path: Path) -> None:
             ("/channels/{channel_id}/payments", "POST"),
             ("/payments", "GET"),
             ("/events", "GET"),
+            ("/streams", "GET"),
+            ("/streams", "POST"),
+            ("/streams/{stream_id}", "GET"),
+            ("/streams/{stream_id}/pause", "POST"),
+            ("/streams/{stream_id}/resume", "POST"),
+            ("/streams/{stream_id}/stop", "POST"),
+            ("/streams/{stream_id}/meter", "POST"),
+            ("/watches", "POST"),
+            ("/watches/{watch_id}", "GET"),
+            ("/recurring", "GET"),
+            ("/recurring", "POST"),
+            ("/recurring/{schedule_id}", "DELETE"),
         }
         assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
         assert doc["security"] == [{"bearer": []}]
