@@ -70,6 +70,7 @@ class ChainIO:
         self.key = key
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
         self._recent: list[Checkpointed] = []
+        self.gas_used: list[tuple[str, int]] = []  # (what, gas) of every mined submission, for reports
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -85,7 +86,9 @@ class ChainIO:
         delay = 0.2
         for attempt in range(RETRIES):
             try:
-                return await self.run(lambda: self._send(ch, tx))
+                receipt = await self.run(lambda: self._send(ch, tx))
+                self.gas_used.append((type(tx).__name__.removeprefix("SubmitTx"), receipt.gas_used))
+                return receipt
             except TransactionReverted as exc:
                 log.info("%s for channel 0x%s reverted: %s", type(tx).__name__, ch.channel_id.hex()[:12], exc.reason)
                 return None
