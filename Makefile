@@ -6,7 +6,9 @@ ANVIL_VERSION := 1.7.1
 ANVIL := .tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 export ANVIL_BIN := $(abspath $(ANVIL))
 
-.PHONY: install demo gas test lint typecheck importlint artifacts check-artifacts bench clean
+PG_FOUND = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+
+.PHONY: postgresql install demo gas test lint typecheck importlint artifacts check-artifacts bench clean
 
 $(BIN)/statechannel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +19,16 @@ $(BIN)/statechannel: pyproject.toml
 $(ANVIL):
 	npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil-linux-amd64@$(ANVIL_VERSION)
 
-install: $(BIN)/statechannel $(ANVIL)
+## the watchtower's PostgreSQL tests start their own server: they need the binaries (Debian package postgresql)
+postgresql:
+	@$(PG_FOUND) || { \
+		[ "$$(id -u)" = 0 ] || { echo "PostgreSQL is missing: install the package postgresql (as root)"; exit 1; }; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null; }; \
+	}
+
+install: $(BIN)/statechannel $(ANVIL) postgresql
 
 ## the main job (until the demo lands: the gas table of both lifecycles on the embedded chain)
 demo: $(BIN)/statechannel

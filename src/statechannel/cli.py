@@ -217,6 +217,14 @@ def node() -> None:
 @click.option("--api", "api_at", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="HTTP API")
 @click.option("--confirmations", default=0, show_default=True, type=click.IntRange(0, 1000))
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+@click.option("--tower", "towers", multiple=True, metavar="URL", help="a watchtower to push states to (repeatable)")
+@click.option(
+    "--tower-policy",
+    default="every-update",
+    show_default=True,
+    metavar="POLICY",
+    help="when to push: every-update, every:N (updates) or every:Tms (and always before stopping)",
+)
 def node_start(
     rpc: str,
     adjudicator: str | None,
@@ -227,6 +235,8 @@ def node_start(
     api_at: str,
     confirmations: int,
     log_level: str,
+    towers: tuple[str, ...],
+    tower_policy: str,
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
     import asyncio
@@ -236,6 +246,7 @@ def node_start(
     from statechannel.core.types import address_from_hex
     from statechannel.daemon import DaemonConfig, DaemonError, parse_hostport, run
     from statechannel.node.keys import load_keystore
+    from statechannel.node.towerstate import TowerPolicy, tower_url
 
     try:
         config = DaemonConfig(
@@ -245,6 +256,8 @@ def node_start(
             listen=parse_hostport(listen),
             api=parse_hostport(api_at),
             confirmations=confirmations,
+            towers=tuple(tower_url(t) for t in towers),
+            tower_policy=TowerPolicy.parse(tower_policy),
         )
     except (ValueError, LocalError) as exc:
         raise _fail(str(exc)) from None
@@ -490,11 +503,13 @@ def channel_list(data_dir: str, as_json: bool) -> None:
 
 def _channels_table(chs: list[dict[str, Any]]) -> None:
     table = Table(title="channels")
-    for name in ("channel", "peer", "phase", "version", "asset", "mine", "peer's"):
+    for name in ("channel", "peer", "phase", "version", "asset", "mine", "peer's", "towers hold"):
         table.add_column(name, overflow="fold", justify="right" if name in ("version", "mine", "peer's") else "left")
     for ch in chs:
         version = "-" if ch["version"] is None else str(ch["version"])
         peer_text = ch["peer"] + ("" if ch["peer_connected"] else " (offline)")
+        # which watchtower holds which version (its receipt is in --json)
+        towers = "\n".join(f"v{p['version']} {p['tower']}" for p in ch.get("protection", [])) or "-"
         for i, bal in enumerate(ch["balances"]):
             first = i == 0
             table.add_row(
@@ -505,6 +520,7 @@ def _channels_table(chs: list[dict[str, Any]]) -> None:
                 bal["asset"],
                 bal["my_balance"],
                 bal["peer_balance"],
+                towers if first else "",
             )
     Console().print(table if chs else "no channels")
 
@@ -570,6 +586,98 @@ def _short(value: Any) -> str:
     if isinstance(value, list) and len(value) > 4:
         return f"[{len(value)} items]"
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+# ------------------------------------------------------------------ watchtower
+
+DEFAULT_TOWER_DIR = "~/.statechannel-tower"
+
+
+@main.group()
+def watchtower() -> None:
+    """Run a watchtower: it keeps your latest states and answers stale closes while you are offline."""
+
+
+@watchtower.command("start")
+@click.option("--rpc", required=True, metavar="URL", help="JSON-RPC url of the chain")
+@click.option("--adjudicator", required=True, metavar="0x..", help="address of the adjudicator to watch")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False), help="the tower's key (signs, pays gas)")
+@click.option("--data-dir", default=DEFAULT_TOWER_DIR, show_default=True, help="holds tower.json and tower.db")
+@click.option("--password-file", type=click.Path(dir_okay=False), help=f"else ${PASSWORD_ENV}, else a prompt")
+@click.option("--api", "api_at", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="HTTP API")
+@click.option("--db", default="sqlite", show_default=True, metavar="sqlite|postgresql://...", help="the store")
+@click.option("--confirmations", default=0, show_default=True, type=click.IntRange(0, 1000))
+@click.option("--poll-interval", default=0.5, show_default=True, type=click.FloatRange(0.01, 60), help="s")
+@click.option("--bump-after", default=3.0, show_default=True, type=click.FloatRange(0.1, 600), help="s unmined")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+def watchtower_start(
+    rpc: str,
+    adjudicator: str,
+    keystore: str,
+    data_dir: str,
+    password_file: str | None,
+    api_at: str,
+    db: str,
+    confirmations: int,
+    poll_interval: float,
+    bump_after: float,
+    log_level: str,
+) -> None:
+    """Run the watchtower in the foreground until Ctrl-C or SIGTERM."""
+    import asyncio
+    import logging
+
+    from statechannel.core.errors import LocalError
+    from statechannel.core.types import address_from_hex
+    from statechannel.daemon import parse_hostport
+    from statechannel.node.keys import load_keystore
+    from statechannel.watchtower.daemon import TowerConfig, TowerDaemonError, run
+
+    try:
+        config = TowerConfig(
+            rpc=rpc,
+            adjudicator=address_from_hex(adjudicator),
+            data_dir=Path(data_dir).expanduser(),
+            api=parse_hostport(api_at),
+            db=db,
+            confirmations=confirmations,
+            poll_interval=poll_interval,
+            bump_after=bump_after,
+        )
+    except (ValueError, LocalError) as exc:
+        raise _fail(str(exc)) from None
+    if not Path(keystore).expanduser().is_file():
+        raise _fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
+    password = _password(password_file, confirm=False)
+    try:
+        key = load_keystore(Path(keystore).expanduser(), password)
+    except LocalError as exc:
+        raise _fail(exc.detail) from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(config, key))
+    except TowerDaemonError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@watchtower.command("info")
+@click.option("--data-dir", default=DEFAULT_TOWER_DIR, show_default=True, help="the running tower's data directory")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def watchtower_info(data_dir: str, as_json: bool) -> None:
+    """Address, chain and number of channels of the running tower."""
+    import httpx
+
+    path = Path(data_dir).expanduser() / "tower.json"
+    try:
+        url = json.loads(path.read_text())["api"]
+        info = httpx.get(f"{url}/info", timeout=10).raise_for_status().json()
+    except (OSError, ValueError, KeyError) as exc:
+        raise _fail(f"no running tower found through {path}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise _fail(f"the tower at {path} did not answer: {exc}") from None
+    _out(as_json, info, lambda: _kv_table("watchtower", info))
 
 
 if __name__ == "__main__":

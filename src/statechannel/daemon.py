@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,11 +30,14 @@ from statechannel.chain.adjudicator import Adjudicator
 from statechannel.chain.base import Chain, ChainError
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.eip712 import domain_separator
+from statechannel.core.errors import LocalError
 from statechannel.core.types import to_checksum
 from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.node.peers import PeerBook
+from statechannel.node.towers import TowerClient
+from statechannel.node.towerstate import TowerPolicy
 from statechannel.store.base import StoreError
 from statechannel.store.sqlite import SqliteStore
 
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "node.lock"
 DB_FILE = "node.db"
 PEERS_FILE = "peers.json"
+TOWERS_FILE = "towers.db"
 EMBEDDED = "embedded"
 EMBEDDED_FUNDS = 1000 * 10**18
 STOP_TIMEOUT = 15.0
@@ -62,6 +66,9 @@ class DaemonConfig:
     api: tuple[str, int] = ("127.0.0.1", 0)
     confirmations: int = 0
     poll_interval: float = 0.2
+    towers: tuple[str, ...] = ()
+    """Watchtower URLs this node pushes its channels' newest states to."""
+    tower_policy: TowerPolicy = field(default_factory=TowerPolicy)
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -124,6 +131,15 @@ def _connect_chain(config: DaemonConfig, key: PrivateKey) -> tuple[Chain, bytes]
     if found != domain_separator(adj.domain):
         raise DaemonError(f"no statechannel adjudicator at {to_checksum(config.adjudicator)} on {config.rpc}")
     return chain, config.adjudicator
+
+
+def _tower_client(config: DaemonConfig) -> TowerClient | None:
+    if not config.towers:
+        return None
+    try:
+        return TowerClient(config.towers, config.data_dir / TOWERS_FILE, config.tower_policy)
+    except LocalError as exc:
+        raise DaemonError(exc.detail) from None
 
 
 class _Server(uvicorn.Server):
@@ -196,6 +212,7 @@ async def run(
             confirmations=config.confirmations,
             poll_interval=config.poll_interval,
             peer_book=PeerBook(data_dir / PEERS_FILE),
+            towers=_tower_client(config),
         )
         api: _Api | None = None
         redial: asyncio.Task[None] | None = None

@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from statechannel.api.events import EventHub
 from statechannel.api.routes import router
 from statechannel.api.streams import router as streams_router
+from statechannel.api.trading import router as trading_router
 from statechannel.core.channel import Phase
 from statechannel.core.types import to_checksum
 from statechannel.net.memory import MemoryTransport
@@ -56,7 +57,7 @@ def test_openapi_lists_every_endpoint(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         doc = (await w.api_a.get("/openapi.json")).json()
         documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-        routes = [*router.routes, *streams_router.routes]
+        routes = [*router.routes, *streams_router.routes, *trading_router.routes]
         served = {(route.path, m) for route in routes if isinstance(route, APIRoute) for m in route.methods or ()}
         assert documented == served
         assert served >= {

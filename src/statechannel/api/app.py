@@ -17,6 +17,7 @@ from statechannel.api.events import EventHub
 from statechannel.api.models import ErrorResponse
 from statechannel.api.routes import ApiContext, router
 from statechannel.api.streams import router as streams_router
+from statechannel.api.trading import router as trading_router
 from statechannel.node.node import Node
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -64,6 +65,7 @@ def create_app(node: Node, token: str, *, peer_listen: str | None = None) -> Fas
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(router)
     app.include_router(streams_router)  # served once the daemon sets app.state.streams
+    app.include_router(trading_router)
     return app
 
 

@@ -6,12 +6,14 @@ silently ignored option."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from statechannel.core.channel import Channel, Phase
 from statechannel.core.types import ETH, MAX_ASSETS, MAX_CHALLENGE_PERIOD, UINT256_MAX, address_from_hex, to_checksum
+from statechannel.node.towerstate import Protection
 from statechannel.store.base import PaymentRecord
 
 ETH_NAME = "eth"
@@ -174,6 +176,15 @@ class DisputeView(_Response):
     challenged: bool
 
 
+class ProtectionView(_Response):
+    """A watchtower's signed receipt: proof, checked against the tower's key, that it holds this version."""
+
+    tower: str = Field(description="URL of the watchtower.")
+    address: str = Field(description="The tower's signing address, as its /info reported it.")
+    version: int = Field(description="The channel version the tower signed for.")
+    receipt: str = Field(description="0x-hex 65-byte signature of the tower over the receipt digest.")
+
+
 class ChannelView(_Response):
     channel_id: str
     peer: str
@@ -185,9 +196,12 @@ class ChannelView(_Response):
     in_flight: int = Field(description="Updates proposed by this node and not yet countersigned.")
     peer_connected: bool
     dispute: DisputeView | None
+    protection: list[ProtectionView] = Field(
+        default_factory=list, description="Which watchtower holds which version (empty without towers)."
+    )
 
     @classmethod
-    def of(cls, ch: Channel, peer_connected: bool) -> ChannelView:
+    def of(cls, ch: Channel, peer_connected: bool, protection: Sequence[Protection] = ()) -> ChannelView:
         pairs = ch.balances(ch.latest.state) if ch.latest is not None else ch.funded
         me, peer = ch.me, ch.peer
         balances = [
@@ -214,6 +228,12 @@ class ChannelView(_Response):
             in_flight=len(ch.pending),
             peer_connected=peer_connected,
             dispute=DisputeView(version=d.version, finalizes_at=d.finalizes_at, challenged=d.challenged) if d else None,
+            protection=[
+                ProtectionView(
+                    tower=p.tower, address=to_checksum(p.address), version=p.version, receipt="0x" + p.receipt.hex()
+                )
+                for p in protection
+            ],
         )
 
 

@@ -52,7 +52,9 @@ class ApiContext:
     peer_listen: str | None
 
     def view(self, ch: Channel) -> ChannelView:
-        return ChannelView.of(ch, self.node.transport.connected(ch.peer_address))
+        towers = self.node.towers
+        protection = towers.protection(ch.channel_id) if towers is not None else ()
+        return ChannelView.of(ch, self.node.transport.connected(ch.peer_address), protection)
 
     def require_peer(self, ch: Channel, doing: str) -> None:
         if not self.node.transport.connected(ch.peer_address):

@@ -10,6 +10,7 @@ from statechannel.core.crypto import Signature, recover
 from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.io import Payment, SignedState
+from statechannel.core.quotes import QuoteFill, Swap
 from statechannel.core.types import ChannelParams, Domain, State, Withdrawal
 
 MAX_IN_FLIGHT = 64
@@ -28,6 +29,7 @@ class Kind(StrEnum):
     PAY = "pay"
     POSTFUND = "postfund"
     FINAL = "final"
+    SWAP = "swap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class Proposal:
     kind: Kind
     pid: int
     payments: tuple[Payment, ...] = ()
+    swap: Swap | None = None
+    """Set on a swap proposal (never beside payments: one take, one update)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,8 @@ class Channel:
     next_pid: int = 1
     dispute: Dispute | None = None
     now: int = 0
+    fills: tuple[QuoteFill, ...] = ()
+    """How much of each of my unexpired quotes the peer has taken."""
     _cid: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,8 +150,9 @@ class Channel:
     def signed(self, state: State, mine: Signature, theirs: Signature) -> SignedState:
         return SignedState(state, mine, theirs) if self.me == 0 else SignedState(state, theirs, mine)
 
-    def check_peer_sig(self, state: State, sig: Signature) -> None:
-        if recover(self.digest(state), sig) != self.peer_address:
+    def check_peer_sig(self, state: State, sig: Signature, digest: bytes | None = None) -> None:
+        """`digest`: the state's, when the caller already has it (it is about to sign it too)."""
+        if recover(digest or self.digest(state), sig) != self.peer_address:
             raise RemoteError(Reason.WRONG_SIGNER, f"signature on version {state.version} is not the peer's")
 
     def check_signed(self, signed: SignedState) -> None:

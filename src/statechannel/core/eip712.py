@@ -30,9 +30,15 @@ def domain_separator(domain: Domain) -> bytes:
     )
 
 
+@lru_cache(maxsize=256)
+def _assets_hash(assets: tuple[bytes, ...]) -> bytes:
+    """A channel's assets never change, so their hash is worked out once, not once per state."""
+    return keccak(b"".join(bytes(12) + a for a in assets))
+
+
 def state_hash(state: State) -> bytes:
     """hashStruct(State). Arrays hash as the keccak of their 32-byte-padded items."""
-    assets_hash = keccak(b"".join(bytes(12) + a for a in state.assets))
+    assets_hash = _assets_hash(state.assets)
     transfers_hash = keccak(b"".join(t.to_bytes(32, "big", signed=True) for t in state.transfers))
     return keccak(
         STATE_TYPEHASH

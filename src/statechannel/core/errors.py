@@ -27,6 +27,11 @@ class Reason(StrEnum):
     NOT_FUNDED = "not_funded"
     PIPELINE_FULL = "pipeline_full"
     UNKNOWN_PROPOSAL = "unknown_proposal"
+    EXPIRED = "expired"
+    ALTERED = "altered"
+    OVERSIZE = "oversize"
+    UNKNOWN_QUOTE = "unknown_quote"
+    QUOTE_LIMIT = "quote_limit"
 
 
 class StatechannelError(Exception):

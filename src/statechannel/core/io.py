@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from statechannel.core.crypto import Signature
-from statechannel.core.messages import Message
+from statechannel.core.messages import Message, ProposeSwap
+from statechannel.core.quotes import Swap
 from statechannel.core.types import State, Withdrawal
 
 
@@ -58,6 +59,24 @@ class ReceiveMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionTake:
+    """Take the peer's quote. `now_ms` is the caller's clock, so an offer it knows has expired is refused
+    before it costs a round trip (the maker checks again by its own clock)."""
+
+    swap: Swap
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveSwap:
+    """A swap proposal from the peer, with the receiver's wall clock: the machine has no clock of its
+    own, and a quote's expiry is in milliseconds, finer than any block time."""
+
+    message: ProposeSwap
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerConnected:
     """The link to the peer came (back) up: resynchronise."""
 
@@ -102,7 +121,9 @@ Input = (
     | ActionCloseCooperative
     | ActionCloseUnilateral
     | ActionWithdraw
+    | ActionTake
     | ReceiveMessage
+    | ReceiveSwap
     | PeerConnected
     | ChainFunded
     | ChainOpened
@@ -187,6 +208,21 @@ class NotifyPhase:
     phase: str
 
 
+@dataclass(frozen=True, slots=True)
+class NotifyFilled:
+    """A swap both signed: as taker (`maker` False) once the peer accepted, as maker once I did."""
+
+    swap: Swap
+    maker: bool
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTakeFailed:
+    swap: Swap
+    reason: str
+
+
 Effect = (
     SendMessage
     | SubmitTxOpen
@@ -200,4 +236,6 @@ Effect = (
     | NotifyFailed
     | NotifyReceived
     | NotifyPhase
+    | NotifyFilled
+    | NotifyTakeFailed
 )

@@ -5,29 +5,33 @@ RemoteError about a proposal into the Reject message the peer is owed.
 
 Both sides proposing the same version at once: A (index 0) wins. A refuses B's
 proposal with CONFLICT; B, on seeing A's, drops its own in-flight proposals,
-countersigns A's and proposes its payments again on top."""
+countersigns A's and proposes its payments (and takes) again on top.
+
+A swap is a proposal like any other (pipelined, tie-broken, rolled back), except
+that it carries the maker's quote and is checked against it: see swaps.py."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from statechannel.core import messages as m
+from statechannel.core import swaps, withdrawals
 from statechannel.core.channel import (
     MAX_IN_FLIGHT,
     Channel,
     Dispute,
     Kind,
-    PendingWithdrawal,
     Phase,
     Proposal,
 )
-from statechannel.core.crypto import PrivateKey, Signature, recover
-from statechannel.core.eip712 import dispute_record, state_hash, withdrawal_digest
+from statechannel.core.crypto import PrivateKey, Signature
+from statechannel.core.eip712 import dispute_record, state_hash
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.io import (
     ActionCloseCooperative,
     ActionCloseUnilateral,
     ActionPay,
+    ActionTake,
     ActionWithdraw,
     ChainConcluded,
     ChainDisputeRecorded,
@@ -37,12 +41,15 @@ from statechannel.core.io import (
     Effect,
     Input,
     NotifyFailed,
+    NotifyFilled,
     NotifyPhase,
     NotifyReceived,
     NotifySent,
+    NotifyTakeFailed,
     Payment,
     PeerConnected,
     ReceiveMessage,
+    ReceiveSwap,
     SendMessage,
     SignedState,
     SubmitTxChallenge,
@@ -51,9 +58,9 @@ from statechannel.core.io import (
     SubmitTxDeposit,
     SubmitTxOpen,
     SubmitTxSettle,
-    SubmitTxWithdraw,
 )
-from statechannel.core.types import ETH, ChannelParams, Domain, State, Withdrawal
+from statechannel.core.quotes import Swap
+from statechannel.core.types import ETH, ChannelParams, Domain, State
 
 Result = tuple[Channel, tuple[Effect, ...]]
 
@@ -62,10 +69,12 @@ _LIVE = frozenset({Phase.OPENING, Phase.FUNDING, Phase.OPEN, Phase.CLOSING})
 # Which input may arrive in which phase (messages are checked per type below).
 LEGAL: dict[type, frozenset[Phase]] = {
     ActionPay: frozenset({Phase.OPEN}),
+    ActionTake: frozenset({Phase.OPEN}),
     ActionWithdraw: frozenset({Phase.OPEN}),
     ActionCloseCooperative: frozenset({Phase.OPEN}),
     ActionCloseUnilateral: frozenset({Phase.FUNDING, Phase.OPEN, Phase.CLOSING}),
     ReceiveMessage: _LIVE | {Phase.DISPUTE},
+    ReceiveSwap: _LIVE | {Phase.DISPUTE},
     PeerConnected: _ANY,
     ChainOpened: _ANY,
     ChainFunded: _ANY,
@@ -145,6 +154,8 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
     match inp:
         case ActionPay():
             new, effects = _pay(ch, inp.payments, key)
+        case ActionTake():
+            new, effects = _take(ch, inp.swap, inp.now_ms, key)
         case ActionCloseCooperative():
             new, effects = _propose(
                 ch, replace(ch.head, version=ch.head.version + 1, is_final=True), Kind.FINAL, (), key
@@ -155,9 +166,11 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
             assert ch.latest is not None
             new, effects = ch, (SubmitTxClose(ch.latest),)
         case ActionWithdraw():
-            new, effects = _withdraw(ch, inp, key)
+            new, effects = withdrawals.withdraw(ch, inp, key)
         case ReceiveMessage():
             new, effects = _receive(ch, inp.message, key)
+        case ReceiveSwap():
+            new, effects = _on_swap(ch, inp, key)
         case PeerConnected():
             new, effects = ch, _resync(ch)
         case ChainOpened():
@@ -167,7 +180,7 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
         case ChainDisputeRecorded():
             new, effects = _on_dispute(ch, inp)
         case ChainConcluded():
-            new = replace(ch, phase=Phase.CLOSED, pending=())
+            new = replace(ch, phase=Phase.CLOSED, pending=(), fills=())
             effects = (*_fail_all(ch.pending, "channel concluded"), NotifyPhase(Phase.CLOSED))
         case ChainTime():
             new, effects = _on_time(replace(ch, now=max(ch.now, inp.timestamp)))
@@ -203,13 +216,21 @@ def check_invariants(ch: Channel, every_state: bool = True) -> None:
 # ------------------------------------------------------------------ proposing
 
 
-def _propose(ch: Channel, state: State, kind: Kind, payments: tuple[Payment, ...], key: PrivateKey) -> Result:
+def _propose(
+    ch: Channel, state: State, kind: Kind, payments: tuple[Payment, ...], key: PrivateKey, swap: Swap | None = None
+) -> Result:
     if len(ch.pending) >= MAX_IN_FLIGHT:
         raise LocalError(Reason.PIPELINE_FULL, f"{MAX_IN_FLIGHT} updates already in flight")
     sig = key.sign_digest(ch.digest(state))
-    proposal = Proposal(state, sig, kind, ch.next_pid, payments)
+    proposal = Proposal(state, sig, kind, ch.next_pid, payments, swap)
     new = replace(ch, pending=(*ch.pending, proposal), next_pid=ch.next_pid + 1)
-    return new, (SendMessage(m.Propose(m.WireState.of(state), sig.to_bytes(), proposal.pid)),)
+    return new, (SendMessage(_wire(proposal)),)
+
+
+def _wire(p: Proposal) -> m.Message:
+    if p.swap is not None:
+        return m.ProposeSwap.of(p.state, p.sig, p.pid, p.swap)
+    return m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid)
 
 
 def _apply_payments(ch: Channel, base: State, payments: tuple[Payment, ...]) -> State:
@@ -234,22 +255,46 @@ def _pay(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey) -> Result:
     return _propose(ch, _apply_payments(ch, ch.head, payments), Kind.PAY, payments, key)
 
 
-def _rebase(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey) -> Result:
-    """Propose dropped payments again on the current head; fail those that no longer fit."""
-    if not payments or ch.phase is not Phase.OPEN:
-        return ch, _fail(payments, "channel no longer open") if payments else ()
-    try:
-        return _pay(ch, payments, key)
-    except LocalError as exc:
-        return ch, _fail(payments, exc.reason)
+def _take(ch: Channel, swap: Swap, now_ms: int | None, key: PrivateKey) -> Result:
+    return _propose(ch, swaps.build_take(ch, swap, now_ms), Kind.SWAP, (), key, swap)
+
+
+def _rebase(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey, takes: tuple[Swap, ...] = ()) -> Result:
+    """Propose dropped payments (in one update) and takes (one each) again on the current head; fail
+    those that no longer fit."""
+    if ch.phase is not Phase.OPEN:
+        return ch, (*_fail(payments, "channel no longer open"), *_fail_takes(takes, "channel no longer open"))
+    effects: list[Effect] = []
+    if payments:
+        try:
+            ch, proposed = _pay(ch, payments, key)
+            effects.extend(proposed)
+        except LocalError as exc:
+            effects.extend(_fail(payments, exc.reason))
+    for swap in takes:
+        try:
+            ch, more = _take(ch, swap, None, key)
+            effects.extend(more)
+        except LocalError as exc:
+            effects.extend(_fail_takes((swap,), exc.reason))
+    return ch, tuple(effects)
 
 
 def _fail(payments: tuple[Payment, ...], reason: str) -> tuple[Effect, ...]:
     return (NotifyFailed(payments, reason),) if payments else ()
 
 
+def _fail_takes(takes: tuple[Swap, ...], reason: str) -> tuple[Effect, ...]:
+    return tuple(NotifyTakeFailed(swap, reason) for swap in takes)
+
+
+def _takes_of(pending: tuple[Proposal, ...]) -> tuple[Swap, ...]:
+    return tuple(p.swap for p in pending if p.swap is not None)
+
+
 def _fail_all(pending: tuple[Proposal, ...], reason: str) -> tuple[Effect, ...]:
-    return _fail(tuple(p for prop in pending for p in prop.payments), reason)
+    payments = _fail(tuple(p for prop in pending for p in prop.payments), reason)
+    return (*payments, *_fail_takes(_takes_of(pending), reason))
 
 
 # ------------------------------------------------------------------ receiving
@@ -261,6 +306,8 @@ def _receive(ch: Channel, msg: m.Message, key: PrivateKey) -> Result:
     cid = msg.state.channel_id if isinstance(msg, (m.Propose, m.Sync)) else msg.channel_id
     if cid != ch.channel_id:
         raise RemoteError(Reason.WRONG_CHANNEL, "message is for another channel")
+    if isinstance(msg, m.ProposeSwap):
+        raise LocalError(Reason.BAD_PARAMS, "a swap proposal is fed as ReceiveSwap, with the time")
     match msg:
         case m.Propose():
             return _on_propose(ch, msg.state.to_state(), m.signature(msg.sig), msg.pid, key)
@@ -271,25 +318,42 @@ def _receive(ch: Channel, msg: m.Message, key: PrivateKey) -> Result:
         case m.Sync():
             return _on_sync(ch, msg, key)
         case m.WithdrawRequest():
-            return _on_withdraw_request(ch, msg, key)
+            return withdrawals.on_request(ch, msg, key)
         case m.WithdrawAccept():
-            return _on_withdraw_accept(ch, msg)
+            return withdrawals.on_accept(ch, msg)
     raise RemoteError(Reason.BAD_MESSAGE, f"unexpected {type(msg).__name__}")
 
 
-def receive(ch: Channel, msg: m.Message, key: PrivateKey) -> Result:
+def receive(ch: Channel, msg: m.Message, key: PrivateKey, now_ms: int | None = None) -> Result:
     """Feed a peer message. A proposal the rules refuse is answered with a Reject
-    (the protocol owes the proposer a reason); other bad messages raise."""
+    (the protocol owes the proposer a reason); other bad messages raise. A swap
+    proposal needs `now_ms`, the receiver's wall clock, to judge the quote's expiry."""
+    inp: ReceiveMessage | ReceiveSwap = ReceiveMessage(msg)
+    if isinstance(msg, m.ProposeSwap):
+        if now_ms is None:
+            raise LocalError(Reason.BAD_PARAMS, "receiving a swap proposal needs now_ms")
+        inp = ReceiveSwap(msg, now_ms)
     try:
-        return transition(ch, ReceiveMessage(msg), key)
+        return transition(ch, inp, key)
     except (RemoteError, LocalError) as err:
-        if not isinstance(msg, m.Propose):
+        if not isinstance(msg, m.Propose | m.ProposeSwap):
             raise
         reject = m.Reject(msg.state.channel_id, msg.state.version, msg.pid, str(err.reason), err.detail)
         return ch, (SendMessage(reject),)
 
 
-def _on_propose(ch: Channel, state: State, sig: Signature, pid: int, key: PrivateKey) -> Result:
+def _on_swap(ch: Channel, inp: ReceiveSwap, key: PrivateKey) -> Result:
+    msg = inp.message
+    if msg.state.channel_id != ch.channel_id:
+        raise RemoteError(Reason.WRONG_CHANNEL, "message is for another channel")
+    swap = msg.to_swap()
+    return _on_propose(ch, msg.state.to_state(), m.signature(msg.sig), msg.pid, key, (swap, inp.now_ms))
+
+
+def _on_propose(
+    ch: Channel, state: State, sig: Signature, pid: int, key: PrivateKey, take: tuple[Swap, int] | None = None
+) -> Result:
+    """`take`: the swap a ProposeSwap carries and the time it arrived."""
     if ch.latest is None:
         raise RemoteError(Reason.WRONG_PHASE, "no pre-fund state yet")
     latest = ch.latest.state
@@ -300,14 +364,18 @@ def _on_propose(ch: Channel, state: State, sig: Signature, pid: int, key: Privat
         return ch, (_refuse(ch, state, pid, Reason.STALE_VERSION, f"version {state.version} <= {latest.version}"),)
     if state.version > latest.version + 1:
         return ch, (_refuse(ch, state, pid, Reason.VERSION_GAP, f"expected version {latest.version + 1}"),)
-    ch.check_peer_sig(state, sig)
+    digest = ch.digest(state)
+    ch.check_peer_sig(state, sig, digest)
     dropped: tuple[Proposal, ...] = ()
     if ch.pending:  # both proposed this version
         if ch.me == 0:
             return ch, (_refuse(ch, state, pid, Reason.CONFLICT, "A's proposal of this version wins"),)
         dropped, ch = ch.pending, replace(ch, pending=())
-    kind = _check_move(ch, latest, state)
-    mine = key.sign_digest(ch.digest(state))
+    if take is None:
+        kind = _check_move(ch, latest, state)
+    else:
+        kind, ch = Kind.SWAP, swaps.accept_take(ch, latest, state, *take)
+    mine = key.sign_digest(digest)
     new = replace(ch, latest=ch.signed(state, mine, sig))
     effects: list[Effect] = [SendMessage(m.Accept(ch.channel_id, state.version, mine.to_bytes()))]
     received = tuple(
@@ -315,7 +383,9 @@ def _on_propose(ch: Channel, state: State, sig: Signature, pid: int, key: Privat
         for asset, t0, t1 in zip(state.assets, latest.transfers, state.transfers, strict=True)
         if t1 != t0
     )
-    if received:
+    if take is not None:
+        effects.append(NotifyFilled(take[0], True, state.version))
+    elif received:
         effects.append(NotifyReceived(received, state.version))
     if kind is Kind.POSTFUND:
         new = replace(new, phase=Phase.OPEN)
@@ -324,7 +394,7 @@ def _on_propose(ch: Channel, state: State, sig: Signature, pid: int, key: Privat
         new = replace(new, phase=Phase.CLOSING)
         effects.append(NotifyPhase(Phase.CLOSING))
     if dropped:
-        new, more = _rebase(new, tuple(p for prop in dropped for p in prop.payments), key)
+        new, more = _rebase(new, tuple(p for prop in dropped for p in prop.payments), key, _takes_of(dropped))
         effects.extend(more)
     return new, tuple(effects)
 
@@ -375,6 +445,8 @@ def _on_accept(ch: Channel, msg: m.Accept) -> Result:
     effects: list[Effect] = []
     if head.payments:
         effects.append(NotifySent(head.payments, head.state.version))
+    if head.swap is not None:
+        effects.append(NotifyFilled(head.swap, False, head.state.version))
     if head.kind is Kind.POSTFUND:
         new = replace(new, phase=Phase.OPEN)
         effects.append(NotifyPhase(Phase.OPEN))
@@ -407,11 +479,14 @@ def _on_reject(ch: Channel, msg: m.Reject, key: PrivateKey) -> Result:
         new = replace(new, phase=Phase.OPEN)
         effects.append(NotifyPhase(Phase.OPEN))
     retry = tuple(p for prop in later for p in prop.payments)
+    retry_takes = _takes_of(later)
     if msg.reason == Reason.CONFLICT:  # lost a tie-break: nothing wrong with the payments
         retry = rejected.payments + retry
+        retry_takes = _takes_of((rejected,)) + retry_takes
     else:
         effects.extend(_fail(rejected.payments, msg.reason))
-    new, more = _rebase(new, retry, key)
+        effects.extend(_fail_takes(_takes_of((rejected,)), msg.reason))
+    new, more = _rebase(new, retry, key, retry_takes)
     return new, (*effects, *more)
 
 
@@ -433,6 +508,8 @@ def _on_sync(ch: Channel, msg: m.Sync, key: PrivateKey) -> Result:
     for p in confirmed:
         if p.payments:
             effects.append(NotifySent(p.payments, p.state.version))
+        if p.swap is not None:
+            effects.append(NotifyFilled(p.swap, False, p.state.version))
         if p.kind is Kind.POSTFUND:
             new = replace(new, phase=Phase.OPEN)
             effects.append(NotifyPhase(Phase.OPEN))
@@ -450,77 +527,9 @@ def _resync(ch: Channel) -> tuple[Effect, ...]:
         s = ch.latest
         effects.append(SendMessage(m.Sync(m.WireState.of(s.state), s.sig_a.to_bytes(), s.sig_b.to_bytes())))
     for p in ch.pending:
-        effects.append(SendMessage(m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid)))
-    for pw in ch.withdrawals:  # ours, still waiting for the peer's signature
-        w, mine = pw.withdrawal, (pw.sig_a if ch.me == 0 else pw.sig_b)
-        if w.participant == ch.me and mine is not None and (pw.sig_a is None or pw.sig_b is None):
-            request = m.WithdrawRequest(
-                ch.channel_id, w.participant, w.asset, m.u256(w.amount), m.u256(w.nonce), mine.to_bytes()
-            )
-            effects.append(SendMessage(request))
+        effects.append(SendMessage(_wire(p)))
+    effects.extend(withdrawals.resend(ch))
     return tuple(effects)
-
-
-# ------------------------------------------------------------------ withdrawals
-
-
-def _withdraw(ch: Channel, action: ActionWithdraw, key: PrivateKey) -> Result:
-    if action.asset not in ch.assets:
-        raise LocalError(Reason.BAD_ASSETS, "asset is not in this channel")
-    if action.amount > ch.my_balance(action.asset):
-        raise LocalError(Reason.INSUFFICIENT_FUNDS, "withdrawal exceeds this side's balance")
-    nonce = (ch.latest.state.version if ch.latest else 0) << 16 | (ch.withdraw_nonce & 0xFFFF)
-    w = Withdrawal(ch.channel_id, ch.me, action.asset, action.amount, nonce)
-    sig = key.sign_digest(withdrawal_digest(ch.domain, w))
-    pw = PendingWithdrawal(w, sig if ch.me == 0 else None, sig if ch.me == 1 else None)
-    new = replace(ch, withdrawals=(*ch.withdrawals, pw), withdraw_nonce=ch.withdraw_nonce + 1)
-    request = m.WithdrawRequest(
-        ch.channel_id, ch.me, action.asset, m.u256(action.amount), m.u256(nonce), sig.to_bytes()
-    )
-    return new, (SendMessage(request),)
-
-
-def _on_withdraw_request(ch: Channel, msg: m.WithdrawRequest, key: PrivateKey) -> Result:
-    if msg.participant != ch.peer or ch.phase is not Phase.OPEN:
-        raise RemoteError(Reason.ILLEGAL_MOVE, "the peer may only withdraw its own funds while open")
-    try:
-        w = Withdrawal(ch.channel_id, msg.participant, msg.asset, m.from_u256(msg.amount), m.from_u256(msg.nonce))
-    except LocalError as exc:
-        raise RemoteError(exc.reason, exc.detail) from exc
-    for p in ch.withdrawals:
-        if p.withdrawal.nonce == w.nonce and p.withdrawal.participant == w.participant:
-            mine_before = p.sig_a if ch.me == 0 else p.sig_b
-            if p.withdrawal == w and mine_before is not None:  # a resent request: answer again
-                return ch, (SendMessage(m.WithdrawAccept(ch.channel_id, msg.nonce, mine_before.to_bytes())),)
-            raise RemoteError(Reason.ILLEGAL_MOVE, "reused withdrawal nonce")
-    if msg.asset not in ch.assets:
-        raise RemoteError(Reason.ILLEGAL_MOVE, "asset is not in this channel")
-    # the peer must afford it under the latest state and everything it has in flight to us
-    for state in (ch.head,):
-        if ch.balances(state)[ch.assets.index(w.asset)][ch.peer] < w.amount:
-            raise RemoteError(Reason.INSUFFICIENT_FUNDS, "withdrawal exceeds the peer's balance")
-    theirs = m.signature(msg.sig)
-    d = withdrawal_digest(ch.domain, w)
-    if recover(d, theirs) != ch.peer_address:
-        raise RemoteError(Reason.WRONG_SIGNER, "withdrawal is not signed by the peer")
-    mine = key.sign_digest(d)
-    sig_a, sig_b = (mine, theirs) if ch.me == 0 else (theirs, mine)
-    new = replace(ch, withdrawals=(*ch.withdrawals, PendingWithdrawal(w, sig_a, sig_b)))
-    return new, (SendMessage(m.WithdrawAccept(ch.channel_id, msg.nonce, mine.to_bytes())),)
-
-
-def _on_withdraw_accept(ch: Channel, msg: m.WithdrawAccept) -> Result:
-    nonce = m.from_u256(msg.nonce)
-    for i, p in enumerate(ch.withdrawals):
-        if p.withdrawal.nonce == nonce and p.withdrawal.participant == ch.me:
-            theirs = m.signature(msg.sig)
-            if recover(withdrawal_digest(ch.domain, p.withdrawal), theirs) != ch.peer_address:
-                raise RemoteError(Reason.WRONG_SIGNER, "withdrawal acceptance is not the peer's")
-            done = replace(p, sig_a=p.sig_a or theirs, sig_b=p.sig_b or theirs)
-            assert done.sig_a is not None and done.sig_b is not None
-            ws = (*ch.withdrawals[:i], done, *ch.withdrawals[i + 1 :])
-            return replace(ch, withdrawals=ws), (SubmitTxWithdraw(p.withdrawal, done.sig_a, done.sig_b),)
-    return ch, ()
 
 
 # ------------------------------------------------------------------ chain

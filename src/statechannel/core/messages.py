@@ -10,6 +10,7 @@ import msgspec
 
 from statechannel.core.crypto import Signature
 from statechannel.core.errors import Reason, RemoteError, StatechannelError
+from statechannel.core.quotes import Quote, Swap
 from statechannel.core.types import State
 
 
@@ -123,7 +124,91 @@ class WithdrawAccept(msgspec.Struct, frozen=True, array_like=True, tag="wacc"):
     sig: bytes
 
 
-Message = OpenRequest | Propose | Accept | Reject | Sync | WithdrawRequest | WithdrawAccept
+class WireQuote(msgspec.Struct, frozen=True, array_like=True):
+    channel_id: bytes
+    quote_id: int
+    base: bytes
+    quote: bytes
+    maker_sells: bool
+    base_unit: bytes
+    quote_unit: bytes
+    size: bytes
+    expires_at_ms: int
+
+    @classmethod
+    def of(cls, q: Quote) -> WireQuote:
+        return cls(
+            q.channel_id,
+            q.quote_id,
+            q.base,
+            q.quote,
+            q.maker_sells,
+            u256(q.base_unit),
+            u256(q.quote_unit),
+            u256(q.size),
+            q.expires_at_ms,
+        )
+
+    def to_quote(self) -> Quote:
+        try:
+            return Quote(
+                channel_id=self.channel_id,
+                quote_id=self.quote_id,
+                base=self.base,
+                quote=self.quote,
+                maker_sells=self.maker_sells,
+                base_unit=from_u256(self.base_unit),
+                quote_unit=from_u256(self.quote_unit),
+                size=from_u256(self.size),
+                expires_at_ms=self.expires_at_ms,
+            )
+        except StatechannelError as exc:
+            raise RemoteError(exc.reason, f"peer sent a bad quote: {exc.detail}") from exc
+
+
+class QuoteOffer(msgspec.Struct, frozen=True, array_like=True, tag="quote"):
+    """Maker to taker: a quote and the maker's signature on it. Not a channel update: nothing is signed
+    back, and a taker keeps only the latest offer per quote id until it expires."""
+
+    quote: WireQuote
+    sig: bytes
+
+    @property
+    def channel_id(self) -> bytes:
+        return self.quote.channel_id
+
+
+class ProposeSwap(msgspec.Struct, frozen=True, array_like=True, tag="swap"):
+    """Taker to maker: a `Propose` whose state takes `base_amount` of the maker's signed quote. The
+    maker checks the state against the quote, not against the payment rules."""
+
+    state: WireState
+    sig: bytes
+    pid: int
+    quote: WireQuote
+    quote_sig: bytes
+    base_amount: bytes
+
+    @property
+    def channel_id(self) -> bytes:
+        return self.state.channel_id
+
+    @classmethod
+    def of(cls, state: State, sig: Signature, pid: int, swap: Swap) -> ProposeSwap:
+        return cls(
+            WireState.of(state),
+            sig.to_bytes(),
+            pid,
+            WireQuote.of(swap.quote),
+            swap.quote_sig.to_bytes(),
+            u256(swap.base_amount),
+        )
+
+    def to_swap(self) -> Swap:
+        return Swap(self.quote.to_quote(), signature(self.quote_sig), from_u256(self.base_amount))
+
+
+Message = OpenRequest | Propose | Accept | Reject | Sync | WithdrawRequest | WithdrawAccept | QuoteOffer | ProposeSwap
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)

@@ -30,9 +30,11 @@ from statechannel.core.io import (
     Effect,
     Input,
     NotifyFailed,
+    NotifyFilled,
     NotifyPhase,
     NotifyReceived,
     NotifySent,
+    NotifyTakeFailed,
     Payment,
     PeerConnected,
     SendMessage,
@@ -44,6 +46,8 @@ from statechannel.core.types import ChannelParams, Domain, to_checksum
 from statechannel.net.base import PeerUnreachable, Transport
 from statechannel.node.chainio import ChainIO, SubmitTx, to_inputs
 from statechannel.node.peers import PeerBook
+from statechannel.node.swapdesk import Fill, SignedQuote, SwapDesk
+from statechannel.node.towers import TowerClient
 from statechannel.store.base import Checkpoint, PaymentRecord, Store
 
 log = logging.getLogger(__name__)
@@ -80,8 +84,10 @@ class Node:
         confirmations: int = 0,
         poll_interval: float = 0.2,
         peer_book: PeerBook | None = None,
+        towers: TowerClient | None = None,
     ) -> None:
         self.peer_book = peer_book
+        self.towers = towers  # watchtower hook: offered each new fully signed state once it is durable
         self.key = key
         self.address = key.address
         self.chainio = chainio
@@ -107,6 +113,8 @@ class Node:
     async def start(self) -> None:
         for cid, blob in self.store.load_channels().items():
             self.channels[cid] = decode_channel(blob)
+        if self.towers is not None:  # watchtower hook: resume its queue before anything new is signed
+            await self.towers.start(self.domain, self.channels.values())
         self.transport.set_handlers(self._on_frame, self._on_connect)
         for cid, ch in self.channels.items():
             for effect in pending_work(ch):
@@ -118,6 +126,8 @@ class Node:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
         await asyncio.gather(*self._tails.values(), return_exceptions=True)
+        if self.towers is not None:  # watchtower hook: flush (bounded) while the node is still whole
+            await self.towers.close()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -216,6 +226,46 @@ class Node:
         while (tail := self._tails.get(channel_id)) is not None and not tail.done():
             await asyncio.gather(tail, return_exceptions=True)
 
+    # ------------------------------------------------------------ trading (node/swapdesk.py)
+
+    @functools.cached_property
+    def swaps(self) -> SwapDesk:
+        """Quotes, takes and fills of two-asset swaps; made on first use."""
+        return SwapDesk(self)
+
+    async def send_quote(
+        self,
+        channel_id: bytes,
+        base: bytes,
+        quote: bytes,
+        *,
+        maker_sells: bool,
+        base_unit: int,
+        quote_unit: int,
+        size: int,
+        ttl_ms: int = 30_000,
+    ) -> SignedQuote:
+        """Sign a quote and send it to the peer: I sell (or buy) up to `size` of `base` at `quote_unit`
+        of `quote` per `base_unit`, for `ttl_ms` milliseconds."""
+        return await self.swaps.send_quote(
+            channel_id,
+            base,
+            quote,
+            maker_sells=maker_sells,
+            base_unit=base_unit,
+            quote_unit=quote_unit,
+            size=size,
+            ttl_ms=ttl_ms,
+        )
+
+    def take(self, channel_id: bytes, quote_id: int, base_amount: int) -> asyncio.Future[Fill]:
+        """Take `base_amount` of the peer's quote in one swap; resolves with the fill once both signed."""
+        return self.swaps.take(channel_id, quote_id, base_amount)
+
+    def quotes(self, channel_id: bytes) -> list[SignedQuote]:
+        """The peer's live quotes on a channel."""
+        return self.swaps.quotes(channel_id)
+
     # ------------------------------------------------------------ core loop
 
     def _feed(self, channel_id: bytes, inp: Input, records: Iterable[PaymentRecord] = ()) -> None:
@@ -225,12 +275,21 @@ class Node:
     def _commit(
         self, channel_id: bytes, new: Channel, effects: tuple[Effect, ...], records: Iterable[PaymentRecord] = ()
     ) -> None:
+        old = self.channels.get(channel_id)
         self.channels[channel_id] = new
         recs = [*records, *self._payment_updates(channel_id, effects)]
         save = asyncio.ensure_future(self.store.save(channel_id, encode_channel(new), recs))
+        # watchtower hook: a new fully signed state goes to the towers once it is durable
+        if self.towers is not None and new.latest is not None and (old is None or old.latest != new.latest):
+            save.add_done_callback(functools.partial(self._offer_to_towers, new))
         self._tails[channel_id] = asyncio.ensure_future(
             self._after(self._tails.get(channel_id), save, channel_id, effects)
         )
+
+    def _offer_to_towers(self, ch: Channel, save: asyncio.Future[None]) -> None:
+        """Watchtower hook: only a durable state is offered (a failed save is reported by `_after`)."""
+        if self.towers is not None and not save.cancelled() and save.exception() is None:
+            self.towers.offer(ch)
 
     async def _after(
         self,
@@ -257,8 +316,11 @@ class Node:
                 if self._queued.get(channel_id) and channel_id not in self._flushing:
                     self._flushing.add(channel_id)
                     asyncio.get_running_loop().call_soon(self._flush, channel_id)
+                self.swaps.kick(channel_id)  # takes waiting for room in the pipeline
             case NotifyReceived() | NotifyPhase():
                 self._publish(channel_id, effect)
+            case NotifyFilled() | NotifyTakeFailed():
+                self.swaps.on_effect(channel_id, effect)
             case _:
                 self._spawn(self.chainio.submit(ch, effect))  # a SubmitTx*: mined in the background
 
@@ -384,6 +446,9 @@ class Node:
             msg = m.decode(frame)
             if isinstance(msg, m.OpenRequest):
                 self._on_open_request(peer, msg)
+                return
+            if isinstance(msg, m.QuoteOffer | m.ProposeSwap):  # trading: node/swapdesk.py
+                self.swaps.on_frame(peer, msg)
                 return
             cid = msg.state.channel_id if isinstance(msg, m.Propose | m.Sync) else msg.channel_id
             ch = self.channels.get(cid)

@@ -1,0 +1,264 @@
+"""The tower's HTTP API (FastAPI, so the OpenAPI document comes with it).
+
+No bearer token: anyone may push a state, because only a state signed by both participants of a
+registered channel is taken, so the signatures are the authentication. Bind it to loopback unless the
+tower serves others. Every refusal is `{"error": {"reason", "detail"}}`; amounts are decimal strings."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import statechannel
+from statechannel.core.crypto import Signature
+from statechannel.core.errors import StatechannelError
+from statechannel.core.io import SignedState
+from statechannel.core.types import INT256_MAX, INT256_MIN, UINT256_MAX, ChannelParams, State, to_checksum
+from statechannel.watchtower.errors import TowerError, TowerReason, from_core
+from statechannel.watchtower.records import WatchedChannel
+from statechannel.watchtower.service import Tower
+
+log = logging.getLogger(__name__)
+_DECIMAL = re.compile(r"-?[0-9]{1,78}")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Short = Annotated[str, Field(max_length=200)]
+"""Every string field is bounded, so an anonymous push cannot make the tower parse megabytes."""
+
+
+class RegisterBody(_Body):
+    a: Short
+    b: Short
+    challenge_period: int
+    nonce: Short
+    """Decimal: a uint256 does not survive JSON numbers."""
+
+
+class StateBody(_Body):
+    channel_id: Short
+    version: int
+    is_final: bool
+    assets: list[Short] = Field(max_length=64)
+    transfers: list[Short] = Field(max_length=64)
+    """Decimal signed strings: the net amount moved from A to B per asset."""
+    app_data: Short
+    sig_a: Short
+    sig_b: Short
+
+
+class Info(BaseModel):
+    address: str
+    chain_id: int
+    adjudicator: str
+    channels: int
+    head: int
+
+
+class Registered(BaseModel):
+    channel_id: str
+    status: str
+
+
+class Receipt(BaseModel):
+    channel_id: str
+    version: int
+    tower: str
+    receipt: str
+    """65-byte signature of the tower over core.tower.receipt_digest(chain, adjudicator, channel, version)."""
+
+
+class Challenge(BaseModel):
+    version: int
+    against: int
+    outcome: str
+    tx_hashes: list[str]
+    reason: str
+
+
+class ChannelView(BaseModel):
+    channel_id: str
+    version: int | None
+    status: str
+    a: str
+    b: str
+    challenge_period: int
+    nonce: str
+    recorded_version: int | None
+    finalizes_at: int | None
+    challenge: Challenge | None
+
+
+class ErrorDetail(BaseModel):
+    reason: str
+    detail: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def _hex(text: str, size: int, reason: TowerReason, what: str) -> bytes:
+    if not (text.startswith(("0x", "0X")) and len(text) == 2 + 2 * size):
+        raise TowerError(reason, f"{what} must be 0x and {2 * size} hex digits")
+    try:
+        return bytes.fromhex(text[2:])
+    except ValueError:
+        raise TowerError(reason, f"{what} is not hex") from None
+
+
+def _int(text: str, low: int, high: int, reason: TowerReason, what: str) -> int:
+    if not _DECIMAL.fullmatch(text):
+        raise TowerError(reason, f"{what} must be a decimal integer string, got {text[:80]!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise TowerError(reason, f"{what} is out of range")
+    return value
+
+
+def _params(body: RegisterBody) -> ChannelParams:
+    a = _hex(body.a, 20, TowerReason.BAD_PARAMS, "a")
+    b = _hex(body.b, 20, TowerReason.BAD_PARAMS, "b")
+    nonce = _int(body.nonce, 0, UINT256_MAX, TowerReason.BAD_PARAMS, "nonce")
+    try:
+        return ChannelParams(a, b, body.challenge_period, nonce)
+    except StatechannelError as exc:
+        raise TowerError(TowerReason.BAD_PARAMS, exc.detail) from None
+
+
+def _signed(body: StateBody) -> SignedState:
+    cid = _hex(body.channel_id, 32, TowerReason.BAD_STATE, "channel_id")
+    assets = tuple(_hex(a, 20, TowerReason.BAD_ASSETS, "an asset") for a in body.assets)
+    transfers = tuple(_int(t, INT256_MIN, INT256_MAX, TowerReason.BAD_STATE, "a transfer") for t in body.transfers)
+    app_data = _hex(body.app_data, 32, TowerReason.BAD_STATE, "app_data")
+    try:
+        state = State(cid, body.version, assets, transfers, is_final=body.is_final, app_data=app_data)
+    except StatechannelError as exc:
+        raise TowerError(from_core(exc.reason), exc.detail) from None
+    try:
+        sig_a = Signature.from_bytes(_hex(body.sig_a, 65, TowerReason.BAD_SIGNATURE, "sig_a"))
+        sig_b = Signature.from_bytes(_hex(body.sig_b, 65, TowerReason.BAD_SIGNATURE, "sig_b"))
+    except StatechannelError as exc:
+        raise TowerError(TowerReason.BAD_SIGNATURE, exc.detail) from None
+    return SignedState(state, sig_a, sig_b)
+
+
+def _view(tower: Tower, ch: WatchedChannel) -> ChannelView:
+    attempt = tower.challenges.get(ch.channel_id)
+    return ChannelView(
+        channel_id="0x" + ch.channel_id.hex(),
+        version=ch.version,
+        status=ch.status.value,
+        a=to_checksum(ch.params.a),
+        b=to_checksum(ch.params.b),
+        challenge_period=ch.params.challenge_period,
+        nonce=str(ch.params.nonce),
+        recorded_version=None if ch.dispute is None else ch.dispute.version,
+        finalizes_at=None if ch.dispute is None else ch.dispute.finalizes_at,
+        challenge=None
+        if attempt is None
+        else Challenge(
+            version=attempt.version,
+            against=attempt.against,
+            outcome=attempt.outcome,
+            tx_hashes=["0x" + h.hex() for h in attempt.tx_hashes],
+            reason=attempt.reason,
+        ),
+    )
+
+
+def _error(status: int, reason: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": {"reason": reason, "detail": detail}}, status_code=status)
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        404: "unknown_channel: not on chain, or not registered with this tower",
+        409: "stale_version: the tower holds a higher version (or another state of this one)",
+        422: "validation, bad_params, bad_state, bad_assets, bad_signature, wrong_signer",
+        503: "chain_unavailable or store_unavailable",
+    }.items()
+}
+
+
+def create_tower_app(tower: Tower) -> FastAPI:
+    app = FastAPI(
+        title="statechannel watchtower",
+        version=statechannel.__version__,
+        description="Register a channel, then push every state both participants signed. The tower keeps "
+        "the highest and challenges any close on chain that records a lower one; each push is answered "
+        "with the tower's signed receipt. Amounts are decimal strings.",
+        responses=_RESPONSES,
+    )
+
+    @app.exception_handler(TowerError)
+    async def tower_error(_: Request, exc: TowerError) -> JSONResponse:
+        return _error(exc.status, exc.reason.value, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request'}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        ]
+        return _error(422, TowerReason.VALIDATION, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = TowerReason.NOT_FOUND if exc.status_code == 404 else f"http_{exc.status_code}"
+        return _error(exc.status_code, reason, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in a tower request", exc_info=exc)
+        return _error(500, TowerReason.INTERNAL, "internal error; see the tower's log")
+
+    @app.get("/info", response_model=Info)
+    async def info() -> Info:
+        return Info(
+            address=to_checksum(tower.address),
+            chain_id=tower.domain.chain_id,
+            adjudicator=to_checksum(tower.domain.adjudicator),
+            channels=tower.store.count(),
+            head=tower.head,
+        )
+
+    @app.post("/channels", response_model=Registered, status_code=201, responses={200: {"model": Registered}})
+    async def register(body: RegisterBody, response: Response) -> Registered:
+        """Watch a channel that exists on chain. Registering it again answers 200 and changes nothing."""
+        created, ch = await tower.register(_params(body))
+        response.status_code = 201 if created else 200
+        return Registered(channel_id="0x" + ch.channel_id.hex(), status=ch.status.value)
+
+    @app.post("/states", response_model=Receipt)
+    async def push(body: StateBody) -> Receipt:
+        """Hand the tower a state both participants signed; only a higher version replaces the held one."""
+        signed = _signed(body)
+        ch, receipt = await tower.push(signed)
+        return Receipt(
+            channel_id="0x" + ch.channel_id.hex(),
+            version=signed.state.version,
+            tower=to_checksum(tower.address),
+            receipt="0x" + receipt.to_bytes().hex(),
+        )
+
+    @app.get("/channels/{channel_id}", response_model=ChannelView)
+    async def channel(channel_id: str) -> ChannelView:
+        cid = _hex(channel_id, 32, TowerReason.VALIDATION, "channel id")
+        ch = tower.row(cid)
+        if ch is None:
+            raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel {channel_id} is not registered with this tower")
+        return _view(tower, ch)
+
+    return app

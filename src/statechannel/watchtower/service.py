@@ -1,0 +1,332 @@
+"""The tower: takes both-signed states, follows the chain, and challenges closes that record older ones.
+
+One asyncio loop owns the tower; chain reads and transactions run on worker threads. Event handling
+and registration take one lock, so a channel registered while its close is being read is either in
+the store when the close is handled or sees the close when it reads the chain. Decisions come from
+`core.tower.decide`; everything here is getting its inputs right and carrying its output out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TypeVar
+
+from statechannel.chain.adjudicator import Adjudicator, Status
+from statechannel.chain.base import Chain, ChainError, TransactionReverted
+from statechannel.core.crypto import PrivateKey, Signature
+from statechannel.core.errors import StatechannelError
+from statechannel.core.io import SignedState
+from statechannel.core.observed import ChainObserved, ChainObservedClose, ChainObservedConcluded
+from statechannel.core.tower import Action, check_pushed, decide, sign_receipt
+from statechannel.core.types import ChannelParams
+from statechannel.store.base import Checkpoint
+from statechannel.watchtower.chainwatch import ChainWatch
+from statechannel.watchtower.errors import TowerError, TowerReason, from_core
+from statechannel.watchtower.records import Dispute, TowerStatus, WatchedChannel
+from statechannel.watchtower.sender import Sender, SentTx
+from statechannel.watchtower.storage import PutOutcome, TowerStore, TowerStoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SEND_RETRIES = 5
+STOP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeAttempt:
+    """The tower's latest challenge of one channel, as reported by the API."""
+
+    version: int
+    """The version the tower answered with."""
+    against: int
+    """The version the chain recorded."""
+    outcome: str
+    """pending, mined, reverted or failed."""
+    tx_hashes: tuple[bytes, ...] = ()
+    """Every version sent (same nonce, rising fees); at most one is mined."""
+    reason: str = ""
+
+
+class Tower:
+    def __init__(
+        self,
+        chain: Chain,
+        adjudicator: bytes,
+        key: PrivateKey,
+        store: TowerStore,
+        sender: Sender,
+        *,
+        confirmations: int = 0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.chain = chain
+        self.adj = Adjudicator(chain, adjudicator)
+        self.domain = self.adj.domain
+        self.key = key
+        self.store = store
+        self.sender = sender
+        self.poll_interval = poll_interval
+        self.watch = ChainWatch(chain, self.adj, confirmations)
+        self.head = 0
+        self.now = 0
+        """The newest block's number and timestamp: the tower judges windows by chain time."""
+        self.challenges: dict[bytes, ChallengeAttempt] = {}
+        self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tower-chain")
+        self._sends = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tower-send")
+        self._cancel = threading.Event()
+        self._lock = asyncio.Lock()
+        self._inflight: dict[bytes, asyncio.Task[None]] = {}
+        self._checkpoint: Checkpoint | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> bytes:
+        return self.key.address
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reads, partial(fn, *args))
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resume from the stored checkpoint (rewinding if it was reorged away while stopped), then watch."""
+        cp, fork = await self._read(self.watch.resume, self.store.checkpoint())
+        head = await self._read(self.chain.block)
+        self.head, self.now = head.number, head.timestamp
+        if fork is not None:
+            log.warning("the checkpoint was reorged away while stopped; re-reading from block %d", fork)
+            await self._recheck(fork)
+        await self.store.save_checkpoint(cp)
+        self._checkpoint = cp
+        self._watcher = asyncio.create_task(self._watch_loop(), name="tower-watch")
+
+    async def stop(self) -> None:
+        self._cancel.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=STOP_TIMEOUT)
+        await asyncio.to_thread(self._reads.shutdown, True)
+        await asyncio.to_thread(self._sends.shutdown, True)
+
+    # ------------------------------------------------------------ requests
+
+    async def register(self, params: ChannelParams) -> tuple[bool, WatchedChannel]:
+        """Watch a channel that exists on chain; (created, row). Registering again changes nothing."""
+        cid = params.channel_id(self.domain.chain_id, self.domain.adjudicator)
+        existing = self.row(cid)
+        if existing is not None:
+            return False, existing
+        async with self._lock:
+            try:
+                info = await self._read(self.adj.channel, cid)
+                status, dispute = TowerStatus.WATCHING, None
+                if info.status is Status.NONE:
+                    raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"no channel 0x{cid.hex()} on chain")
+                if info.status is not Status.OPEN:
+                    status, dispute = await self._read(self.watch.find_dispute, cid, params.challenge_period)
+            except ChainError as exc:
+                raise TowerError(TowerReason.CHAIN_UNAVAILABLE, str(exc)) from exc
+            return await self._stored(self.store.register(WatchedChannel(cid, params, status, None, dispute)))
+
+    async def push(self, signed: SignedState) -> tuple[WatchedChannel, Signature]:
+        """Keep a both-signed state if it is the highest seen; returns the row and a signed receipt."""
+        cid, version = signed.state.channel_id, signed.state.version
+        ch = self.row(cid)
+        if ch is None:
+            raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel 0x{cid.hex()} is not registered with this tower")
+        try:
+            check_pushed(self.domain, ch.params, signed)
+        except StatechannelError as exc:
+            raise TowerError(from_core(exc.reason), exc.detail) from exc
+        result = await self._stored(self.store.put_state(signed))
+        if result.outcome is PutOutcome.UNKNOWN or result.channel is None:
+            raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel 0x{cid.hex()} is not registered with this tower")
+        if result.outcome is PutOutcome.STALE:
+            held = result.channel.version
+            what = "a different state of that version" if held == version else f"version {held}"
+            raise TowerError(TowerReason.STALE_VERSION, f"the tower already holds {what}")
+        if result.outcome is PutOutcome.ACCEPTED:
+            self._consider(result.channel)  # a state pushed during a dispute may be the one to answer it
+        return result.channel, sign_receipt(self.key, self.domain, cid, version)
+
+    def row(self, channel_id: bytes) -> WatchedChannel | None:
+        """What the tower holds about a channel (None if it was never registered)."""
+        try:
+            return self.store.get(channel_id)
+        except TowerStoreError as exc:
+            raise TowerError(TowerReason.STORE_UNAVAILABLE, str(exc)) from exc
+
+    @staticmethod
+    async def _stored(op: Awaitable[T]) -> T:
+        try:
+            return await op
+        except TowerStoreError as exc:
+            raise TowerError(TowerReason.STORE_UNAVAILABLE, str(exc)) from exc
+
+    # ------------------------------------------------------------ watching
+
+    async def _watch_loop(self) -> None:
+        """Poll, record, checkpoint; decide once caught up. A failure of any step is logged and the
+        step retried with backoff: a tower that stopped watching would protect nobody."""
+        touched: set[bytes] = set()
+        review = True  # after a restart, every dispute on record is looked at again once caught up
+        delay = self.poll_interval
+        while True:
+            try:
+                caught_up = await self._watch_once(touched)
+                if caught_up and review:
+                    touched |= {ch.channel_id for ch in self.store.disputed()}
+                    review = False
+                if caught_up:  # decide only on the chain as it is now, not halfway through catching up
+                    for cid in touched:
+                        ch = self.store.get(cid)
+                        if ch is not None:
+                            self._consider(ch)
+                    touched.clear()
+            except (ChainError, TowerStoreError) as exc:
+                log.warning("watching the chain failed (retrying in %.1fs): %s", delay, exc)
+            except Exception:
+                log.exception("unexpected failure while watching (retrying in %.1fs)", delay)
+            else:
+                delay = self.poll_interval
+                if not caught_up:
+                    continue
+                await asyncio.sleep(self.poll_interval)
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _watch_once(self, touched: set[bytes]) -> bool:
+        """One range of blocks: recorded and checkpointed; whether the watcher is caught up."""
+        assert self._checkpoint is not None
+        poll = await self._read(self.watch.poll, self._checkpoint)
+        self.head, self.now = poll.head.number, poll.head.timestamp
+        async with self._lock:
+            if poll.fork is not None:
+                log.warning("reorg: blocks after %d were replaced; re-checking disputes", poll.fork)
+                self.sender.reset()  # the transactions of this key may have changed with the blocks
+                touched |= await self._recheck(poll.fork)
+            touched |= await self._apply(poll.events)
+            await self.store.save_checkpoint(poll.checkpoint)
+            self._checkpoint = poll.checkpoint
+        return poll.caught_up
+
+    async def handle(self, events: list[ChainObserved]) -> set[bytes]:
+        """Record `events` and act on what changed, as the watcher does; the ids of the changed channels.
+        Safe to call with events already handled: nothing changes and no transaction is sent."""
+        async with self._lock:
+            touched = await self._apply(events)
+        for cid in touched:
+            ch = self.store.get(cid)
+            if ch is not None:
+                self._consider(ch)
+        return touched
+
+    async def _apply(self, events: list[ChainObserved]) -> set[bytes]:
+        """Record the events about registered channels; the ids whose record changed. Handling an event
+        again (a restart, a re-read after a reorg) changes nothing: the row keeps the latest position."""
+        ops = []
+        for ev in events:
+            if isinstance(ev, ChainObservedClose):
+                ops.append(self.store.apply_close(ev.channel_id, Dispute.of(ev)))
+            elif isinstance(ev, ChainObservedConcluded):
+                ops.append(self.store.apply_concluded(ev.channel_id))
+        results = await asyncio.gather(*ops)  # queued in order, so one channel's events apply in order
+        return {ch.channel_id for changed, ch in results if changed and ch is not None}
+
+    async def _recheck(self, fork: int) -> set[bytes]:
+        """Disputes recorded from blocks that a reorg replaced are read again from the chain itself."""
+        touched = set()
+        for ch in self.store.disputed():
+            if ch.dispute is None or ch.dispute.block_number > fork:
+                status, dispute = await self._read(self.watch.find_dispute, ch.channel_id, ch.params.challenge_period)
+                await self.store.set_dispute(ch.channel_id, status, dispute)
+                touched.add(ch.channel_id)
+        return touched
+
+    # ------------------------------------------------------------ acting
+
+    def _consider(self, ch: WatchedChannel) -> None:
+        if ch.status is not TowerStatus.CHALLENGED or ch.dispute is None:
+            return
+        action = decide(ch.version, ch.dispute.version, self.now, ch.dispute.finalizes_at)
+        if action is Action.TOO_LATE:
+            log.error("channel 0x%s: the window closed before the tower could answer", ch.channel_id.hex())
+        if action is not Action.CHALLENGE or ch.channel_id in self._inflight:
+            return
+        self._inflight[ch.channel_id] = asyncio.create_task(self._challenge(ch), name="tower-challenge")
+
+    async def _challenge(self, ch: WatchedChannel) -> None:
+        cid = ch.channel_id
+        loop = asyncio.get_running_loop()
+        try:
+            for attempt in range(SEND_RETRIES):
+                assert ch.latest is not None and ch.dispute is not None
+                version, d = ch.latest.state.version, ch.dispute
+                self.challenges[cid] = ChallengeAttempt(version, d.version, "pending")
+                s = ch.latest
+                data = self.adj.abi.encode_call(
+                    "challenge",
+                    ch.params.as_abi(),
+                    s.state.as_abi(),
+                    s.sig_a.as_abi(),
+                    s.sig_b.as_abi(),
+                    d.funded_a,
+                    d.funded_b,
+                    d.state_hash,
+                )
+                log.info("channel 0x%s: chain records version %d, challenging with %d", cid.hex(), d.version, version)
+
+                def sent(tx: SentTx, cid: bytes = cid) -> None:
+                    loop.call_soon_threadsafe(self._note_sent, cid, tx)
+
+                timeout = float(min(max(d.finalizes_at - self.now + 30, 15), 600))
+                send = partial(self.sender.send, self.adj.address, data, timeout=timeout, on_sent=sent)
+                try:
+                    receipt = await loop.run_in_executor(self._sends, partial(send, cancel=self._cancel))
+                except TransactionReverted as exc:  # someone was first, or the window ended: never retried
+                    log.info("channel 0x%s: challenge reverted: %s", cid.hex(), exc.reason)
+                    self._finish(cid, "reverted", exc.reason)
+                    return
+                except ChainError as exc:
+                    log.warning("channel 0x%s: challenge not mined (attempt %d): %s", cid.hex(), attempt + 1, exc)
+                    self._finish(cid, "failed", str(exc))
+                    if self._cancel.is_set():
+                        return
+                    await asyncio.sleep(min(2.0**attempt, 10.0))
+                    fresh = self.store.get(cid)
+                    if fresh is None or fresh.dispute is None:
+                        return
+                    if decide(fresh.version, fresh.dispute.version, self.now, fresh.dispute.finalizes_at) is not (
+                        Action.CHALLENGE
+                    ):
+                        return
+                    ch = fresh
+                    continue
+                log.info("channel 0x%s: challenge mined in block %d", cid.hex(), receipt.block_number)
+                self._finish(cid, "mined", "")
+                return
+        except Exception as exc:  # a bug or a store failure: logged, and the next event considers it again
+            log.exception("channel 0x%s: challenge failed", cid.hex())
+            self._finish(cid, "failed", str(exc))
+        finally:
+            self._inflight.pop(cid, None)
+
+    def _note_sent(self, cid: bytes, tx: SentTx) -> None:
+        current = self.challenges.get(cid)
+        if current is not None:
+            self.challenges[cid] = replace(current, tx_hashes=(*current.tx_hashes, tx.tx_hash))
+
+    def _finish(self, cid: bytes, outcome: str, reason: str) -> None:
+        current = self.challenges.get(cid)
+        if current is not None:
+            self.challenges[cid] = replace(current, outcome=outcome, reason=reason)

@@ -1,0 +1,122 @@
+"""What every tower store offers (SqliteTowerStore, PostgresTowerStore), and a channel's row form.
+
+One row per channel whatever the number of pushes: storage is O(1) per watched channel. The
+guarantees (a push is durable before it is answered, checks and writes are atomic) are in sqlbase."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from statechannel.core.io import SignedState
+from statechannel.store.base import Checkpoint
+from statechannel.watchtower.records import (
+    STATUS_CODE,
+    STATUS_OF_CODE,
+    Dispute,
+    TowerStatus,
+    WatchedChannel,
+    decode_dispute,
+    decode_params,
+    decode_state,
+    encode_dispute,
+    encode_params,
+    encode_state,
+)
+
+Row = tuple[Any, ...]
+
+
+class TowerStoreError(Exception):
+    """The store failed or refused; the operation did not happen."""
+
+
+class StoreMismatch(TowerStoreError):
+    """The database belongs to a tower of another chain or adjudicator."""
+
+
+class TowerStoreClosed(TowerStoreError):
+    pass
+
+
+class PutOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    SAME = "same"
+    """Exactly the state already held (a retried push)."""
+    STALE = "stale"
+    """Older than the held state, or a different state of the held version."""
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    outcome: PutOutcome
+    channel: WatchedChannel | None
+    """The row after the operation (None only for UNKNOWN)."""
+
+
+class TowerStore(Protocol):
+    """What the tower codes against; see sqlbase.SqlTowerStore for the guarantees."""
+
+    def get(self, channel_id: bytes) -> WatchedChannel | None: ...
+
+    def disputed(self) -> list[WatchedChannel]: ...
+
+    def checkpoint(self) -> Checkpoint | None: ...
+
+    def count(self) -> int: ...
+
+    async def register(self, channel: WatchedChannel) -> tuple[bool, WatchedChannel]: ...
+
+    async def put_state(self, signed: SignedState) -> PutResult: ...
+
+    async def apply_close(self, channel_id: bytes, dispute: Dispute) -> tuple[bool, WatchedChannel | None]: ...
+
+    async def apply_concluded(self, channel_id: bytes) -> tuple[bool, WatchedChannel | None]: ...
+
+    async def set_dispute(
+        self, channel_id: bytes, status: TowerStatus, dispute: Dispute | None
+    ) -> WatchedChannel | None: ...
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    async def bulk_register(self, channels: Sequence[WatchedChannel]) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class Tx(Protocol):
+    """The writer's view of the open transaction."""
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def run_count(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    def run_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Rows changed by all the statements together."""
+        ...
+
+
+def row_to_channel(row: Row) -> WatchedChannel:
+    cid, params, status, version, state, dispute = row
+    cid = bytes(cid)
+    return WatchedChannel(
+        channel_id=cid,
+        params=decode_params(bytes(params)),
+        status=STATUS_OF_CODE[int(status)],
+        latest=None if state is None else decode_state(cid, int(version), bytes(state)),
+        dispute=None if dispute is None else decode_dispute(bytes(dispute)),
+    )
+
+
+def channel_to_row(ch: WatchedChannel) -> tuple[Any, ...]:
+    return (
+        ch.channel_id,
+        encode_params(ch.params),
+        STATUS_CODE[ch.status],
+        ch.version,
+        None if ch.latest is None else encode_state(ch.latest),
+        None if ch.dispute is None else encode_dispute(ch.dispute),
+    )

@@ -1,0 +1,160 @@
+"""A stand-in watchtower implementing the HTTP contract the node's client is written against, in memory.
+
+The real tower (statechannel.watchtower) runs in the end-to-end tests; this one exists for what a real tower
+cannot be made to do on demand: answer unknown_channel a set number of times, sign receipts with the wrong
+key, watch another chain, hold a newer version than the client, or go down and come back. It checks what it
+is sent as strictly as a real tower would (both signatures, decimal-string transfers), so the client's wire
+format is tested too. The receipt digest is computed here independently from the contract's text."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from eth_hash.auto import keccak
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from statechannel.core.crypto import PrivateKey, Signature, recover
+from statechannel.core.eip712 import state_digest
+from statechannel.core.types import ChannelParams, Domain, State, address_from_hex, to_checksum
+
+
+def receipt_digest(domain: Domain, channel_id: bytes, version: int) -> bytes:
+    return keccak(
+        b"statechannel-tower-receipt"
+        + domain.chain_id.to_bytes(32, "big")
+        + domain.adjudicator
+        + channel_id
+        + version.to_bytes(32, "big")
+    )
+
+
+def _error(status: int, reason: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": {"reason": reason, "detail": detail}}, status_code=status)
+
+
+@dataclass
+class FakeTower:
+    domain: Domain
+    key: PrivateKey = field(default_factory=lambda: PrivateKey(keccak(b"fake tower")))
+    unknown_for: int = 0
+    """Answer unknown_channel to this many registrations first (an open not yet mined)."""
+    signer: PrivateKey | None = None
+    """Sign receipts with this key instead of `key` (a lying or misconfigured tower)."""
+    chain_id: int | None = None
+    """Report this chain id in /info instead of the domain's."""
+    unavailable: bool = False
+    """Answer every request with 503."""
+    held: dict[bytes, int] = field(default_factory=dict)
+    params: dict[bytes, ChannelParams] = field(default_factory=dict)
+    requests: list[tuple[str, int | None]] = field(default_factory=list)
+
+    def states_posted(self) -> list[int]:
+        return [v for path, v in self.requests if path == "/states" and v is not None]
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.middleware("http")
+        async def outage(request: Request, call_next: Any) -> Any:
+            if self.unavailable:
+                return _error(503, "unavailable", "down for the test")
+            return await call_next(request)
+
+        @app.get("/info")
+        async def info() -> dict[str, Any]:
+            self.requests.append(("/info", None))
+            return {
+                "address": to_checksum(self.key.address),
+                "chain_id": self.chain_id if self.chain_id is not None else self.domain.chain_id,
+                "adjudicator": to_checksum(self.domain.adjudicator),
+                "channels": len(self.params),
+                "head": 0,
+            }
+
+        @app.post("/channels")
+        async def register(request: Request) -> JSONResponse:
+            body = await request.json()
+            self.requests.append(("/channels", None))
+            p = ChannelParams(
+                address_from_hex(body["a"]), address_from_hex(body["b"]), body["challenge_period"], int(body["nonce"])
+            )
+            assert isinstance(body["nonce"], str)
+            if self.unknown_for > 0:
+                self.unknown_for -= 1
+                return _error(404, "unknown_channel", "not on chain yet")
+            cid = p.channel_id(self.domain.chain_id, self.domain.adjudicator)
+            status = 200 if cid in self.params else 201
+            self.params[cid] = p
+            return JSONResponse({"channel_id": "0x" + cid.hex()}, status_code=status)
+
+        @app.post("/states")
+        async def push(request: Request) -> JSONResponse:
+            body = await request.json()
+            self.requests.append(("/states", body["version"]))
+            cid = bytes.fromhex(body["channel_id"][2:])
+            p = self.params.get(cid)
+            if p is None:
+                return _error(404, "unknown_channel", "register it first")
+            assert all(isinstance(t, str) for t in body["transfers"])
+            state = State(
+                cid,
+                body["version"],
+                tuple(address_from_hex(a) for a in body["assets"]),
+                tuple(int(t) for t in body["transfers"]),
+                body["is_final"],
+                bytes.fromhex(body["app_data"][2:]),
+            )
+            digest = state_digest(self.domain, state)
+            for who, sig in ((p.a, body["sig_a"]), (p.b, body["sig_b"])):
+                if recover(digest, Signature.from_bytes(bytes.fromhex(sig[2:]))) != who:
+                    return _error(400, "wrong_signer", "not signed by both")
+            if self.held.get(cid, -1) >= state.version:
+                return _error(409, "stale_version", f"holding {self.held[cid]}")
+            self.held[cid] = state.version
+            sig = (self.signer or self.key).sign_digest(receipt_digest(self.domain, cid, state.version))
+            return JSONResponse(
+                {
+                    "channel_id": body["channel_id"],
+                    "version": state.version,
+                    "tower": to_checksum(self.key.address),
+                    "receipt": "0x" + sig.to_bytes().hex(),
+                }
+            )
+
+        @app.get("/channels/{channel_id}")
+        async def channel(channel_id: str) -> dict[str, Any]:
+            cid = bytes.fromhex(channel_id[2:])
+            return {"channel_id": channel_id, "version": self.held.get(cid), "status": "watching"}
+
+        return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the test owns the signals
+        yield
+
+
+@asynccontextmanager
+async def serve(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 in the running loop (port 0: any free one); yields its URL."""
+    sock = socket.create_server(("127.0.0.1", port))
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    async with asyncio.timeout(10):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()

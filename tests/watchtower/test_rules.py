@@ -1,0 +1,91 @@
+"""The pure parts: the decision rule, receipts, the fee bump, the row encodings."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statechannel.core.errors import Reason, RemoteError
+from statechannel.core.tower import Action, check_pushed, decide, receipt_digest, receipt_signer, sign_receipt
+from statechannel.core.types import ETH, ChannelParams, Domain, State
+from statechannel.watchtower.records import (
+    Dispute,
+    decode_dispute,
+    decode_params,
+    decode_state,
+    encode_dispute,
+    encode_params,
+    encode_state,
+)
+from statechannel.watchtower.sender import bump_fee
+from tests.watchtower.helpers import key, sign
+
+DOMAIN = Domain(5, b"\x11" * 20)
+A, B, TOWER = key("rules A"), key("rules B"), key("rules tower")
+PARAMS = ChannelParams(A.address, B.address, 600, 2**200 + 3)
+CID = PARAMS.channel_id(DOMAIN.chain_id, DOMAIN.adjudicator)
+
+
+def test_decide_challenges_only_a_lower_record_inside_the_window() -> None:
+    assert decide(5, 2, now=100, finalizes_at=200) is Action.CHALLENGE
+    assert decide(5, 2, now=199, finalizes_at=200) is Action.CHALLENGE
+    assert decide(5, 2, now=200, finalizes_at=200) is Action.TOO_LATE  # the contract needs timestamp < end
+    assert decide(5, 5, now=100, finalizes_at=200) is Action.UP_TO_DATE  # never act on our own version
+    assert decide(5, 9, now=100, finalizes_at=200) is Action.UP_TO_DATE
+    assert decide(None, 0, now=100, finalizes_at=200) is Action.NOTHING_HELD
+    assert decide(1, 0, now=0, finalizes_at=1) is Action.CHALLENGE
+
+
+@given(st.none() | st.integers(0, 2**48 - 1), st.integers(0, 2**48 - 1), st.integers(0, 2**40), st.integers(0, 2**40))
+def test_decide_challenges_exactly_when_it_could_win(held: int | None, recorded: int, now: int, end: int) -> None:
+    could_win = held is not None and held > recorded and now < end
+    assert (decide(held, recorded, now, end) is Action.CHALLENGE) == could_win
+
+
+def test_receipt_binds_chain_contract_channel_and_version() -> None:
+    digest = receipt_digest(5, DOMAIN.adjudicator, CID, 7)
+    assert digest == receipt_digest(5, DOMAIN.adjudicator, CID, 7)
+    others = {
+        receipt_digest(6, DOMAIN.adjudicator, CID, 7),
+        receipt_digest(5, b"\x12" * 20, CID, 7),
+        receipt_digest(5, DOMAIN.adjudicator, b"\x00" * 32, 7),
+        receipt_digest(5, DOMAIN.adjudicator, CID, 8),
+    }
+    assert digest not in others and len(others) == 4
+    receipt = sign_receipt(TOWER, DOMAIN, CID, 7)
+    assert receipt_signer(DOMAIN, CID, 7, receipt) == TOWER.address
+    assert receipt_signer(DOMAIN, CID, 8, receipt) != TOWER.address
+    with pytest.raises(RemoteError):
+        receipt_digest(5, b"\x01", CID, 7)
+
+
+def test_check_pushed_needs_both_participants_on_this_channel() -> None:
+    state = State(CID, 3, (ETH,), (5,))
+    check_pushed(DOMAIN, PARAMS, sign(DOMAIN, state, A, B))
+    for signed, why in [
+        (sign(DOMAIN, state, B, A), Reason.WRONG_SIGNER),
+        (sign(DOMAIN, state, A, A), Reason.WRONG_SIGNER),
+        (sign(Domain(6, DOMAIN.adjudicator), state, A, B), Reason.WRONG_SIGNER),  # signed for another chain
+        (sign(DOMAIN, State(b"\x01" * 32, 3, (ETH,), (5,)), A, B), Reason.WRONG_CHANNEL),
+    ]:
+        with pytest.raises(RemoteError) as err:
+            check_pushed(DOMAIN, PARAMS, signed)
+        assert err.value.reason is why
+
+
+@given(st.integers(0, 2**128))
+def test_fee_bump_is_at_least_an_eighth(fee: int) -> None:
+    bumped = bump_fee(fee)
+    assert bumped * 8 >= fee * 9 and bumped > fee
+
+
+def test_row_encodings_round_trip() -> None:
+    assert decode_params(encode_params(PARAMS)) == PARAMS
+    small = ChannelParams(A.address, B.address, 1, 0)
+    assert decode_params(encode_params(small)) == small and len(encode_params(small)) == 44
+    state = State(CID, 2**48 - 1, (ETH, b"\x07" * 20), (-(2**255), 2**255 - 1), is_final=True, app_data=b"\x09" * 32)
+    signed = sign(DOMAIN, state, A, B)
+    assert decode_state(CID, state.version, encode_state(signed)) == signed
+    d = Dispute(2**48 - 1, 2**40, 2**256 - 1, 0, b"\x05" * 32, 123, b"\x06" * 32, 2**31)
+    assert decode_dispute(encode_dispute(d)) == d
