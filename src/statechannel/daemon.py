@@ -164,7 +164,7 @@ async def _start_api(node: Node, token: str, config: DaemonConfig, listen: str) 
         sock = socket.create_server(config.api)
     except OSError as exc:
         raise DaemonError(f"cannot serve the API on {config.api[0]}:{config.api[1]}: {exc.strerror or exc}") from None
-    app = create_app(node, token, peer_listen=listen)
+    app = create_app(node, token, peer_listen=listen, data_dir=config.data_dir)
     server = _Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2))
     api = _Api(
         server,

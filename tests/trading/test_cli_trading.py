@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from statechannel.api.auth import load_or_create_token
 from statechannel.api.discovery import NodeFile
-from statechannel.cli_trading import trade
+from statechannel.cli.trade import trade
 from statechannel.core.types import to_checksum
 from statechannel.node.node import Node
 from tests.trading.world import World, app_of, eventually, open_two_assets, run

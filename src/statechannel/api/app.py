@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,6 +17,7 @@ from statechannel.api.errors import install_error_handlers
 from statechannel.api.events import EventHub
 from statechannel.api.models import ErrorResponse
 from statechannel.api.routes import ApiContext, router
+from statechannel.api.streams import StreamService
 from statechannel.api.streams import router as streams_router
 from statechannel.api.trading import router as trading_router
 from statechannel.node.node import Node
@@ -33,19 +35,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(node: Node, token: str, *, peer_listen: str | None = None) -> FastAPI:
+def create_app(node: Node, token: str, *, peer_listen: str | None = None, data_dir: Path | None = None) -> FastAPI:
     """The API of a started `node`. `peer_listen` (host:port) is only reported, so users can tell peers.
 
     Serve it with its lifespan (uvicorn does; in tests enter `app.router.lifespan_context(app)`): that
     starts the event buffer, so the event stream can replay what happened before a client connected."""
     hub = EventHub(node)
+    streams = StreamService(node, data_dir) if data_dir is not None else None  # recurring.json lives there
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         hub.start()
+        if streams is not None:
+            streams.start()
         try:
             yield
         finally:
+            if streams is not None:
+                await streams.close()
             await hub.close()
 
     app = FastAPI(
@@ -60,6 +67,7 @@ def create_app(node: Node, token: str, *, peer_listen: str | None = None) -> Fas
         responses=_ERRORS,
     )
     app.state.ctx = ApiContext(node, hub, peer_listen)
+    app.state.streams = streams
     install_error_handlers(app)
     app.add_middleware(BearerAuth, token=token)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -1,0 +1,45 @@
+"""The `statechannel` command: the one place that picks concrete backends.
+
+`node start` and `watchtower start` run daemons in the foreground; every other
+node command is a client of the node's HTTP API, found through
+`<data-dir>/node.json` and `<data-dir>/api-token`. Failures end in one line on
+stderr and exit code 1: a traceback tells a user nothing they can act on."""
+
+from __future__ import annotations
+
+import click
+
+from statechannel.cli.chain import gas
+from statechannel.cli.channel import channel, events, payments
+from statechannel.cli.demo import demo, deploy
+from statechannel.cli.node import keys, node, peer
+from statechannel.cli.stream import recurring, stream, watch
+from statechannel.cli.trade import trade
+from statechannel.cli.watchtower import watchtower
+
+
+@click.group()
+@click.version_option(package_name="statechannel")
+def main() -> None:
+    """Two-party state channels on Ethereum-style chains."""
+
+
+for command in (
+    demo,
+    gas,
+    deploy,
+    node,
+    keys,
+    peer,
+    channel,
+    payments,
+    events,
+    stream,
+    recurring,
+    watch,
+    trade,
+    watchtower,
+):
+    main.add_command(command)
+
+__all__ = ["main"]

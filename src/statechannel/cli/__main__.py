@@ -1,0 +1,3 @@
+from statechannel.cli import main
+
+main()

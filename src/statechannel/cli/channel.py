@@ -1,0 +1,227 @@
+"""`statechannel channel`, `payments` and `events`: clients of the running node's HTTP API."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    pass
+
+from statechannel.cli.common import (
+    amount_arg,
+    asset_arg,
+    channel_id_arg,
+    client_options,
+    deposits_arg,
+    node_api,
+    out,
+)
+
+# ------------------------------------------------------------------ channels
+
+
+@click.group()
+def channel() -> None:
+    """Open, fund, pay through and close channels."""
+
+
+@channel.command("open")
+@click.option("--peer", "peer_address", required=True, metavar="ADDRESS", help="a connected peer")
+@click.option("--deposit", "deposits", multiple=True, required=True, metavar="ASSET=AMOUNT", help="what you deposit")
+@click.option(
+    "--peer-deposit",
+    "peer_deposits",
+    multiple=True,
+    metavar="ASSET=AMOUNT",
+    help="asked of the peer (nodes of this version refuse)",
+)
+@click.option("--challenge-period", default=3600, show_default=True, type=click.IntRange(1, 2**32 - 1), help="s")
+@click.option("--wait", default=120.0, show_default=True, type=click.FloatRange(0, 600), help="s to wait for open")
+@client_options
+def channel_open(
+    peer_address: str,
+    deposits: tuple[str, ...],
+    peer_deposits: tuple[str, ...],
+    challenge_period: int,
+    wait: float,
+    data_dir: str,
+    as_json: bool,
+) -> None:
+    """Open a channel with a connected peer and deposit into it."""
+    body = {
+        "peer": peer_address,
+        "deposits": deposits_arg(deposits, "--deposit"),
+        "peer_deposits": deposits_arg(peer_deposits, "--peer-deposit"),
+        "challenge_period": challenge_period,
+        "wait": wait,
+    }
+    with node_api(data_dir) as api:
+        ch = api.post("/channels", body, timeout=wait + 30)
+    out(as_json, ch, lambda: _channels_table([ch]))
+
+
+@channel.command("deposit")
+@click.argument("channel_id")
+@click.argument("asset")
+@click.argument("amount")
+@client_options
+def channel_deposit(channel_id: str, asset: str, amount: str, data_dir: str, as_json: bool) -> None:
+    """Deposit AMOUNT of ASSET ('eth' or a token address) into a channel, on chain."""
+    from statechannel.api.client import SLOW_TIMEOUT
+
+    body = {"asset": asset_arg(asset), "amount": amount_arg(amount)}
+    with node_api(data_dir) as api:
+        ch = api.post(f"/channels/{channel_id_arg(channel_id)}/deposit", body, timeout=SLOW_TIMEOUT)
+    out(as_json, ch, lambda: _channels_table([ch]))
+
+
+@channel.command("withdraw")
+@click.argument("channel_id")
+@click.argument("asset")
+@click.argument("amount")
+@client_options
+def channel_withdraw(channel_id: str, asset: str, amount: str, data_dir: str, as_json: bool) -> None:
+    """Take AMOUNT of ASSET out of an open channel (the peer co-signs; the node submits it)."""
+    body = {"asset": asset_arg(asset), "amount": amount_arg(amount)}
+    with node_api(data_dir) as api:
+        ch = api.post(f"/channels/{channel_id_arg(channel_id)}/withdraw", body)
+    out(as_json, ch, lambda: _channels_table([ch]))
+
+
+@channel.command("pay")
+@click.argument("channel_id")
+@click.argument("amount")
+@click.option("--asset", default="eth", show_default=True, help="'eth' or a token address")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 1_000_000), help="pay AMOUNT N times")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600), help="s to wait")
+@client_options
+def channel_pay(
+    channel_id: str, amount: str, asset: str, count: int, timeout: float, data_dir: str, as_json: bool
+) -> None:
+    """Pay AMOUNT to the peer of a channel; returns once the peer has countersigned."""
+    body = {"amount": amount_arg(amount), "asset": asset_arg(asset), "count": count, "timeout": timeout}
+    with node_api(data_dir) as api:
+        result = api.post(f"/channels/{channel_id_arg(channel_id)}/payments", body, timeout=timeout + 30)
+    if count > 1:
+        human = f"{result['sent']} sent, {result['failed']} failed, {result['pending']} pending"
+        human += f" in {result['elapsed_ms']} ms" + "".join(f"; {n} {why}" for why, n in result["failures"].items())
+    else:
+        human = f"payment {result['payment_id']}: {result['status']}"
+        human += f" (version {result['version']})" if result["status"] == "sent" else " (not yet countersigned)"
+    out(as_json, result, lambda: click.echo(human))
+
+
+@channel.command("close")
+@click.argument("channel_id")
+@click.option("--unilateral", is_flag=True, help="close on chain without the peer (then the challenge window)")
+@click.option("--wait", default=None, type=click.FloatRange(0, 600), help="s to wait for closed [120; 0 unilateral]")
+@client_options
+def channel_close(channel_id: str, unilateral: bool, wait: float | None, data_dir: str, as_json: bool) -> None:
+    """Close a channel, cooperatively unless --unilateral."""
+    wait = (0.0 if unilateral else 120.0) if wait is None else wait
+    with node_api(data_dir) as api:
+        ch = api.post(
+            f"/channels/{channel_id_arg(channel_id)}/close", {"unilateral": unilateral, "wait": wait}, timeout=wait + 30
+        )
+    out(as_json, ch, lambda: _channels_table([ch]))
+
+
+@channel.command("list")
+@client_options
+def channel_list(data_dir: str, as_json: bool) -> None:
+    """Every channel of the node, with balances."""
+    with node_api(data_dir) as api:
+        chs = api.get("/channels")
+    out(as_json, chs, lambda: _channels_table(chs))
+
+
+def _channels_table(chs: list[dict[str, Any]]) -> None:
+    table = Table(title="channels")
+    for name in ("channel", "peer", "phase", "version", "asset", "mine", "peer's", "towers hold"):
+        table.add_column(name, overflow="fold", justify="right" if name in ("version", "mine", "peer's") else "left")
+    for ch in chs:
+        version = "-" if ch["version"] is None else str(ch["version"])
+        peer_text = ch["peer"] + ("" if ch["peer_connected"] else " (offline)")
+        # which watchtower holds which version (its receipt is in --json)
+        towers = "\n".join(f"v{p['version']} {p['tower']}" for p in ch.get("protection", [])) or "-"
+        for i, bal in enumerate(ch["balances"]):
+            first = i == 0
+            table.add_row(
+                ch["channel_id"] if first else "",
+                peer_text if first else "",
+                ch["phase"] if first else "",
+                version if first else "",
+                bal["asset"],
+                bal["my_balance"],
+                bal["peer_balance"],
+                towers if first else "",
+            )
+    Console().print(table if chs else "no channels")
+
+
+# ------------------------------------------------------------------ payments and events
+
+
+@click.command()
+@click.option("--channel", "channel_id", help="only this channel")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@client_options
+def payments(channel_id: str | None, limit: int, data_dir: str, as_json: bool) -> None:
+    """Sent and received payments, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if channel_id is not None:
+        params["channel_id"] = channel_id_arg(channel_id)
+    with node_api(data_dir) as api:
+        rows = api.get("/payments", params=params)
+    table = Table(title="payments")
+    for name in ("id", "channel", "direction", "asset", "amount", "status", "version"):
+        table.add_column(name, overflow="fold", justify="right" if name in ("amount", "version") else "left")
+    for p in rows:
+        status = p["status"] + (f" ({p['reason']})" if p["reason"] else "")
+        table.add_row(
+            p["payment_id"], p["channel_id"], p["direction"], p["asset"], p["amount"], status, str(p["version"])
+        )
+    out(as_json, rows, lambda: Console().print(table if rows else "no payments"))
+
+
+@click.command()
+@click.option("--channel", "channel_id", help="only this channel")
+@click.option("--count", type=click.IntRange(1), help="stop after this many events")
+@click.option("--since", type=click.IntRange(0), help="replay buffered events numbered above this")
+@click.option("--timeout", type=click.FloatRange(0.1), help="stop after this many seconds")
+@client_options
+def events(
+    channel_id: str | None, count: int | None, since: int | None, timeout: float | None, data_dir: str, as_json: bool
+) -> None:
+    """Print channel and payment events as they happen (Ctrl-C to stop)."""
+    params: dict[str, Any] = {}
+    if timeout is not None:
+        params["timeout"] = timeout
+    if channel_id is not None:
+        params["channel_id"] = channel_id_arg(channel_id)
+    if count is not None:
+        params["limit"] = count
+    if since is not None:
+        params["since"] = since
+    try:
+        with node_api(data_dir) as api:
+            for ev in api.events(params):
+                data = ev["data"]
+                if as_json:
+                    click.echo(json.dumps({"id": int(ev.get("id", 0)), **data}))
+                else:
+                    detail = " ".join(f"{k}={_short(v)}" for k, v in data["data"].items())
+                    click.echo(f"[{ev.get('id', '')}] {data['kind']:<8} {data['channel_id']} {detail}")
+    except KeyboardInterrupt:
+        pass
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{len(value)} items]"
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)

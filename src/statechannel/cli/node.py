@@ -1,0 +1,207 @@
+"""`statechannel node`, `keys` and `peer`: run a node, manage keystores, connect peers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    pass
+
+from statechannel.cli.common import (
+    PASSWORD_ENV,
+    ask_password,
+    client_options,
+    data_dir_option,
+    fail,
+    kv_table,
+    node_api,
+    out,
+)
+
+# ------------------------------------------------------------------ node
+
+
+@click.group()
+def node() -> None:
+    """Run a node, or ask the running one about itself."""
+
+
+@node.command("start")
+@click.option("--rpc", required=True, metavar="URL", help="JSON-RPC url of the chain, or 'embedded' (a throwaway one)")
+@click.option("--adjudicator", metavar="0x..", help="address of the adjudicator contract (not with 'embedded')")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False), help="the node's encrypted key")
+@data_dir_option
+@click.option("--password-file", type=click.Path(dir_okay=False), help=f"else ${PASSWORD_ENV}, else a prompt")
+@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="for peers")
+@click.option("--api", "api_at", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="HTTP API")
+@click.option("--confirmations", default=0, show_default=True, type=click.IntRange(0, 1000))
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+@click.option("--tower", "towers", multiple=True, metavar="URL", help="a watchtower to push states to (repeatable)")
+@click.option(
+    "--tower-policy",
+    default="every-update",
+    show_default=True,
+    metavar="POLICY",
+    help="when to push: every-update, every:N (updates) or every:Tms (and always before stopping)",
+)
+def node_start(
+    rpc: str,
+    adjudicator: str | None,
+    keystore: str,
+    data_dir: str,
+    password_file: str | None,
+    listen: str,
+    api_at: str,
+    confirmations: int,
+    log_level: str,
+    towers: tuple[str, ...],
+    tower_policy: str,
+) -> None:
+    """Run the node in the foreground until Ctrl-C or SIGTERM."""
+    import asyncio
+    import logging
+
+    from statechannel.core.errors import LocalError
+    from statechannel.core.types import address_from_hex
+    from statechannel.daemon import DaemonConfig, DaemonError, parse_hostport, run
+    from statechannel.node.keys import load_keystore
+    from statechannel.node.towerstate import TowerPolicy, tower_url
+
+    try:
+        config = DaemonConfig(
+            rpc=rpc,
+            adjudicator=address_from_hex(adjudicator) if adjudicator else None,
+            data_dir=Path(data_dir).expanduser(),
+            listen=parse_hostport(listen),
+            api=parse_hostport(api_at),
+            confirmations=confirmations,
+            towers=tuple(tower_url(t) for t in towers),
+            tower_policy=TowerPolicy.parse(tower_policy),
+        )
+    except (ValueError, LocalError) as exc:
+        raise fail(str(exc)) from None
+    if not Path(keystore).expanduser().is_file():
+        raise fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
+    password = ask_password(password_file, confirm=False)
+    try:
+        key = load_keystore(Path(keystore).expanduser(), password)
+    except LocalError as exc:
+        raise fail(exc.detail) from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(config, key))
+    except DaemonError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        sys.exit(130)
+
+
+@node.command("info")
+@client_options
+def node_info(data_dir: str, as_json: bool) -> None:
+    """Address, chain, listen address and channel counts of the running node."""
+    with node_api(data_dir) as api:
+        info = api.get("/node")
+    out(as_json, info, lambda: kv_table("node", {**info, "channels": _phase_counts(info["channels"])}))
+
+
+def _phase_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {phase}" for phase, n in counts.items() if n) or "none"
+
+
+# ------------------------------------------------------------------ keys
+
+
+@click.group()
+def keys() -> None:
+    """Create or import the node's encrypted key (a keystore file)."""
+
+
+@keys.command("new")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False), help="file to create (never overwritten)")
+@click.option("--password-file", type=click.Path(dir_okay=False), help=f"else ${PASSWORD_ENV}, else a prompt")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def keys_new(keystore: str, password_file: str | None, as_json: bool) -> None:
+    """Generate a key and write it encrypted; prints only its address."""
+    from statechannel.node.keys import new_keystore
+
+    _write_keystore(keystore, password_file, as_json, lambda path, pw: new_keystore(path, pw).address)
+
+
+@keys.command("import")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False), help="file to create (never overwritten)")
+@click.option("--password-file", type=click.Path(dir_okay=False), help=f"else ${PASSWORD_ENV}, else a prompt")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def keys_import(keystore: str, password_file: str | None, as_json: bool) -> None:
+    """Encrypt an existing private key, read from a hidden prompt or from stdin (never an argument,
+    which would land in the shell history and the process list)."""
+    from statechannel.core.crypto import PrivateKey
+    from statechannel.core.errors import LocalError
+    from statechannel.node.keys import write_keystore
+
+    if sys.stdin.isatty():
+        text = str(click.prompt("private key (hex)", hide_input=True, err=True))
+    else:
+        text = sys.stdin.readline()
+    text = text.strip().removeprefix("0x").removeprefix("0X")
+    try:
+        key = PrivateKey(bytes.fromhex(text))
+    except (ValueError, LocalError):
+        raise fail("that is not a private key (expected 64 hex digits)") from None
+
+    def write(path: Path, password: str) -> bytes:
+        write_keystore(path, key, password)
+        return key.address
+
+    _write_keystore(keystore, password_file, as_json, write)
+
+
+def _write_keystore(
+    keystore: str, password_file: str | None, as_json: bool, make: Callable[[Path, str], bytes]
+) -> None:
+    from statechannel.core.types import to_checksum
+
+    path = Path(keystore).expanduser()
+    if path.exists():
+        raise fail(f"{path} exists; a keystore is never overwritten")
+    password = ask_password(password_file, confirm=True)
+    if not password:
+        raise fail("refusing an empty password: the key would be protected by nothing")
+    try:
+        address = to_checksum(make(path, password))
+    except FileExistsError:
+        raise fail(f"{path} exists; a keystore is never overwritten") from None
+    except OSError as exc:
+        raise fail(f"cannot write {path}: {exc.strerror}") from None
+    out(as_json, {"address": address, "keystore": str(path)}, lambda: click.echo(f"{address}  ({path}, mode 0600)"))
+
+
+# ------------------------------------------------------------------ peers
+
+
+@click.group()
+def peer() -> None:
+    """Peers the node talks to."""
+
+
+@peer.command("connect")
+@click.argument("address")
+@click.argument("hostport", metavar="HOST:PORT")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 120))
+@client_options
+def peer_connect(address: str, hostport: str, timeout: float, data_dir: str, as_json: bool) -> None:
+    """Connect to the node with ADDRESS listening at HOST:PORT (kept up, redialled after drops)."""
+    from statechannel.daemon import parse_hostport
+
+    try:
+        host, port = parse_hostport(hostport)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with node_api(data_dir) as api:
+        result = api.post("/peers", {"address": address, "host": host, "port": port, "timeout": timeout})
+    out(as_json, result, lambda: click.echo(f"connected to {result['address']} at {host}:{port}"))

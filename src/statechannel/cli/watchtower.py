@@ -1,0 +1,112 @@
+"""`statechannel watchtower`: run a watchtower and ask it what it watches."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    pass
+
+from statechannel.cli.common import (
+    PASSWORD_ENV,
+    ask_password,
+    fail,
+    kv_table,
+    out,
+)
+
+# ------------------------------------------------------------------ watchtower
+
+DEFAULT_TOWER_DIR = "~/.statechannel-tower"
+
+
+@click.group()
+def watchtower() -> None:
+    """Run a watchtower: it keeps your latest states and answers stale closes while you are offline."""
+
+
+@watchtower.command("start")
+@click.option("--rpc", required=True, metavar="URL", help="JSON-RPC url of the chain")
+@click.option("--adjudicator", required=True, metavar="0x..", help="address of the adjudicator to watch")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False), help="the tower's key (signs, pays gas)")
+@click.option("--data-dir", default=DEFAULT_TOWER_DIR, show_default=True, help="holds tower.json and tower.db")
+@click.option("--password-file", type=click.Path(dir_okay=False), help=f"else ${PASSWORD_ENV}, else a prompt")
+@click.option("--api", "api_at", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="HTTP API")
+@click.option("--db", default="sqlite", show_default=True, metavar="sqlite|postgresql://...", help="the store")
+@click.option("--confirmations", default=0, show_default=True, type=click.IntRange(0, 1000))
+@click.option("--poll-interval", default=0.5, show_default=True, type=click.FloatRange(0.01, 60), help="s")
+@click.option("--bump-after", default=3.0, show_default=True, type=click.FloatRange(0.1, 600), help="s unmined")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+def watchtower_start(
+    rpc: str,
+    adjudicator: str,
+    keystore: str,
+    data_dir: str,
+    password_file: str | None,
+    api_at: str,
+    db: str,
+    confirmations: int,
+    poll_interval: float,
+    bump_after: float,
+    log_level: str,
+) -> None:
+    """Run the watchtower in the foreground until Ctrl-C or SIGTERM."""
+    import asyncio
+    import logging
+
+    from statechannel.core.errors import LocalError
+    from statechannel.core.types import address_from_hex
+    from statechannel.daemon import parse_hostport
+    from statechannel.node.keys import load_keystore
+    from statechannel.watchtower.daemon import TowerConfig, TowerDaemonError, run
+
+    try:
+        config = TowerConfig(
+            rpc=rpc,
+            adjudicator=address_from_hex(adjudicator),
+            data_dir=Path(data_dir).expanduser(),
+            api=parse_hostport(api_at),
+            db=db,
+            confirmations=confirmations,
+            poll_interval=poll_interval,
+            bump_after=bump_after,
+        )
+    except (ValueError, LocalError) as exc:
+        raise fail(str(exc)) from None
+    if not Path(keystore).expanduser().is_file():
+        raise fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
+    password = ask_password(password_file, confirm=False)
+    try:
+        key = load_keystore(Path(keystore).expanduser(), password)
+    except LocalError as exc:
+        raise fail(exc.detail) from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(config, key))
+    except TowerDaemonError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@watchtower.command("info")
+@click.option("--data-dir", default=DEFAULT_TOWER_DIR, show_default=True, help="the running tower's data directory")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def watchtower_info(data_dir: str, as_json: bool) -> None:
+    """Address, chain and number of channels of the running tower."""
+    import httpx
+
+    path = Path(data_dir).expanduser() / "tower.json"
+    try:
+        url = json.loads(path.read_text())["api"]
+        info = httpx.get(f"{url}/info", timeout=10).raise_for_status().json()
+    except (OSError, ValueError, KeyError) as exc:
+        raise fail(f"no running tower found through {path}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise fail(f"the tower at {path} did not answer: {exc}") from None
+    out(as_json, info, lambda: kv_table("watchtower", info))
