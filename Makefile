@@ -30,11 +30,13 @@ postgresql:
 
 install: $(BIN)/statechannel $(ANVIL) postgresql
 
-## the main job (until the demo lands: the gas table of both lifecycles on the embedded chain)
+## the main job: the whole product on the embedded chain in well under a minute
 demo: $(BIN)/statechannel
-	$(BIN)/statechannel gas
+	$(BIN)/statechannel demo
 
-gas: demo
+## the gas of every on-chain step, both lifecycles, ETH and ERC-20
+gas: $(BIN)/statechannel
+	$(BIN)/statechannel gas
 
 ## every test: unit, contracts, both chain backends (anvil started by the tests on 127.0.0.1)
 test: install

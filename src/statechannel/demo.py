@@ -8,6 +8,7 @@ Every final balance is checked against the expected one; a mismatch fails.
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 import tempfile
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from eth_hash.auto import keccak
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,11 +28,19 @@ from statechannel.chain.adjudicator import Adjudicator, Status, Token
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.core.channel import Phase
 from statechannel.core.crypto import PrivateKey
+from statechannel.core.errors import StatechannelError
+from statechannel.core.io import SignedState, SubmitTxClose
+from statechannel.core.observed import ChainObservedClose
 from statechannel.core.types import ETH
 from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
+from statechannel.node.towers import TowerClient
 from statechannel.store.sqlite import SqliteStore
+from statechannel.watchtower.http import create_tower_app
+from statechannel.watchtower.sender import PlainSender
+from statechannel.watchtower.service import Tower
+from statechannel.watchtower.sqlite_store import SqliteTowerStore
 
 ETHER = 10**18
 TOKEN = 10**18  # the token has 18 decimals too
@@ -45,6 +55,7 @@ class Report:
     updates: int = 0
     payments: int = 0
     seconds: float = 0.0
+    update_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     gas: dict[str, list[int]] = field(default_factory=dict)
     checks: list[tuple[str, int, int]] = field(default_factory=list)  # (what, expected, actual)
@@ -58,7 +69,7 @@ class Report:
         return {
             "updates": self.updates,
             "payments": self.payments,
-            "updates_per_s": round(self.updates / self.seconds) if self.seconds else 0,
+            "updates_per_s": round(self.updates / self.update_seconds) if self.update_seconds else 0,
             "payments_per_s": round(self.payments / self.seconds) if self.seconds else 0,
             "latency_p50_ms": round(statistics.median(lat), 3) if lat else None,
             "latency_p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 3) if lat else None,
@@ -76,7 +87,8 @@ class Demo:
         self.report = Report()
         self.tmp = tempfile.TemporaryDirectory(prefix="statechannel-demo-")
         self.chain = EmbeddedChain()
-        self.keys = {name: PrivateKey(keccak(f"statechannel demo {name}".encode())) for name in ("deployer", "A", "B")}
+        names = ("deployer", "A", "B", "tower")
+        self.keys = {name: PrivateKey(keccak(f"statechannel demo {name}".encode())) for name in names}
         for key in self.keys.values():
             self.chain.fund(key.address, 100 * ETHER)
         self.adj, _ = Adjudicator.deploy(self.chain, self.keys["deployer"])
@@ -85,17 +97,45 @@ class Demo:
             self.token.mint(self.keys["deployer"], self.keys[who].address, 10_000 * TOKEN)
         self.nodes: dict[str, Node] = {}
         self.ports: dict[str, int] = {}
+        self.tower: Tower | None = None
+        self.tower_url = ""
+        self._tower_server: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
 
     def say(self, text: str) -> None:
         self.report.acts.append(text)
         if not self.quiet:
             self.console.print(f"[bold cyan]>[/] {text}")
 
-    async def start_node(self, who: str) -> Node:
+    async def start_tower(self) -> None:
+        """A real watchtower: its own key, store and HTTP API on 127.0.0.1."""
+        key = self.keys["tower"]
+        store = SqliteTowerStore(Path(self.tmp.name) / "tower.db", self.chain.chain_id, self.adj.address)
+        self.tower = Tower(self.chain, self.adj.address, key, store, PlainSender(self.chain, key), poll_interval=0.05)
+        await self.tower.start()
+        sock = socket.create_server(("127.0.0.1", 0))
+        config = uvicorn.Config(create_tower_app(self.tower), lifespan="off", log_config=None, access_log=False)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        await until(lambda: server.started, 10)
+        self._tower_server = (server, task)
+        self.tower_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def stop_tower(self) -> None:
+        if self._tower_server is not None:
+            server, task = self._tower_server
+            server.should_exit = True
+            await task
+        if self.tower is not None:
+            await self.tower.stop()
+            await self.tower.store.close()
+
+    async def start_node(self, who: str, port: int = 0) -> Node:
         key = self.keys[who]
-        transport = TcpTransport(key)
+        transport = TcpTransport(key, "127.0.0.1", port)
         store = SqliteStore(Path(self.tmp.name) / f"{who}.db")
-        node = Node(key, ChainIO(self.chain, self.adj.address, key), store, transport, poll_interval=0.02)
+        towers = TowerClient([self.tower_url], Path(self.tmp.name) / f"{who}-towers.db") if who == "B" else None
+        chainio = ChainIO(self.chain, self.adj.address, key)
+        node = Node(key, chainio, store, transport, poll_interval=0.02, towers=towers)
         await node.start()
         self.ports[who] = await transport.start()
         self.nodes[who] = node
@@ -156,22 +196,36 @@ class Demo:
         return p.paid
 
     async def payments_act(self, a: Node, b: Node, cid: bytes) -> tuple[int, int]:
-        """Latency (one payment at a time), then throughput both ways (queued payments coalesce)."""
+        """Latency (one payment at a time), updates/s (one payment per update, pipelined),
+        then payments/s both ways (queued payments coalesce into updates)."""
         for _ in range(200):
             t = time.perf_counter()
             await a.pay(cid, ETH, 1)
             self.report.latencies_ms.append((time.perf_counter() - t) * 1000)
-        n = 20_000
+        single = 2_000
+        in_flight: list[asyncio.Future[Any]] = []
         v0 = a.channel(cid).latest.state.version  # type: ignore[union-attr]
+        t = time.perf_counter()
+        for _ in range(single):
+            if len(in_flight) >= 64:
+                await in_flight.pop(0)
+            in_flight.append(a.pay_nowait(cid, ETH, 1))
+            await asyncio.sleep(0)  # each payment queued in its own turn becomes its own update
+        await asyncio.gather(*in_flight)
+        self.report.update_seconds = time.perf_counter() - t
+        self.report.updates = a.channel(cid).latest.state.version - v0  # type: ignore[union-attr]
+        n = 20_000
         t = time.perf_counter()
         futures = [a.pay_nowait(cid, ETH, 3) for _ in range(n)] + [b.pay_nowait(cid, ETH, 1) for _ in range(n)]
         await asyncio.gather(*futures)
         await a.idle(cid)
         self.report.seconds = time.perf_counter() - t
-        self.report.updates = a.channel(cid).latest.state.version - v0  # type: ignore[union-attr]
         self.report.payments = 2 * n
-        self.say(f"{2 * n:,} payments both ways in {self.report.seconds:.2f} s, in {self.report.updates} updates")
-        return 200 + 3 * n, n
+        self.say(
+            f"{self.report.updates:,} updates at {self.report.updates / self.report.update_seconds:,.0f}/s; "
+            f"then {2 * n:,} payments both ways at {2 * n / self.report.seconds:,.0f}/s, coalesced"
+        )
+        return 200 + single + 3 * n, n
 
     async def close_act(self, a: Node, b: Node, cid: bytes) -> None:
         await a.close(cid)
@@ -181,46 +235,109 @@ class Demo:
         if info.status is not Status.CONCLUDED:
             raise DemoFailed("the cooperative close did not conclude on chain")
 
+    async def trades_act(self, a: Node, b: Node, cid: bytes) -> tuple[int, int]:
+        """B quotes: it sells ETH for DDL at 2,000 DDL per ETH; A takes 200 times at once."""
+        base_unit, quote_unit, lot, takes = 10**15, 2 * TOKEN, 10**15, 200  # 0.001 ETH costs 2 DDL
+        signed = await b.send_quote(
+            cid, ETH, self.token.address, maker_sells=True, base_unit=base_unit, quote_unit=quote_unit, size=lot * takes
+        )
+        await until(lambda: any(q.quote.quote_id == signed.quote.quote_id for q in a.quotes(cid)), 10)
+        t = time.perf_counter()
+        fills = await asyncio.gather(*(a.take(cid, signed.quote.quote_id, lot) for _ in range(takes)))
+        dt = time.perf_counter() - t
+        eth, ddl = sum(f.base_amount for f in fills), sum(f.quote_amount for f in fills)
+        self.say(f"{takes} trades against B's signed quote in {dt:.2f} s ({takes / dt:,.0f}/s): A bought {eth:,} wei")
+        over = a.take(cid, signed.quote.quote_id, lot)  # the quote is used up: refused with a reason
+        try:
+            await over
+            raise DemoFailed("a take beyond the quote's size was accepted")
+        except StatechannelError as exc:
+            self.say(f"one more take is refused: {exc.reason}")
+        return eth, ddl
+
+    async def tower_act(self, a: Node, b: Node, cid: bytes, stale: SignedState, expect_b: tuple[int, int]) -> None:
+        """B goes offline; A closes with an old state; B's watchtower answers with B's latest.
+
+        `expect_b`: B's ether and tokens as the demo's own bookkeeping of every flow says."""
+        latest = b.channel(cid).latest
+        assert latest is not None
+        b_eth = await self.on_chain(a, lambda: self.chain.balance(b.address))
+        b_tok = await self.on_chain(a, lambda: self.token.balance_of(b.address))
+        await self.stop_node("B")  # flushes its latest state to the tower first
+        self.say(f"B went offline; its tower holds version {latest.state.version}")
+        await a.submit(cid, SubmitTxClose(stale))
+        self.say(f"A closes with a stale state (version {stale.state.version})")
+        await until_async(lambda: self._recorded_version(a, cid), latest.state.version, 30)
+        challenged = await self.on_chain(a, lambda: self._challenge_gas(cid))
+        self.report.gas.setdefault("Challenge (by the tower)", []).append(challenged)
+        self.say(f"the watchtower challenged with version {latest.state.version}")
+        await self.on_chain(a, lambda: self.chain.advance_time(121))
+        await a.wait_for(cid, Phase.CLOSED, 60)
+        self.say("after the window the channel settled by the newest state")
+        b_eth_now = await self.on_chain(a, lambda: self.chain.balance(b.address))
+        b_tok_now = await self.on_chain(a, lambda: self.token.balance_of(b.address))
+        a_tok = await self.on_chain(a, lambda: self.token.balance_of(a.address))
+        self.report.check("B's ether paid out, B offline", expect_b[0], b_eth_now - b_eth)
+        self.report.check("B's tokens paid out, B offline", expect_b[1], b_tok_now - b_tok)
+        self.report.check("A's tokens in the end", 10_000 * TOKEN - expect_b[1] + 2_000 * TOKEN, a_tok)
+
+    def _recorded_version(self, a: Node, cid: bytes) -> int:
+        return self.adj.channel(cid).version
+
+    def _challenge_gas(self, cid: bytes) -> int:
+        for e in self.adj.events(0):
+            if isinstance(e, ChainObservedClose) and e.challenge and e.channel_id == cid:
+                return self._receipt_gas(e.origin.tx_hash)[0]
+        raise DemoFailed("no challenge on chain")
+
+    def _receipt_gas(self, tx_hash: bytes) -> tuple[int, int]:
+        r = self.chain._tester.get_transaction_receipt("0x" + tx_hash.hex())
+        return int(r["gas_used"]), int(r["gas_used"]) * int(r["effective_gas_price"])
+
     async def run(self) -> Report:
+        await self.start_tower()
         a, b = await self.start_node("A"), await self.start_node("B")
         await self.connect("A", "B")
         try:
-            self.say("deployed the adjudicator and a token; two nodes talk over encrypted TCP on 127.0.0.1")
+            self.say("deployed the adjudicator and a token; two nodes and a watchtower on 127.0.0.1")
             cid = await self.open_channel(a, b, 5 * ETHER, 5_000 * TOKEN, 2 * ETHER, 2_000 * TOKEN)
+            stale = a.channel(cid).latest
+            assert stale is not None
             self.say("opened an ETH + token channel: A 5 ETH + 5,000 DDL, B 2 ETH + 2,000 DDL")
+            second = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=120)
+            await a.wait_for(second, Phase.OPEN)
             streamed = await self.stream_act(a, b, cid)
             a_to_b, b_to_a = await self.payments_act(a, b, cid)
-            net = streamed + a_to_b - b_to_a
-            a_eth0 = await self.on_chain(a, lambda: self.chain.balance(a.address))
+            eth, ddl = await self.trades_act(a, b, cid)
+            await asyncio.gather(*(a.pay(second, ETH, 10**12) for _ in range(100)))
+            expect_b = (2 * ETHER + streamed + a_to_b - b_to_a - eth, 2_000 * TOKEN + ddl)
+            await self.tower_act(a, b, cid, stale, expect_b)
+            b = await self.start_node("B", self.ports["B"])  # B comes back and resyncs
+            await until(lambda: b.channel(second).latest == a.channel(second).latest, 30)
             b_eth0 = await self.on_chain(a, lambda: self.chain.balance(b.address))
-            await self.close_act(a, b, cid)
-            self.say("closed cooperatively: one transaction paid out both assets")
-            await self.check_close(a, b, cid, (a_eth0, b_eth0), (5 * ETHER - net, 2 * ETHER + net))
+            await self.close_act(a, b, second)
+            b_gain = await self.on_chain(a, lambda: self.chain.balance(b.address)) - b_eth0
+            self.report.check("B's ether from the cooperative close", 100 * 10**12, b_gain)
+            self.say("B came back; the second channel closed cooperatively")
+            held_eth = await self.on_chain(a, lambda: self.chain.balance(self.adj.address))
+            held_tok = await self.on_chain(a, lambda: self.token.balance_of(self.adj.address))
+            self.report.check("the adjudicator holds no ether", 0, held_eth)
+            self.report.check("the adjudicator holds no tokens", 0, held_tok)
         finally:
             for who in list(self.nodes):
                 await self.stop_node(who)
+            await self.stop_tower()
             self.tmp.cleanup()
         return self.report
 
-    async def check_close(self, a: Node, b: Node, cid: bytes, before: tuple[int, int], payout: tuple[int, int]) -> None:
-        """B submitted nothing at close, so its ether rose by exactly its payout; A also paid the close's gas."""
-        a_now, b_now, fee = await self.on_chain(a, lambda: self._after_close(cid, a.address, b.address))
-        self.report.check("A's ether paid out at close", payout[0], a_now - before[0] + fee)
-        self.report.check("B's ether paid out at close", payout[1], b_now - before[1])
-        a_tok = await self.on_chain(a, lambda: self.token.balance_of(a.address))
-        b_tok = await self.on_chain(a, lambda: self.token.balance_of(b.address))
-        self.report.check("A's tokens (none moved)", 10_000 * TOKEN, a_tok)
-        self.report.check("B's tokens (none moved)", 10_000 * TOKEN, b_tok)
-        held = await self.on_chain(a, lambda: self.chain.balance(self.adj.address))
-        self.report.check("the adjudicator holds nothing", 0, held)
 
-    def _after_close(self, cid: bytes, a: bytes, b: bytes) -> tuple[int, int, int]:
-        from statechannel.core.observed import ChainObservedConcluded
-
-        done = [e for e in self.adj.events(0) if isinstance(e, ChainObservedConcluded) and e.channel_id == cid]
-        r = self.chain._tester.get_transaction_receipt("0x" + done[0].origin.tx_hash.hex())
-        fee = int(r["gas_used"]) * int(r["effective_gas_price"])
-        return self.chain.balance(a), self.chain.balance(b), fee
+async def until_async(read: Callable[[], int], want: int, timeout: float) -> None:
+    """Wait until `read()` (a chain read, run off the event loop) returns `want`."""
+    deadline = time.monotonic() + timeout
+    while await asyncio.to_thread(read) != want:
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"a step did not complete within {timeout} s")
+        await asyncio.sleep(0.05)
 
 
 async def until(check: Callable[[], bool], timeout: float) -> None:
@@ -235,7 +352,7 @@ def render(console: Console, summary: dict[str, Any]) -> None:
     table = Table(title="statechannel demo")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("updates", "payments", "updates_per_s", "payments_per_s", "latency_p50_ms", "latency_p99_ms"):
+    for key in ("updates", "updates_per_s", "payments", "payments_per_s", "latency_p50_ms", "latency_p99_ms"):
         table.add_row(
             key.replace("_", " "), f"{summary[key]:,}" if isinstance(summary[key], int) else str(summary[key])
         )
