@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
-import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 import uvicorn
 
@@ -38,6 +35,7 @@ from statechannel.node.node import Node
 from statechannel.node.peers import PeerBook
 from statechannel.node.towers import TowerClient
 from statechannel.node.towerstate import TowerPolicy
+from statechannel.runtime import QuietServer, exclusive, loopback_for, signals_set, step
 from statechannel.store.base import StoreError
 from statechannel.store.sqlite import SqliteStore
 
@@ -76,29 +74,6 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
-
-
-def _loopback_for(host: str) -> str:
-    """Where a local client reaches a server bound to `host` (a wildcard is reachable on loopback)."""
-    if host in ("0.0.0.0", ""):  # noqa: S104 (recognising the wildcard, not binding it)
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-@contextlib.contextmanager
-def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
-    """Held for the node's lifetime; the OS drops it when the process dies, however it dies."""
-    f = (data_dir / LOCK_FILE).open("a")
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DaemonError(f"another node is running with data directory {data_dir}") from None
-        yield f
-    finally:
-        f.close()
 
 
 def _connect_chain(config: DaemonConfig, key: PrivateKey) -> tuple[Chain, bytes]:
@@ -142,18 +117,9 @@ def _tower_client(config: DaemonConfig) -> TowerClient | None:
         raise DaemonError(exc.detail) from None
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handling: the daemon owns SIGINT/SIGTERM, because stopping means
-    stopping the node and closing the store too, and uvicorn would re-raise the signal afterwards."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass(frozen=True, slots=True)
 class _Api:
-    server: _Server
+    server: QuietServer
     serving: asyncio.Task[None]
     ctx: ApiContext
     url: str
@@ -165,12 +131,14 @@ async def _start_api(node: Node, token: str, config: DaemonConfig, listen: str) 
     except OSError as exc:
         raise DaemonError(f"cannot serve the API on {config.api[0]}:{config.api[1]}: {exc.strerror or exc}") from None
     app = create_app(node, token, peer_listen=listen, data_dir=config.data_dir)
-    server = _Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2))
+    server = QuietServer(
+        uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2)
+    )
     api = _Api(
         server,
         asyncio.create_task(server.serve(sockets=[sock]), name="api-server"),
         app.state.ctx,
-        f"http://{_loopback_for(config.api[0])}:{sock.getsockname()[1]}",
+        f"http://{loopback_for(config.api[0])}:{sock.getsockname()[1]}",
     )
     deadline = time.monotonic() + API_STARTUP_TIMEOUT
     while not server.started:
@@ -192,7 +160,7 @@ async def run(
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stop = stop or asyncio.Event()
-    with _exclusive(data_dir):
+    with exclusive(data_dir / LOCK_FILE, DaemonError(f"another node is running with data directory {data_dir}")):
         try:
             token = load_or_create_token(data_dir)
         except TokenFileError as exc:
@@ -232,7 +200,7 @@ async def run(
             log.info("node %s: peers at %s, API at %s, data in %s", info.address, listen, info.api, data_dir)
             if on_ready is not None:
                 on_ready(info)
-            with _signals_set(stop):
+            with signals_set(stop):
                 waiter = asyncio.create_task(stop.wait())
                 await asyncio.wait({waiter, api.serving}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
@@ -248,34 +216,10 @@ async def run(
             log.info("node stopped")
 
 
-@contextlib.contextmanager
-def _signals_set(stop: asyncio.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` (when the loop runs in the main thread; else the embedder stops us)."""
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-async def _step(what: str, coro: Any) -> None:
-    """One shutdown step, bounded; a failure is logged and the remaining steps still run."""
-    try:
-        await asyncio.wait_for(coro, STOP_TIMEOUT)
-    except Exception:
-        log.exception("while stopping: %s", what)
-
-
 async def _shutdown_api(api: _Api) -> None:
-    await _step("event streams", api.ctx.hub.close())  # else open streams hold up the server's shutdown
+    await step("event streams", api.ctx.hub.close(), STOP_TIMEOUT)  # else open streams hold up the shutdown
     api.server.should_exit = True
-    await _step("API server", api.serving)
+    await step("API server", api.serving, STOP_TIMEOUT)
 
 
 async def _shutdown(
@@ -287,7 +231,7 @@ async def _shutdown(
 ) -> None:
     if api is not None:
         await _shutdown_api(api)
-    await _step("node", node.stop())
-    await _step("peer transport", transport.close())
-    await _step("store", store.close())
-    await _step("chain worker", asyncio.to_thread(chainio.close))
+    await step("node", node.stop(), STOP_TIMEOUT)
+    await step("peer transport", transport.close(), STOP_TIMEOUT)
+    await step("store", store.close(), STOP_TIMEOUT)
+    await step("chain worker", asyncio.to_thread(chainio.close), STOP_TIMEOUT)

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import uvicorn
 
@@ -28,6 +25,7 @@ from statechannel.chain.rpc import RpcChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.eip712 import domain_separator
 from statechannel.core.types import to_checksum
+from statechannel.runtime import QuietServer, exclusive, loopback_for, signals_set, step
 from statechannel.watchtower.http import create_tower_app
 from statechannel.watchtower.sender import BumpingSender
 from statechannel.watchtower.service import Tower
@@ -75,19 +73,6 @@ class TowerFile:
         tmp.replace(data_dir / TOWER_FILE)  # readers never see half a file
 
 
-@contextlib.contextmanager
-def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
-    f = (data_dir / LOCK_FILE).open("a")
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TowerDaemonError(f"another tower is running with data directory {data_dir}") from None
-        yield f
-    finally:
-        f.close()
-
-
 def _connect(config: TowerConfig) -> RpcChain:
     try:
         chain = RpcChain(config.rpc)
@@ -115,21 +100,6 @@ def open_store(db: str, data_dir: Path, chain_id: int, adjudicator: bytes) -> Sq
     raise TowerDaemonError(f"--db must be 'sqlite' or a postgresql:// URL, got {db!r}")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: stopping the tower means closing the store too."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _step(what: str, awaitable: Any) -> None:
-    try:
-        await asyncio.wait_for(awaitable, STEP_TIMEOUT)
-    except Exception:
-        log.exception("while stopping: %s", what)
-
-
 async def run(
     config: TowerConfig,
     key: PrivateKey,
@@ -141,7 +111,7 @@ async def run(
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stop = stop or asyncio.Event()
-    with _exclusive(data_dir):
+    with exclusive(data_dir / LOCK_FILE, TowerDaemonError(f"another tower is running with data directory {data_dir}")):
         chain = await asyncio.to_thread(_connect, config)
         store = await asyncio.to_thread(open_store, config.db, data_dir, chain.chain_id, config.adjudicator)
         sender = BumpingSender(chain, key, bump_after=config.bump_after)
@@ -154,7 +124,7 @@ async def run(
             confirmations=config.confirmations,
             poll_interval=config.poll_interval,
         )
-        server: _Server | None = None
+        server: QuietServer | None = None
         serving: asyncio.Task[None] | None = None
         try:
             try:
@@ -165,7 +135,7 @@ async def run(
                 sock = socket.create_server(config.api)
             except OSError as exc:
                 raise TowerDaemonError(f"cannot serve the API on {config.api[0]}:{config.api[1]}: {exc}") from None
-            server = _Server(
+            server = QuietServer(
                 uvicorn.Config(
                     create_tower_app(tower),
                     lifespan="off",
@@ -180,12 +150,10 @@ async def run(
                 if serving.done() or time.monotonic() > deadline:
                     raise TowerDaemonError("the API server did not start (see the log above)")
                 await asyncio.sleep(0.01)
-            host = config.api[0] if config.api[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
-            host = f"[{host}]" if ":" in host else host
             info = TowerFile(
                 os.getpid(),
                 to_checksum(key.address),
-                f"http://{host}:{sock.getsockname()[1]}",
+                f"http://{loopback_for(config.api[0])}:{sock.getsockname()[1]}",
                 chain.chain_id,
                 to_checksum(config.adjudicator),
             )
@@ -193,7 +161,7 @@ async def run(
             log.info("tower %s: API at %s, watching %s", info.address, info.api, info.adjudicator)
             if on_ready is not None:
                 on_ready(info)
-            with _signals_set(stop):
+            with signals_set(stop):
                 waiter = asyncio.create_task(stop.wait())
                 await asyncio.wait({waiter, serving}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
@@ -202,24 +170,9 @@ async def run(
         finally:
             if server is not None and serving is not None:
                 server.should_exit = True
-                await _step("API server", serving)
-            await _step("tower", tower.stop())
-            await _step("store", store.close())
+                await step("API server", serving, STEP_TIMEOUT)
+            await step("tower", tower.stop(), STEP_TIMEOUT)
+            await step("store", store.close(), STEP_TIMEOUT)
             with contextlib.suppress(FileNotFoundError):
                 (data_dir / TOWER_FILE).unlink()
             log.info("tower stopped")
-
-
-@contextlib.contextmanager
-def _signals_set(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread: the embedder stops us
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
