@@ -16,7 +16,6 @@ from eth_hash.auto import keccak
 from fastapi import FastAPI
 
 from statechannel.api.app import create_app
-from statechannel.api.trading import router
 from statechannel.chain.adjudicator import Adjudicator, Token
 from statechannel.core.channel import Phase
 from statechannel.core.crypto import PrivateKey
@@ -123,7 +122,5 @@ async def open_two_assets(
 
 
 def app_of(node: Node, token: str = API_TOKEN) -> FastAPI:
-    """The node's API as create_app builds it, with the trading routes included."""
-    app = create_app(node, token)
-    app.include_router(router)
-    return app
+    """The node's API as create_app builds it (the trading routes are part of it)."""
+    return create_app(node, token)
