@@ -17,6 +17,7 @@ from statechannel.core.io import (
     ChainDisputeRecorded,
     ChainFunded,
     ChainTime,
+    ChainWithdrawn,
     Payment,
     ReceiveMessage,
     SendMessage,
@@ -174,9 +175,13 @@ def test_withdrawal_needs_both_and_holds_funds_back() -> None:
     pair.deliver_all()
     (submit,) = [e for e in pair.b.effects if isinstance(e, SubmitTxWithdraw)]
     assert submit.withdrawal.amount == 600 and submit.withdrawal.participant == 1
-    for party in (pair.a, pair.b):
+    for party in (pair.a, pair.b):  # a funded total alone (say a replayed event) clears nothing
         pair.feed(party, ChainFunded(ETH, 1, 400))
-    assert pair.b.ch.withdrawals == () and pair.a.ch.withdrawals == ()
+    assert len(pair.b.ch.withdrawals) == 1 and len(pair.a.ch.withdrawals) == 1
+    for party in (pair.a, pair.b):  # the Withdrawn event names exactly this one
+        pair.feed(party, ChainWithdrawn(ETH, 1, 400, submit.withdrawal.nonce))
+        pair.feed(party, ChainWithdrawn(ETH, 1, 400, submit.withdrawal.nonce))  # replayed: idempotent
+    assert not pair.b.ch.withdrawals and not pair.a.ch.withdrawals
     assert pair.balance(pair.b) == 400
 
 
@@ -213,3 +218,21 @@ def test_declined_open_ends_the_opening_channel() -> None:
     ch, effects = receive(ch, declined, pair.a.key)
     assert ch.phase is Phase.CLOSED and ch.opening_sig is None
     assert effects and all(not isinstance(e, SendMessage) for e in effects)
+
+
+def test_peer_cannot_withdraw_what_it_was_only_offered() -> None:
+    """A's payment to B is in flight (not countersigned): B may not withdraw against it."""
+    pair = Pair(deposit_a=100, deposit_b=10)
+    pair.pay(1, 5)  # B pays A 5: B's latest balance is 5
+    pair.deliver_all()
+    pair.pay(0, 5)  # A pays B 5, still in flight: under it B would have 10
+    from statechannel.core.eip712 import withdrawal_digest
+    from statechannel.core.types import Withdrawal
+
+    w = Withdrawal(pair.a.ch.channel_id, 1, ETH, 10, nonce=77)  # a B that asks for more than it holds
+    sig = pair.b.key.sign_digest(withdrawal_digest(pair.a.ch.domain, w)).to_bytes()
+    request = m.WithdrawRequest(w.channel_id, 1, ETH, m.u256(10), m.u256(77), sig)
+    a_before = pair.a.ch
+    with pytest.raises(RemoteError) as err:
+        receive(pair.a.ch, request, pair.a.key)
+    assert err.value.reason is Reason.INSUFFICIENT_FUNDS and pair.a.ch == a_before

@@ -184,7 +184,7 @@ class Adjudicator:
             return ChainObservedDeposit(origin, f["channel_id"], _addr(f["token"]), f["participant"], f["funded"])
         if name == "Withdrawn":
             return ChainObservedWithdrawal(
-                origin, f["channel_id"], _addr(f["asset"]), f["participant"], f["amount"], f["funded"]
+                origin, f["channel_id"], _addr(f["asset"]), f["participant"], f["amount"], f["funded"], f["nonce"]
             )
         if name in ("Closed", "Challenged"):
             return ChainObservedClose(

@@ -100,6 +100,7 @@ event Withdrawn:
     participant: uint256
     amount: uint256
     funded: uint256
+    nonce: uint256
 
 event Closed:
     channel_id: indexed(bytes32)
@@ -343,8 +344,8 @@ def deposit(channel_id: bytes32, participant: uint256):
     assert participant < 2, "participant must be 0 or 1"
     assert msg.value > 0, "zero deposit"
     offset: uint256 = 8 + 120 * participant
-    # a field cannot overflow: 2**120 wei is far more ether than exists
     funded: uint256 = ((word >> offset) & MASK120) + msg.value
+    assert funded <= MASK120, "deposit too large"  # never on Ethereum; a chain with a bigger supply
     self.channels[channel_id] = word + (msg.value << offset)
     log Deposited(channel_id=channel_id, participant=participant, funded=funded)
 
@@ -425,7 +426,14 @@ def withdraw(p: Params, w: Withdrawal, sig_a: Sig, sig_b: Sig):
     to: address = p.a
     if w.participant == 1:
         to = p.b
-    log Withdrawn(channel_id=channel_id, asset=w.asset, participant=convert(w.participant, uint256), amount=w.amount, funded=funded)
+    log Withdrawn(
+        channel_id=channel_id,
+        asset=w.asset,
+        participant=convert(w.participant, uint256),
+        amount=w.amount,
+        funded=funded,
+        nonce=w.nonce,
+    )
     self._pay(to, w.asset, w.amount)
     self._unlock()
 

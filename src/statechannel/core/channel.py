@@ -143,6 +143,15 @@ class Channel:
             out.append((fa - self.withdrawing(0, asset) - t, fb - self.withdrawing(1, asset) + t))
         return tuple(out)
 
+    def lowest_balance(self, who: int, asset: bytes) -> int:
+        """`who`'s balance of `asset` in the worst case: under the latest state or any proposal in
+        flight, whichever pays it least (any of them may be the one that ends up signed)."""
+        i = self.assets.index(asset)
+        states = [p.state for p in self.pending]
+        if self.latest is not None:
+            states.append(self.latest.state)
+        return min(self.balances(s)[i][who] for s in states)
+
     def my_balance(self, asset: bytes, state: State | None = None) -> int:
         bal = self.balances(state or self.head)
         return bal[self.assets.index(asset)][self.me]

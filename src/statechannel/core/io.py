@@ -91,6 +91,16 @@ class ChainFunded:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainWithdrawn:
+    """A both-signed withdrawal was carried out on chain; `funded` is the participant's total after."""
+
+    asset: bytes
+    participant: int
+    funded: int
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChainOpened:
     pass
 
@@ -126,6 +136,7 @@ Input = (
     | ReceiveSwap
     | PeerConnected
     | ChainFunded
+    | ChainWithdrawn
     | ChainOpened
     | ChainDisputeRecorded
     | ChainConcluded

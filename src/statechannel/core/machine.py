@@ -38,6 +38,7 @@ from statechannel.core.io import (
     ChainFunded,
     ChainOpened,
     ChainTime,
+    ChainWithdrawn,
     Effect,
     Input,
     NotifyFailed,
@@ -78,6 +79,7 @@ LEGAL: dict[type, frozenset[Phase]] = {
     PeerConnected: _ANY,
     ChainOpened: _ANY,
     ChainFunded: _ANY,
+    ChainWithdrawn: _ANY,
     ChainDisputeRecorded: _ANY,
     ChainConcluded: _ANY,
     ChainTime: _ANY,
@@ -175,7 +177,7 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
             new, effects = ch, _resync(ch)
         case ChainOpened():
             new, effects = _on_opened(ch)
-        case ChainFunded():
+        case ChainFunded() | ChainWithdrawn():
             new, effects = _on_funded(ch, inp, key)
         case ChainDisputeRecorded():
             new, effects = _on_dispute(ch, inp)
@@ -184,7 +186,7 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
             effects = (*_fail_all(ch.pending, "channel concluded"), NotifyPhase(Phase.CLOSED))
         case ChainTime():
             new, effects = _on_time(replace(ch, now=max(ch.now, inp.timestamp)))
-    funds_moved = isinstance(inp, ChainFunded | ActionWithdraw) or (
+    funds_moved = isinstance(inp, ChainFunded | ChainWithdrawn | ActionWithdraw) or (
         isinstance(inp, ReceiveMessage) and isinstance(inp.message, m.WithdrawRequest | m.WithdrawAccept)
     )
     check_invariants(new, every_state=funds_moved)
@@ -547,23 +549,19 @@ def _on_opened(ch: Channel) -> Result:
     return new, tuple(effects)
 
 
-def _on_funded(ch: Channel, inp: ChainFunded, key: PrivateKey) -> Result:
+def _on_funded(ch: Channel, inp: ChainFunded | ChainWithdrawn, key: PrivateKey) -> Result:
     if inp.asset not in ch.assets:
         return ch, ()
     i = ch.assets.index(inp.asset)
     pair = list(ch.funded[i])
     pair[inp.participant] = inp.funded
     funded = (*ch.funded[:i], (pair[0], pair[1]), *ch.funded[i + 1 :])
-    # a withdrawal seen on chain no longer needs holding back
-    ws = ch.withdrawals
-    if inp.funded < ch.funded[i][inp.participant]:
-        gone = ch.funded[i][inp.participant] - inp.funded
-        for j, p in enumerate(ws):
-            w = p.withdrawal
-            if (w.participant, w.asset, w.amount) == (inp.participant, inp.asset, gone):
-                ws = (*ws[:j], *ws[j + 1 :])
-                break
-    new = replace(ch, funded=funded, withdrawals=ws, opened=True)
+    new = replace(ch, funded=funded, opened=True)
+    if isinstance(inp, ChainWithdrawn):  # exactly this withdrawal is done: stop holding it back
+        ws = tuple(
+            p for p in ch.withdrawals if (p.withdrawal.participant, p.withdrawal.nonce) != (inp.participant, inp.nonce)
+        )
+        new = replace(new, withdrawals=ws)
     if new.phase is Phase.FUNDING and new.fully_funded() and not new.pending:
         assert new.latest is not None
         return _propose(new, replace(new.latest.state, version=1), Kind.POSTFUND, (), key)

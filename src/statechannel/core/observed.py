@@ -44,6 +44,8 @@ class ChainObservedWithdrawal:
     participant: int
     amount: int
     funded: int
+    nonce: int
+    """The signed withdrawal's nonce: names exactly which withdrawal was carried out."""
 
 
 @dataclass(frozen=True, slots=True)

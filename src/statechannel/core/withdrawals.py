@@ -20,9 +20,9 @@ Result = tuple[Channel, tuple[Effect, ...]]
 def withdraw(ch: Channel, action: ActionWithdraw, key: PrivateKey) -> Result:
     if action.asset not in ch.assets:
         raise LocalError(Reason.BAD_ASSETS, "asset is not in this channel")
-    if action.amount > ch.my_balance(action.asset):
+    if action.amount > ch.lowest_balance(ch.me, action.asset):
         raise LocalError(Reason.INSUFFICIENT_FUNDS, "withdrawal exceeds this side's balance")
-    nonce = (ch.latest.state.version if ch.latest else 0) << 16 | (ch.withdraw_nonce & 0xFFFF)
+    nonce = (ch.latest.state.version if ch.latest else 0) << 64 | ch.withdraw_nonce
     w = Withdrawal(ch.channel_id, ch.me, action.asset, action.amount, nonce)
     sig = key.sign_digest(withdrawal_digest(ch.domain, w))
     pw = PendingWithdrawal(w, sig if ch.me == 0 else None, sig if ch.me == 1 else None)
@@ -48,10 +48,10 @@ def on_request(ch: Channel, msg: m.WithdrawRequest, key: PrivateKey) -> Result:
             raise RemoteError(Reason.ILLEGAL_MOVE, "reused withdrawal nonce")
     if msg.asset not in ch.assets:
         raise RemoteError(Reason.ILLEGAL_MOVE, "asset is not in this channel")
-    # the peer must afford it under the latest state and everything it has in flight to us
-    for state in (ch.head,):
-        if ch.balances(state)[ch.assets.index(w.asset)][ch.peer] < w.amount:
-            raise RemoteError(Reason.INSUFFICIENT_FUNDS, "withdrawal exceeds the peer's balance")
+    # the peer must afford it under every state that may still end up signed: our proposals
+    # in flight pay it, but until it countersigns them they must not count
+    if ch.lowest_balance(ch.peer, w.asset) < w.amount:
+        raise RemoteError(Reason.INSUFFICIENT_FUNDS, "withdrawal exceeds the peer's balance")
     theirs = m.signature(msg.sig)
     d = withdrawal_digest(ch.domain, w)
     if recover(d, theirs) != ch.peer_address:

@@ -23,6 +23,7 @@ from statechannel.core.io import (
     ChainDisputeRecorded,
     ChainFunded,
     ChainOpened,
+    ChainWithdrawn,
     Input,
     SubmitTxChallenge,
     SubmitTxClose,
@@ -173,7 +174,7 @@ def to_inputs(event: ChainObserved) -> tuple[bytes, list[Input]] | None:
         case ChainObservedDeposit():
             return event.channel_id, [ChainFunded(event.asset, event.participant, event.funded)]
         case ChainObservedWithdrawal():
-            return event.channel_id, [ChainFunded(event.asset, event.participant, event.funded)]
+            return event.channel_id, [ChainWithdrawn(event.asset, event.participant, event.funded, event.nonce)]
         case ChainObservedClose():
             record = ChainDisputeRecorded(
                 event.version, event.finalizes_at, event.funded_a, event.funded_b, event.state_hash

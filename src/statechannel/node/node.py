@@ -506,9 +506,9 @@ class Node:
                 if mark.number != since:
                     await self.store.save_checkpoint(Checkpoint(mark.number, mark.hash))
                     since = mark.number
+                failures = 0
             except asyncio.CancelledError:
                 raise
-                failures = 0
             except Exception as exc:  # the chain is unreachable or misbehaving: keep trying, quietly
                 failures += 1
                 if failures == 1 or failures % 50 == 0:

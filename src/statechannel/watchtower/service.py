@@ -268,6 +268,7 @@ class Tower:
     async def _challenge(self, ch: WatchedChannel) -> None:
         cid = ch.channel_id
         loop = asyncio.get_running_loop()
+        started_from = ch.dispute
         try:
             for attempt in range(SEND_RETRIES):
                 assert ch.latest is not None and ch.dispute is not None
@@ -320,6 +321,12 @@ class Tower:
             self._finish(cid, "failed", str(exc))
         finally:
             self._inflight.pop(cid, None)
+            # a Closed/Challenged event applied while we were busy was skipped by _consider:
+            # if the record moved (say the cheater challenged with its own newer stale state),
+            # answer the new record now rather than wait for an event that already passed
+            fresh = self.store.get(cid)
+            if fresh is not None and fresh.dispute is not None and fresh.dispute != started_from:
+                self._consider(fresh)
 
     def _note_sent(self, cid: bytes, tx: SentTx) -> None:
         current = self.challenges.get(cid)
