@@ -56,6 +56,25 @@ def pay_one_by_one(node: Daemon, cid: str, amount: int, count: int, outcome: dic
                 return
 
 
+def pay_through_a_kill(payer: Daemon, victim: Daemon, restart: tuple[Any, ...], cid: str, amount: int) -> Daemon:
+    """Stream COUNT payments from `payer`; SIGKILL `victim` a quarter of the way in and restart
+    it; every payment must end up sent exactly once. Returns the restarted victim."""
+    outcome: dict[str, Any] = {}
+    stream = threading.Thread(target=pay_one_by_one, args=(payer, cid, amount, COUNT, outcome))
+    stream.start()
+    wait_until("a quarter of the stream", lambda: outcome.get("sent", 0) >= COUNT // 4, 120)
+    victim.proc.send_signal(signal.SIGKILL)
+    at_kill = outcome["sent"]
+    victim.proc.wait(10)
+    (victim.data_dir / "node.json").unlink(missing_ok=True)
+    revived = start_daemon(*restart)
+    stream.join(300)
+    assert not stream.is_alive()
+    assert outcome["sent"] == COUNT, outcome
+    assert at_kill < COUNT, "the kill came after the stream ended"
+    return revived
+
+
 def wait_until(what: str, check: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -90,39 +109,13 @@ def test_two_processes_pay_survive_a_kill_and_settle_exactly(tmp_path: Path, anv
         cli_json("channel", "deposit", cid, "eth", str(DEPOSIT), *db)
         wait_until("B's deposit seen by A", lambda: channel_view(a, cid)["balances"][0]["peer_funded"] == str(DEPOSIT))
 
-        # A pays 1,000 times, one request at a time like a metered client; B is killed with
-        # SIGKILL mid-stream and restarted. Requests in flight at the kill complete after the
-        # restart; requests made while B is down are refused (peer unreachable) and retried.
-        # Nothing may be lost or paid twice.
-        outcome: dict[str, Any] = {}
-        stream = threading.Thread(target=pay_one_by_one, args=(a, cid, PAY_A, COUNT, outcome))
-        stream.start()
-        wait_until("a quarter of the stream", lambda: outcome.get("sent", 0) >= COUNT // 4, 120)
-        b.proc.send_signal(signal.SIGKILL)
-        at_kill = outcome["sent"]
-        b.proc.wait(10)
-        (b.data_dir / "node.json").unlink(missing_ok=True)
-        b = start_daemon(*b_args)
-        stream.join(300)
-        assert not stream.is_alive()
-        assert outcome["sent"] == COUNT, outcome
-        assert at_kill < COUNT, "the kill came after the stream ended"
-
-        # B pays 1,000 times the same way while A, the side that dialled, is killed and
-        # restarted: it must find B again from its peer book, then resync
-        outcome = {}
-        stream = threading.Thread(target=pay_one_by_one, args=(b, cid, PAY_B, COUNT, outcome))
-        stream.start()
-        wait_until("a quarter of the stream back", lambda: outcome.get("sent", 0) >= COUNT // 4, 120)
-        a.proc.send_signal(signal.SIGKILL)
-        at_kill = outcome["sent"]
-        a.proc.wait(10)
-        (a.data_dir / "node.json").unlink(missing_ok=True)
-        a = start_daemon(*a_args)
-        stream.join(300)
-        assert not stream.is_alive()
-        assert outcome["sent"] == COUNT, outcome
-        assert at_kill < COUNT, "the kill came after the stream ended"
+        # A pays 1,000 times, one request at a time like a metered client, while B is killed
+        # with SIGKILL and restarted; then B pays A the same way while A, the side that
+        # dialled, is killed and restarted (it must find B again from its peer book).
+        # Requests in flight at a kill complete after the restart; requests made while the
+        # peer is down are refused (peer unreachable) and retried. Nothing is lost or paid twice.
+        b = pay_through_a_kill(payer=a, victim=b, restart=b_args, cid=cid, amount=PAY_A)
+        a = pay_through_a_kill(payer=b, victim=a, restart=a_args, cid=cid, amount=PAY_B)
         wait_until("both agree", lambda: channel_view(a, cid)["version"] == channel_view(b, cid)["version"])
 
         view_a, view_b = channel_view(a, cid), channel_view(b, cid)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -18,6 +21,7 @@ from statechannel.chain.base import Chain
 
 if TYPE_CHECKING:
     from statechannel.api.client import ApiClient
+    from statechannel.core.crypto import PrivateKey
 
 TARGETS = {"open_with_deposit": 46_000, "deposit": 29_000, "cooperative_close": 60_000}
 PASSWORD_ENV = "STATECHANNEL_PASSWORD"  # noqa: S105 (the variable's name, not a password)
@@ -156,3 +160,29 @@ def kv_table(title: str, rows: dict[str, Any]) -> None:
     for k, v in rows.items():
         table.add_row(k, "-" if v is None else str(v))
     Console().print(table)
+
+
+def unlock_key(keystore: str, password_file: str | None) -> PrivateKey:
+    """The key in `keystore`, or a one-line failure (no file, wrong password)."""
+    from statechannel.core.errors import LocalError
+    from statechannel.node.keys import load_keystore
+
+    path = Path(keystore).expanduser()
+    if not path.is_file():
+        raise fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
+    password = ask_password(password_file, confirm=False)
+    try:
+        return load_keystore(path, password)
+    except LocalError as exc:
+        raise fail(exc.detail) from None
+
+
+def run_foreground(main: Coroutine[Any, Any, None], errors: tuple[type[Exception], ...], log_level: str) -> None:
+    """Run a daemon in this process until it stops; its own errors become one line."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(main)
+    except errors as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        sys.exit(130)

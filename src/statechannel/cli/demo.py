@@ -9,7 +9,7 @@ import sys
 import click
 from rich.console import Console
 
-from statechannel.cli.common import ask_password, fail, make_chain
+from statechannel.cli.common import fail, make_chain, unlock_key
 
 
 @click.command()
@@ -41,16 +41,14 @@ def demo(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def deploy(rpc: str, keystore: str, password_file: str | None, token_symbol: str | None, as_json: bool) -> None:
     """Deploy the adjudicator (and optionally a test token) on a chain; print their addresses."""
-    from pathlib import Path
 
     from statechannel.chain.adjudicator import Adjudicator, Token
     from statechannel.chain.base import ChainError
     from statechannel.core.errors import LocalError
     from statechannel.core.types import to_checksum
-    from statechannel.node.keys import load_keystore
 
     try:
-        key = load_keystore(Path(keystore), ask_password(password_file, confirm=False))
+        key = unlock_key(keystore, password_file)
         chain = make_chain(rpc)
         adj, receipt = Adjudicator.deploy(chain, key)
         out = {"adjudicator": to_checksum(adj.address), "chain_id": chain.chain_id, "gas": receipt.gas_used}

@@ -21,6 +21,8 @@ from statechannel.cli.common import (
     kv_table,
     node_api,
     out,
+    run_foreground,
+    unlock_key,
 )
 
 # ------------------------------------------------------------------ node
@@ -63,13 +65,10 @@ def node_start(
     tower_policy: str,
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
-    import asyncio
-    import logging
 
     from statechannel.core.errors import LocalError
     from statechannel.core.types import address_from_hex
     from statechannel.daemon import DaemonConfig, DaemonError, parse_hostport, run
-    from statechannel.node.keys import load_keystore
     from statechannel.node.towerstate import TowerPolicy, tower_url
 
     try:
@@ -85,20 +84,8 @@ def node_start(
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
-    if not Path(keystore).expanduser().is_file():
-        raise fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
-    password = ask_password(password_file, confirm=False)
-    try:
-        key = load_keystore(Path(keystore).expanduser(), password)
-    except LocalError as exc:
-        raise fail(exc.detail) from None
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(run(config, key))
-    except DaemonError as exc:
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:  # a second Ctrl-C while stopping
-        sys.exit(130)
+    key = unlock_key(keystore, password_file)
+    run_foreground(run(config, key), (DaemonError,), log_level)
 
 
 @node.command("info")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,10 +13,11 @@ if TYPE_CHECKING:
 
 from statechannel.cli.common import (
     PASSWORD_ENV,
-    ask_password,
     fail,
     kv_table,
     out,
+    run_foreground,
+    unlock_key,
 )
 
 # ------------------------------------------------------------------ watchtower
@@ -56,13 +56,10 @@ def watchtower_start(
     log_level: str,
 ) -> None:
     """Run the watchtower in the foreground until Ctrl-C or SIGTERM."""
-    import asyncio
-    import logging
 
     from statechannel.core.errors import LocalError
     from statechannel.core.types import address_from_hex
     from statechannel.daemon import parse_hostport
-    from statechannel.node.keys import load_keystore
     from statechannel.watchtower.daemon import TowerConfig, TowerDaemonError, run
 
     try:
@@ -78,20 +75,8 @@ def watchtower_start(
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
-    if not Path(keystore).expanduser().is_file():
-        raise fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
-    password = ask_password(password_file, confirm=False)
-    try:
-        key = load_keystore(Path(keystore).expanduser(), password)
-    except LocalError as exc:
-        raise fail(exc.detail) from None
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(run(config, key))
-    except TowerDaemonError as exc:
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        sys.exit(130)
+    key = unlock_key(keystore, password_file)
+    run_foreground(run(config, key), (TowerDaemonError,), log_level)
 
 
 @watchtower.command("info")
