@@ -1,12 +1,14 @@
 """Trades per second on one channel: two nodes in this process, a channel of ether and the test token,
-one maker quote, and a stream of takes, each its own swap both sign (nothing is coalesced).
+one maker quote, and a stream of takes. Each take is its own fill at the quote's exact price; takes made
+together share swap updates (up to MAX_TAKES to one), so `updates_per_trade` is reported beside the rate.
 
     python bench/trading.py --json [--quick] [--transport tcp|memory] [--store sqlite|memory]
 
 Both nodes share one process, so one core's worth of Python: figures are a floor for two processes.
 
 - take round trip: one take, unloaded, from take() to the fill (the maker's countersignature);
-- trades/s: takes kept up to the pipeline's depth in flight, each one update.
+- trades/s: a taker keeping `--window` takes outstanding (it takes again as each fill arrives);
+  `--window 1` is one take per update, no batching at all.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import json
 import statistics
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from statechannel.chain.adjudicator import Adjudicator, Token
 from statechannel.chain.embedded import EmbeddedChain
-from statechannel.core.channel import MAX_IN_FLIGHT, Phase
+from statechannel.core.channel import Phase
 from statechannel.core.types import ETH
 from statechannel.gasreport import parties
 from statechannel.net.base import Transport
@@ -74,7 +77,7 @@ async def setup(tmp: Path, transport: str, store: str) -> tuple[Node, Node, byte
     return a, b, cid, token.address
 
 
-async def main(quick: bool, transport: str, store: str) -> dict[str, Any]:
+async def main(quick: bool, transport: str, store: str, window: int) -> dict[str, Any]:
     n_rt, n_trades = (100, 2_000) if quick else (500, 10_000)
     with tempfile.TemporaryDirectory() as tmp:
         a, b, cid, token = await setup(Path(tmp), transport, store)
@@ -96,17 +99,18 @@ async def main(quick: bool, transport: str, store: str) -> dict[str, Any]:
                 samples.append((time.perf_counter() - t) * 1000)
             samples.sort()
             v0 = b.channel(cid).latest.state.version  # type: ignore[union-attr]
-            in_flight: list[asyncio.Future[Fill]] = []
+            in_flight: deque[asyncio.Future[Fill]] = deque()
             t = time.perf_counter()
             for _ in range(n_trades):
-                if len(in_flight) >= MAX_IN_FLIGHT:
-                    await in_flight.pop(0)
+                if len(in_flight) >= window:
+                    await in_flight.popleft()
                 in_flight.append(b.take(cid, qid, 1))
             await asyncio.gather(*in_flight)
             dt = time.perf_counter() - t
             v1 = b.channel(cid).latest.state.version  # type: ignore[union-attr]
             return {
                 "setup": f"two nodes in one process, {transport} transport, {store} store, ether + ERC-20 channel",
+                "window": window,
                 "take_round_trip_p50_ms": round(statistics.median(samples), 3),
                 "take_round_trip_p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
                 "trades": n_trades,
@@ -127,6 +131,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--transport", choices=["tcp", "memory"], default="tcp")
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument("--window", type=int, default=2048, help="takes outstanding at once")
     args = parser.parse_args()
-    result = asyncio.run(main(args.quick, args.transport, args.store))
+    result = asyncio.run(main(args.quick, args.transport, args.store, args.window))
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:28} {v}" for k, v in result.items()))

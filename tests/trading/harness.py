@@ -15,6 +15,7 @@ from eth_hash.auto import keccak
 from statechannel.core import messages as m
 from statechannel.core import swaps
 from statechannel.core.crypto import PrivateKey, Signature
+from statechannel.core.errors import LocalError
 from statechannel.core.io import (
     ActionPay,
     ActionTake,
@@ -147,9 +148,29 @@ class AssetPair(Pair):
         """Propose a take (raises, changing nothing, if the taker's own checks refuse it)."""
         self.counter += 1
         swap = Swap(q, sig, base_amount, f"take{self.counter}")
-        self.feed(self.party(taker), ActionTake(swap, self.clock))
+        self.feed(self.party(taker), ActionTake((swap,), self.clock))
         self.ledgers[taker].taken[swap.take_id] = swap
         return swap
+
+    def take_many(self, taker: int, offers: list[tuple[Quote, Signature, int]]) -> list[Swap]:
+        """Propose several takes in one update, as the node's swap desk does: a take the taker's own checks
+        refuse is left out (it names it by index) and the rest go ahead. Raises if the whole batch is
+        refused (a full pipeline); returns the takes proposed."""
+        batch = []
+        for q, sig, amount in offers:
+            self.counter += 1
+            batch.append(Swap(q, sig, amount, f"take{self.counter}"))
+        while batch:
+            try:
+                self.feed(self.party(taker), ActionTake(tuple(batch), self.clock))
+                break
+            except LocalError as exc:
+                if exc.take is None:
+                    raise
+                del batch[exc.take]
+        for swap in batch:
+            self.ledgers[taker].taken[swap.take_id] = swap
+        return batch
 
     def balances(self, i: int) -> dict[bytes, int]:
         ch = self.party(i).ch

@@ -69,7 +69,7 @@ class Forger:
             transfers = swap_transfers(latest.state, swap, maker=0)
         fields: dict[str, object] = {"version": latest.state.version + 1, "transfers": transfers, **state}
         new = replace(latest.state, **fields)  # type: ignore[arg-type]
-        msg = m.ProposeSwap.of(new, b.key.sign_digest(b.ch.digest(new)), 77, swap)
+        msg = m.ProposeSwap.of(new, b.key.sign_digest(b.ch.digest(new)), 77, (swap,))
         ch, effects = receive(pair.a.ch, m.decode(m.encode(msg)), pair.a.key, pair.clock)
         if isinstance(effects[0], SendMessage) and isinstance(effects[0].message, m.Reject):
             assert ch == pair.a.ch, "a refusal changes nothing"
@@ -282,7 +282,7 @@ def test_a_channel_with_swaps_in_flight_survives_its_stored_form() -> None:
     pair.take(1, q, sig, 2)
     for party in (pair.a, pair.b):
         assert decode_channel(encode_channel(party.ch)) == party.ch
-    assert pair.b.ch.pending[0].swap is not None
+    assert pair.b.ch.pending[0].swaps
 
 
 def test_a_stranger_cannot_take_with_a_quote_of_another_maker() -> None:

@@ -4,6 +4,7 @@ whose payouts of both assets are exactly what the fills say, and a burst of take
 from __future__ import annotations
 
 import asyncio
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from statechannel.apps.trading import Trader
 from statechannel.chain.adjudicator import Status
-from statechannel.core.channel import Phase
+from statechannel.core.channel import MAX_TAKES, Phase
 from statechannel.core.errors import LocalError, Reason
 from statechannel.core.types import ETH
 from statechannel.node.node import Node, NodeEvent
@@ -105,7 +106,10 @@ def test_a_burst_of_1000_takes_on_one_quote_then_oversize_is_refused(tmp_path: P
         payments = [b.pay_nowait(cid, ETH, 1) for _ in range(50)]
         fills: list[Fill] = await asyncio.gather(*(b.take(cid, sq.quote.quote_id, 1) for _ in range(1_000)))
         sent = await asyncio.gather(*payments)
-        assert len({f.version for f in fills}) == 1_000
+        # takes of one turn of the loop share updates, MAX_TAKES to one; each is still its own fill
+        assert len({f.version for f in fills}) == math.ceil(1_000 / MAX_TAKES)
+        assert len({f.take_id for f in fills}) == 1_000
+        assert {(f.base_amount, f.quote_amount, f.bought) for f in fills} == {(1, 3, True)}
         assert not {f.version for f in fills} & {p.version for p in sent}
         with pytest.raises(TakeRefused) as refused:
             await b.take(cid, sq.quote.quote_id, 1)
@@ -149,3 +153,24 @@ def test_swaps_over_tcp(tmp_path: Path) -> None:
         assert b.swaps.my_quotes(cid)[0][1] == 400
 
     run(tmp_path, scenario, tcp=True)
+
+
+def test_a_burst_beyond_the_takers_funds_fills_what_it_can_and_refuses_the_rest(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        a, b, token = w.a, w.b, w.token.address
+        cid = await open_two_assets(w, eth=(5 * 10**18, 1_000), tokens=(10**21, 7))
+        sq = await a.send_quote(cid, token, ETH, maker_sells=True, base_unit=1, quote_unit=100, size=10**6)
+        await quote_seen(b, cid, sq)
+        # B holds 1,000 wei: ten takes at 100 wei fit, the next five do not; all go in one turn of the loop
+        results = await asyncio.gather(*(b.take(cid, sq.quote.quote_id, 1) for _ in range(15)), return_exceptions=True)
+        fills = [r for r in results if isinstance(r, Fill)]
+        refused = [r for r in results if not isinstance(r, Fill)]
+        assert len(fills) == 10 and len({f.version for f in fills}) == 1
+        assert all(isinstance(r, LocalError) and r.reason is Reason.INSUFFICIENT_FUNDS for r in refused)
+        assert len(refused) == 5
+        await b.idle(cid)
+        ch = b.channel(cid)
+        assert ch.my_balance(ETH) == 0 and ch.my_balance(token) == 17
+        assert a.swaps.my_quotes(cid)[0][1] == 10
+
+    run(tmp_path, scenario)

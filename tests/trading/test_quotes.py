@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import msgspec
 import pytest
 from eth_account.messages import _hash_eip191_message, encode_typed_data
 from hypothesis import given
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from statechannel.core import messages as m
 from statechannel.core.crypto import PrivateKey, recover
 from statechannel.core.errors import LocalError, Reason, RemoteError
-from statechannel.core.quotes import UINT64_MAX, Quote, Swap, quote_digest, sign_quote, swap_transfers
+from statechannel.core.quotes import MAX_TAKES, UINT64_MAX, Quote, Swap, quote_digest, sign_quote, swap_transfers
 from statechannel.core.types import ETH, Domain, State, to_checksum
 from tests.trading.harness import TOKEN
 
@@ -153,10 +154,23 @@ def test_wire_round_trip_and_malformed_quotes() -> None:
     assert isinstance(back, m.QuoteOffer) and back.quote.to_quote() == QUOTE and back.channel_id == CID
     state = State(CID, 2, (ETH, TOKEN), (-7, 3))
     swap = Swap(QUOTE, sig, 3)
-    msg = m.ProposeSwap.of(state, sig, 9, swap)
+    other = Quote(CID, 8, TOKEN, ETH, False, 1, 2, 50, 1_000)
+    other_sig = sign_quote(Domain(31337, b"\xad" * 20), other, key)
+    takes = (swap, Swap(other, other_sig, 4), Swap(QUOTE, sig, 5))
+    msg = m.ProposeSwap.of(state, sig, 9, takes)
+    assert len(msg.quotes) == 2 and [t.quote for t in msg.takes] == [0, 1, 0]  # each quote travels once
     back_swap = m.decode(m.encode(msg))
     assert isinstance(back_swap, m.ProposeSwap)
-    assert back_swap.to_swap() == swap and back_swap.state.to_state() == state and back_swap.pid == 9
+    assert back_swap.to_swaps() == takes and back_swap.state.to_state() == state and back_swap.pid == 9
+    for broken in (
+        msgspec.structs.replace(msg, takes=[]),
+        msgspec.structs.replace(msg, takes=[m.WireTake(2, m.u256(1))]),
+        msgspec.structs.replace(msg, takes=msg.takes * (MAX_TAKES // 3 + 1)),
+        msgspec.structs.replace(msg, quote_sigs=msg.quote_sigs[:1]),
+    ):
+        with pytest.raises(RemoteError) as err:
+            broken.to_swaps()
+        assert err.value.reason is Reason.BAD_MESSAGE
     bad = m.WireQuote.of(QUOTE)
     with pytest.raises(RemoteError) as err:
         m.WireQuote(bad.channel_id, 1, ETH, ETH, True, m.u256(1), m.u256(1), m.u256(1), 5).to_quote()

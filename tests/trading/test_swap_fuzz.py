@@ -72,6 +72,25 @@ class TwoAssets(RuleBasedStateMachine):
         except LocalError as exc:
             assert exc.reason in LOCAL_REFUSALS, exc
 
+    @precondition(lambda self: self.quotes[0] or self.quotes[1])
+    @rule(
+        taker=st.integers(0, 1),
+        picks=st.lists(st.tuples(st.integers(0, 1000), st.integers(1, 12), st.integers(0, 9)), min_size=2, max_size=6),
+    )
+    def take_many(self, taker: int, picks: list[tuple[int, int, int]]) -> None:
+        """Several takes in one update, of one quote or several: each fills whole or is refused alone."""
+        offers = self.quotes[1 - taker]
+        if not offers:
+            return
+        batch = []
+        for pick, lots, odd in picks:
+            q, sig = offers[-1 - pick % len(offers)]
+            batch.append((q, sig, lots * q.base_unit + (1 if odd == 0 else 0)))
+        try:
+            self.pair.take_many(taker, batch)
+        except LocalError as exc:
+            assert exc.reason is Reason.PIPELINE_FULL, exc
+
     @rule(ms=st.integers(1, 200))
     def tick(self, ms: int) -> None:
         self.pair.clock += ms

@@ -10,10 +10,11 @@ from statechannel.core.crypto import Signature, recover
 from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.io import Payment, SignedState
-from statechannel.core.quotes import QuoteFill, Swap
+from statechannel.core.quotes import MAX_TAKES, QuoteFill, Swap
 from statechannel.core.types import ChannelParams, Domain, State, Withdrawal
 
 MAX_IN_FLIGHT = 64
+__all__ = ["MAX_IN_FLIGHT", "MAX_TAKES", "Channel", "Dispute", "Kind", "PendingWithdrawal", "Phase", "Proposal"]
 
 
 class Phase(StrEnum):
@@ -41,8 +42,8 @@ class Proposal:
     kind: Kind
     pid: int
     payments: tuple[Payment, ...] = ()
-    swap: Swap | None = None
-    """Set on a swap proposal (never beside payments: one take, one update)."""
+    swaps: tuple[Swap, ...] = ()
+    """Set on a swap proposal, never beside payments: the takes it carries, applied in order."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,10 +37,12 @@ class Reason(StrEnum):
 class StatechannelError(Exception):
     """Base of every error this package raises on purpose."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, *, take: int | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.take = take
+        """In a batch of takes: the index of the one to blame, so the others can go ahead without it."""
 
 
 class LocalError(StatechannelError):

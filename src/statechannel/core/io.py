@@ -60,10 +60,12 @@ class ReceiveMessage:
 
 @dataclass(frozen=True, slots=True)
 class ActionTake:
-    """Take the peer's quote. `now_ms` is the caller's clock, so an offer it knows has expired is refused
-    before it costs a round trip (the maker checks again by its own clock)."""
+    """Take the peer's quotes: `takes` (at most MAX_TAKES) go in one update, each filled whole or refused
+    on its own. `now_ms` is the caller's clock, so an offer it knows has expired is refused before it costs
+    a round trip (the maker checks again by its own clock). One take the taker's own checks refuse makes
+    the whole action raise, naming it by index (`LocalError.take`), and nothing changes."""
 
-    swap: Swap
+    takes: tuple[Swap, ...]
     now_ms: int
 
 

@@ -18,6 +18,7 @@ from statechannel.core import messages as m
 from statechannel.core import swaps, withdrawals
 from statechannel.core.channel import (
     MAX_IN_FLIGHT,
+    MAX_TAKES,
     Channel,
     Dispute,
     Kind,
@@ -157,7 +158,7 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
         case ActionPay():
             new, effects = _pay(ch, inp.payments, key)
         case ActionTake():
-            new, effects = _take(ch, inp.swap, inp.now_ms, key)
+            new, effects = _take(ch, inp.takes, inp.now_ms, key)
         case ActionCloseCooperative():
             new, effects = _propose(
                 ch, replace(ch.head, version=ch.head.version + 1, is_final=True), Kind.FINAL, (), key
@@ -219,19 +220,19 @@ def check_invariants(ch: Channel, every_state: bool = True) -> None:
 
 
 def _propose(
-    ch: Channel, state: State, kind: Kind, payments: tuple[Payment, ...], key: PrivateKey, swap: Swap | None = None
+    ch: Channel, state: State, kind: Kind, payments: tuple[Payment, ...], key: PrivateKey, takes: tuple[Swap, ...] = ()
 ) -> Result:
     if len(ch.pending) >= MAX_IN_FLIGHT:
         raise LocalError(Reason.PIPELINE_FULL, f"{MAX_IN_FLIGHT} updates already in flight")
     sig = key.sign_digest(ch.digest(state))
-    proposal = Proposal(state, sig, kind, ch.next_pid, payments, swap)
+    proposal = Proposal(state, sig, kind, ch.next_pid, payments, takes)
     new = replace(ch, pending=(*ch.pending, proposal), next_pid=ch.next_pid + 1)
     return new, (SendMessage(_wire(proposal)),)
 
 
 def _wire(p: Proposal) -> m.Message:
-    if p.swap is not None:
-        return m.ProposeSwap.of(p.state, p.sig, p.pid, p.swap)
+    if p.swaps:
+        return m.ProposeSwap.of(p.state, p.sig, p.pid, p.swaps)
     return m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid)
 
 
@@ -257,13 +258,34 @@ def _pay(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey) -> Result:
     return _propose(ch, _apply_payments(ch, ch.head, payments), Kind.PAY, payments, key)
 
 
-def _take(ch: Channel, swap: Swap, now_ms: int | None, key: PrivateKey) -> Result:
-    return _propose(ch, swaps.build_take(ch, swap, now_ms), Kind.SWAP, (), key, swap)
+def _take(ch: Channel, takes: tuple[Swap, ...], now_ms: int | None, key: PrivateKey) -> Result:
+    return _propose(ch, swaps.build_takes(ch, takes, now_ms), Kind.SWAP, (), key, takes)
+
+
+def _retake(ch: Channel, takes: tuple[Swap, ...], key: PrivateKey) -> Result:
+    """Propose takes again after a rollback, MAX_TAKES to an update; a take that no longer passes the
+    taker's checks fails alone and the others go ahead."""
+    effects: list[Effect] = []
+    for start in range(0, len(takes), MAX_TAKES):
+        batch = takes[start : start + MAX_TAKES]
+        while batch:
+            try:
+                ch, proposed = _take(ch, batch, None, key)
+            except LocalError as exc:
+                if exc.take is None:
+                    effects.extend(_fail_takes(batch, exc.reason))
+                    break
+                effects.extend(_fail_takes(batch[exc.take : exc.take + 1], exc.reason))
+                batch = batch[: exc.take] + batch[exc.take + 1 :]
+            else:
+                effects.extend(proposed)
+                break
+    return ch, tuple(effects)
 
 
 def _rebase(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey, takes: tuple[Swap, ...] = ()) -> Result:
-    """Propose dropped payments (in one update) and takes (one each) again on the current head; fail
-    those that no longer fit."""
+    """Propose dropped payments (in one update) and takes again on the current head; fail those that no
+    longer fit."""
     if ch.phase is not Phase.OPEN:
         return ch, (*_fail(payments, "channel no longer open"), *_fail_takes(takes, "channel no longer open"))
     effects: list[Effect] = []
@@ -273,12 +295,9 @@ def _rebase(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey, takes: 
             effects.extend(proposed)
         except LocalError as exc:
             effects.extend(_fail(payments, exc.reason))
-    for swap in takes:
-        try:
-            ch, more = _take(ch, swap, None, key)
-            effects.extend(more)
-        except LocalError as exc:
-            effects.extend(_fail_takes((swap,), exc.reason))
+    if takes:
+        ch, more = _retake(ch, takes, key)
+        effects.extend(more)
     return ch, tuple(effects)
 
 
@@ -291,7 +310,7 @@ def _fail_takes(takes: tuple[Swap, ...], reason: str) -> tuple[Effect, ...]:
 
 
 def _takes_of(pending: tuple[Proposal, ...]) -> tuple[Swap, ...]:
-    return tuple(p.swap for p in pending if p.swap is not None)
+    return tuple(swap for p in pending for swap in p.swaps)
 
 
 def _fail_all(pending: tuple[Proposal, ...], reason: str) -> tuple[Effect, ...]:
@@ -340,7 +359,8 @@ def receive(ch: Channel, msg: m.Message, key: PrivateKey, now_ms: int | None = N
     except (RemoteError, LocalError) as err:
         if not isinstance(msg, m.Propose | m.ProposeSwap):
             raise
-        reject = m.Reject(msg.state.channel_id, msg.state.version, msg.pid, str(err.reason), err.detail)
+        take = err.take if err.take is not None and isinstance(msg, m.ProposeSwap) else -1
+        reject = m.Reject(msg.state.channel_id, msg.state.version, msg.pid, str(err.reason), err.detail, take)
         return ch, (SendMessage(reject),)
 
 
@@ -348,14 +368,19 @@ def _on_swap(ch: Channel, inp: ReceiveSwap, key: PrivateKey) -> Result:
     msg = inp.message
     if msg.state.channel_id != ch.channel_id:
         raise RemoteError(Reason.WRONG_CHANNEL, "message is for another channel")
-    swap = msg.to_swap()
-    return _on_propose(ch, msg.state.to_state(), m.signature(msg.sig), msg.pid, key, (swap, inp.now_ms))
+    takes = msg.to_swaps()
+    return _on_propose(ch, msg.state.to_state(), m.signature(msg.sig), msg.pid, key, (takes, inp.now_ms))
 
 
 def _on_propose(
-    ch: Channel, state: State, sig: Signature, pid: int, key: PrivateKey, take: tuple[Swap, int] | None = None
+    ch: Channel,
+    state: State,
+    sig: Signature,
+    pid: int,
+    key: PrivateKey,
+    take: tuple[tuple[Swap, ...], int] | None = None,
 ) -> Result:
-    """`take`: the swap a ProposeSwap carries and the time it arrived."""
+    """`take`: the takes a ProposeSwap carries and the time it arrived."""
     if ch.latest is None:
         raise RemoteError(Reason.WRONG_PHASE, "no pre-fund state yet")
     latest = ch.latest.state
@@ -376,7 +401,7 @@ def _on_propose(
     if take is None:
         kind = _check_move(ch, latest, state)
     else:
-        kind, ch = Kind.SWAP, swaps.accept_take(ch, latest, state, *take)
+        kind, ch = Kind.SWAP, swaps.accept_takes(ch, latest, state, *take)
     mine = key.sign_digest(digest)
     new = replace(ch, latest=ch.signed(state, mine, sig))
     effects: list[Effect] = [SendMessage(m.Accept(ch.channel_id, state.version, mine.to_bytes()))]
@@ -386,7 +411,7 @@ def _on_propose(
         if t1 != t0
     )
     if take is not None:
-        effects.append(NotifyFilled(take[0], True, state.version))
+        effects.extend(NotifyFilled(swap, True, state.version) for swap in take[0])
     elif received:
         effects.append(NotifyReceived(received, state.version))
     if kind is Kind.POSTFUND:
@@ -447,8 +472,7 @@ def _on_accept(ch: Channel, msg: m.Accept) -> Result:
     effects: list[Effect] = []
     if head.payments:
         effects.append(NotifySent(head.payments, head.state.version))
-    if head.swap is not None:
-        effects.append(NotifyFilled(head.swap, False, head.state.version))
+    effects.extend(NotifyFilled(swap, False, head.state.version) for swap in head.swaps)
     if head.kind is Kind.POSTFUND:
         new = replace(new, phase=Phase.OPEN)
         effects.append(NotifyPhase(Phase.OPEN))
@@ -482,12 +506,16 @@ def _on_reject(ch: Channel, msg: m.Reject, key: PrivateKey) -> Result:
         effects.append(NotifyPhase(Phase.OPEN))
     retry = tuple(p for prop in later for p in prop.payments)
     retry_takes = _takes_of(later)
+    blamed = msg.take if rejected.swaps and 0 <= msg.take < len(rejected.swaps) else None
     if msg.reason == Reason.CONFLICT:  # lost a tie-break: nothing wrong with the payments
         retry = rejected.payments + retry
-        retry_takes = _takes_of((rejected,)) + retry_takes
+        retry_takes = rejected.swaps + retry_takes
+    elif blamed is not None:  # one take refused: the others in its update go ahead without it
+        effects.extend(_fail_takes(rejected.swaps[blamed : blamed + 1], msg.reason))
+        retry_takes = rejected.swaps[:blamed] + rejected.swaps[blamed + 1 :] + retry_takes
     else:
         effects.extend(_fail(rejected.payments, msg.reason))
-        effects.extend(_fail_takes(_takes_of((rejected,)), msg.reason))
+        effects.extend(_fail_takes(rejected.swaps, msg.reason))
     new, more = _rebase(new, retry, key, retry_takes)
     return new, (*effects, *more)
 
@@ -510,8 +538,7 @@ def _on_sync(ch: Channel, msg: m.Sync, key: PrivateKey) -> Result:
     for p in confirmed:
         if p.payments:
             effects.append(NotifySent(p.payments, p.state.version))
-        if p.swap is not None:
-            effects.append(NotifyFilled(p.swap, False, p.state.version))
+        effects.extend(NotifyFilled(swap, False, p.state.version) for swap in p.swaps)
         if p.kind is Kind.POSTFUND:
             new = replace(new, phase=Phase.OPEN)
             effects.append(NotifyPhase(Phase.OPEN))

@@ -10,7 +10,7 @@ import msgspec
 
 from statechannel.core.crypto import Signature
 from statechannel.core.errors import Reason, RemoteError, StatechannelError
-from statechannel.core.quotes import Quote, Swap
+from statechannel.core.quotes import MAX_TAKES, Quote, Swap
 from statechannel.core.types import State
 
 
@@ -99,6 +99,8 @@ class Reject(msgspec.Struct, frozen=True, array_like=True, tag="reject"):
     pid: int
     reason: str
     detail: str
+    take: int = -1
+    """For a swap proposal: the index of the take to blame, or -1 when the whole proposal is refused."""
 
 
 class Sync(msgspec.Struct, frozen=True, array_like=True, tag="sync"):
@@ -178,34 +180,57 @@ class QuoteOffer(msgspec.Struct, frozen=True, array_like=True, tag="quote"):
         return self.quote.channel_id
 
 
+class WireTake(msgspec.Struct, frozen=True, array_like=True):
+    quote: int
+    """Index into the proposal's quotes."""
+    base_amount: bytes
+
+
 class ProposeSwap(msgspec.Struct, frozen=True, array_like=True, tag="swap"):
-    """Taker to maker: a `Propose` whose state takes `base_amount` of the maker's signed quote. The
-    maker checks the state against the quote, not against the payment rules."""
+    """Taker to maker: a `Propose` whose state applies `takes`, in order, to the maker's signed quotes.
+    Each quote travels once however many takes name it. The maker checks the state against the quotes,
+    not against the payment rules."""
 
     state: WireState
     sig: bytes
     pid: int
-    quote: WireQuote
-    quote_sig: bytes
-    base_amount: bytes
+    quotes: list[WireQuote]
+    quote_sigs: list[bytes]
+    takes: list[WireTake]
 
     @property
     def channel_id(self) -> bytes:
         return self.state.channel_id
 
     @classmethod
-    def of(cls, state: State, sig: Signature, pid: int, swap: Swap) -> ProposeSwap:
-        return cls(
-            WireState.of(state),
-            sig.to_bytes(),
-            pid,
-            WireQuote.of(swap.quote),
-            swap.quote_sig.to_bytes(),
-            u256(swap.base_amount),
-        )
+    def of(cls, state: State, sig: Signature, pid: int, swaps: tuple[Swap, ...]) -> ProposeSwap:
+        index: dict[tuple[Quote, Signature], int] = {}
+        quotes: list[WireQuote] = []
+        sigs: list[bytes] = []
+        takes: list[WireTake] = []
+        for swap in swaps:
+            key = (swap.quote, swap.quote_sig)
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(quotes)
+                quotes.append(WireQuote.of(swap.quote))
+                sigs.append(swap.quote_sig.to_bytes())
+            takes.append(WireTake(i, u256(swap.base_amount)))
+        return cls(WireState.of(state), sig.to_bytes(), pid, quotes, sigs, takes)
 
-    def to_swap(self) -> Swap:
-        return Swap(self.quote.to_quote(), signature(self.quote_sig), from_u256(self.base_amount))
+    def to_swaps(self) -> tuple[Swap, ...]:
+        if not 0 < len(self.takes) <= MAX_TAKES:
+            raise RemoteError(Reason.BAD_MESSAGE, f"a swap proposal carries 1 to {MAX_TAKES} takes")
+        if not 0 < len(self.quotes) == len(self.quote_sigs) <= len(self.takes):
+            raise RemoteError(Reason.BAD_MESSAGE, "one signature per quote, and no quote without a take")
+        quotes = [(q.to_quote(), signature(s)) for q, s in zip(self.quotes, self.quote_sigs, strict=True)]
+        out = []
+        for t in self.takes:
+            if not 0 <= t.quote < len(quotes):
+                raise RemoteError(Reason.BAD_MESSAGE, f"take names quote {t.quote} of {len(quotes)}")
+            q, sig = quotes[t.quote]
+            out.append(Swap(q, sig, from_u256(t.base_amount)))
+        return tuple(out)
 
 
 Message = OpenRequest | Propose | Accept | Reject | Sync | WithdrawRequest | WithdrawAccept | QuoteOffer | ProposeSwap

@@ -24,6 +24,9 @@ QUOTE_TYPE = (
 )
 QUOTE_TYPEHASH = keccak(QUOTE_TYPE)
 UINT64_MAX = 2**64 - 1
+MAX_TAKES = 256
+"""Takes in one swap update: a burst of takes shares updates (each still fills whole, at its quote's
+exact price), which is how one channel carries thousands of trades a second."""
 MAX_QUOTE_AMOUNT = INT256_MAX
 """Units and sizes stay within what a transfer can carry, so no product of them can leave int256 unnoticed."""
 
@@ -145,6 +148,11 @@ class QuoteFill:
 def swap_transfers(state: State, swap: Swap, maker: int) -> tuple[int, ...]:
     """`state`'s transfers with the swap applied: the base moves from the seller to the buyer and the
     quote the other way. A transfer counts value moved from A (index 0) to B."""
+    return apply_swap(state.assets, state.transfers, swap, maker)
+
+
+def apply_swap(assets: tuple[bytes, ...], transfers: tuple[int, ...], swap: Swap, maker: int) -> tuple[int, ...]:
+    """`transfers` (one per asset of `assets`) with the swap applied, as in `swap_transfers`."""
     q = swap.quote
     taker = 1 - maker
     base_from, quote_from = (maker, taker) if q.maker_sells else (taker, maker)
@@ -152,7 +160,7 @@ def swap_transfers(state: State, swap: Swap, maker: int) -> tuple[int, ...]:
         q.base: swap.base_amount if base_from == 0 else -swap.base_amount,
         q.quote: swap.quote_amount if quote_from == 0 else -swap.quote_amount,
     }
-    missing = set(moves) - set(state.assets)
+    missing = set(moves) - set(assets)
     if missing:
         raise LocalError(Reason.BAD_ASSETS, f"asset 0x{min(missing).hex()} is not in this channel")
-    return tuple(t + moves.get(a, 0) for a, t in zip(state.assets, state.transfers, strict=True))
+    return tuple(t + moves.get(a, 0) for a, t in zip(assets, transfers, strict=True))

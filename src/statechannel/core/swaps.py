@@ -13,7 +13,7 @@ from dataclasses import replace
 from statechannel.core.channel import Channel, Phase
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.errors import LocalError, Reason, RemoteError
-from statechannel.core.quotes import Quote, QuoteFill, Swap, quote_signer, sign_quote, swap_transfers
+from statechannel.core.quotes import MAX_TAKES, Quote, QuoteFill, Swap, apply_swap, quote_signer, sign_quote
 from statechannel.core.types import State
 
 MAX_LIVE_QUOTES = 1024
@@ -55,9 +55,31 @@ def check_offer(ch: Channel, q: Quote, sig: Signature, now_ms: int) -> None:
         raise RemoteError(Reason.EXPIRED, f"quote {q.quote_id} arrived already expired")
 
 
-def build_take(ch: Channel, swap: Swap, now_ms: int | None) -> State:
-    """The taker's proposal, on its head. `now_ms` None: a take proposed again after a rollback, whose
-    expiry only the maker's clock decides now."""
+def _balances(ch: Channel, transfers: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """As `Channel.balances`, for transfers not yet in a state."""
+    return tuple(
+        (fa - ch.withdrawing(0, asset) - t, fb - ch.withdrawing(1, asset) + t)
+        for asset, (fa, fb), t in zip(ch.assets, ch.funded, transfers, strict=True)
+    )
+
+
+def build_takes(ch: Channel, takes: tuple[Swap, ...], now_ms: int | None) -> State:
+    """The taker's proposal of `takes`, applied in order on its head. `now_ms` None: takes proposed again
+    after a rollback, whose expiry only the maker's clock decides now. Raises LocalError naming the first
+    take its own checks refuse (`take` = its index)."""
+    if not 0 < len(takes) <= MAX_TAKES:
+        raise LocalError(Reason.BAD_PARAMS, f"a swap update carries 1 to {MAX_TAKES} takes, not {len(takes)}")
+    base = ch.head
+    transfers = base.transfers
+    for i, swap in enumerate(takes):
+        try:
+            transfers = _take_one(ch, transfers, swap, now_ms)
+        except LocalError as exc:
+            raise LocalError(exc.reason, f"take {i}: {exc.detail}", take=i) from exc
+    return State(base.channel_id, base.version + 1, base.assets, transfers, app_data=base.app_data)
+
+
+def _take_one(ch: Channel, transfers: tuple[int, ...], swap: Swap, now_ms: int | None) -> tuple[int, ...]:
     q = swap.quote
     if q.channel_id != ch.channel_id:
         raise LocalError(Reason.WRONG_CHANNEL, "quote is for another channel")
@@ -68,24 +90,40 @@ def build_take(ch: Channel, swap: Swap, now_ms: int | None) -> State:
     q.quote_amount(swap.base_amount)  # raises BAD_AMOUNT unless whole at this price
     if swap.base_amount > q.size:
         raise LocalError(Reason.OVERSIZE, f"take of {swap.base_amount} exceeds the quote's size {q.size}")
-    base = ch.head
-    state = State(
-        base.channel_id, base.version + 1, base.assets, swap_transfers(base, swap, ch.peer), app_data=base.app_data
-    )
-    for asset, pair in zip(ch.assets, ch.balances(state), strict=True):
+    after = apply_swap(ch.assets, transfers, swap, ch.peer)
+    for asset, pair in zip(ch.assets, _balances(ch, after), strict=True):
         if pair[ch.me] < 0:
             raise LocalError(Reason.INSUFFICIENT_FUNDS, f"not enough of asset 0x{asset.hex()} for this take")
         if pair[ch.peer] < 0:
             raise LocalError(Reason.INSUFFICIENT_FUNDS, f"the maker lacks asset 0x{asset.hex()} for this take")
-    return state
+    return after
 
 
-def accept_take(ch: Channel, old: State, new: State, swap: Swap, now_ms: int) -> Channel:
-    """The maker's check of a take proposed on `old`, its latest signed state. Returns the channel with the
-    fill recorded (and expired fill records dropped); raises RemoteError naming the refusal."""
-    q = swap.quote
+def accept_takes(ch: Channel, old: State, new: State, takes: tuple[Swap, ...], now_ms: int) -> Channel:
+    """The maker's check of `takes` proposed on `old`, its latest signed state. Returns the channel with
+    the fills recorded (and expired fill records dropped); raises RemoteError naming the refusal, with
+    `take` the index of the take to blame when one is."""
     if ch.phase is not Phase.OPEN:
         raise RemoteError(Reason.WRONG_PHASE, f"no swaps while {ch.phase}")
+    if not 0 < len(takes) <= MAX_TAKES:
+        raise RemoteError(Reason.BAD_MESSAGE, f"a swap update carries 1 to {MAX_TAKES} takes")
+    fills = {f.quote_id: f for f in ch.fills if not f.expired_by(now_ms)}
+    transfers = old.transfers
+    for i, swap in enumerate(takes):
+        try:
+            transfers = _accept_one(ch, transfers, swap, now_ms, fills)
+        except RemoteError as exc:
+            raise RemoteError(exc.reason, f"take {i}: {exc.detail}", take=i) from exc
+    if new.is_final or new.assets != old.assets or new.app_data != old.app_data or new.transfers != transfers:
+        raise RemoteError(Reason.ALTERED, "the proposed state is not these takes at their quotes")
+    return replace(ch, fills=tuple(fills.values()))
+
+
+def _accept_one(
+    ch: Channel, transfers: tuple[int, ...], swap: Swap, now_ms: int, fills: dict[int, QuoteFill]
+) -> tuple[int, ...]:
+    """One take checked against my quote and what is left of it; records the fill in `fills`."""
+    q = swap.quote
     if q.channel_id != ch.channel_id:
         raise RemoteError(Reason.WRONG_CHANNEL, "quote is for another channel")
     if quote_signer(ch.domain, q, swap.quote_sig) != ch.address_of(ch.me):
@@ -96,8 +134,7 @@ def accept_take(ch: Channel, old: State, new: State, swap: Swap, now_ms: int) ->
         q.quote_amount(swap.base_amount)
     except LocalError as exc:
         raise RemoteError(exc.reason, exc.detail) from exc
-    live = tuple(f for f in ch.fills if not f.expired_by(now_ms)) if ch.fills else ()
-    record = next((f for f in live if f.quote_id == q.quote_id), None)
+    record = fills.get(q.quote_id)
     filled = record.filled if record is not None else 0
     if swap.base_amount > q.size - filled:
         raise RemoteError(
@@ -105,19 +142,17 @@ def accept_take(ch: Channel, old: State, new: State, swap: Swap, now_ms: int) ->
         )
     if q.base not in ch.assets or q.quote not in ch.assets:
         raise RemoteError(Reason.BAD_ASSETS, "quote names an asset this channel does not hold")
-    expected = swap_transfers(old, swap, ch.me)
-    if new.is_final or new.assets != old.assets or new.app_data != old.app_data or new.transfers != expected:
-        raise RemoteError(Reason.ALTERED, f"the proposed state is not a take of {swap.base_amount} at the quote")
-    for pair in ch.balances(new):
+    after = apply_swap(ch.assets, transfers, swap, ch.me)
+    for pair in _balances(ch, after):
         if min(pair) < 0:
             raise RemoteError(Reason.INSUFFICIENT_FUNDS, "the take overdraws a participant")
     if record is None:
-        if len(live) >= MAX_LIVE_QUOTES:
+        if len(fills) >= MAX_LIVE_QUOTES:
             raise RemoteError(Reason.QUOTE_LIMIT, f"{MAX_LIVE_QUOTES} quotes already partly filled; wait for expiry")
-        fills = (*live, QuoteFill(q.quote_id, q.expires_at_ms, swap.base_amount))
+        fills[q.quote_id] = QuoteFill(q.quote_id, q.expires_at_ms, swap.base_amount)
     else:
-        fills = tuple(replace(f, filled=f.filled + swap.base_amount) if f is record else f for f in live)
-    return replace(ch, fills=fills)
+        fills[q.quote_id] = replace(record, filled=filled + swap.base_amount)
+    return after
 
 
 def filled(ch: Channel, quote_id: int) -> int:

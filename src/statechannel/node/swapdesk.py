@@ -1,9 +1,11 @@
 """The node's side of two-asset trading; the rules themselves are in core/swaps.py.
 
 A quote is not a channel update: the maker signs one and sends it, the taker checks it and keeps the
-latest offer per quote id until it expires. A take is one swap proposal: it never shares an update with
-payments, so every fill is exactly one state both signed. Takes wait in a queue while the pipeline is
-full and go out as answers free room, so thousands per second come from pipelining, not batching.
+latest offer per quote id until it expires. Takes made in one turn of the event loop go out together in
+one swap update (up to MAX_TAKES; never beside payments), each filled whole at its quote's price or
+refused on its own; while the pipeline is full they wait and go out as answers free room. So a burst of
+takes costs one pair of signatures per update, not per take: that is how a channel carries thousands of
+trades a second.
 
 Fills reach listeners synchronously and in order, so an accountant (apps/trading.Trader) never misses
 one; a bounded log of recent fills lets one that starts late catch up."""
@@ -26,7 +28,7 @@ from statechannel.core.crypto import Signature
 from statechannel.core.errors import LocalError, Reason, RemoteError, StatechannelError
 from statechannel.core.io import ActionTake, NotifyFilled, NotifyTakeFailed
 from statechannel.core.machine import receive
-from statechannel.core.quotes import Quote, Swap
+from statechannel.core.quotes import MAX_TAKES, Quote, Swap
 from statechannel.core.types import to_checksum
 
 if TYPE_CHECKING:
@@ -81,6 +83,7 @@ class SwapDesk:
         self._sent: dict[bytes, dict[int, SignedQuote]] = {}
         self._queues: dict[bytes, deque[tuple[Swap, asyncio.Future[Fill]]]] = {}
         self._waiters: dict[str, asyncio.Future[Fill]] = {}
+        self._flushing: set[bytes] = set()
         self._listeners: list[FillListener] = []
         self._log: deque[Fill] = deque(maxlen=FILL_LOG)
         self._last_quote_id = 0
@@ -148,28 +151,44 @@ class SwapDesk:
         if base_amount > q.size:
             raise LocalError(Reason.OVERSIZE, f"take of {base_amount} exceeds the quote's size {q.size}")
         swap = Swap(q, offer.sig, base_amount, f"{self._take_prefix}{next(self._take_ids)}")
-        fut: asyncio.Future[Fill] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Fill] = loop.create_future()
         self._waiters[swap.take_id] = fut
         self._queues.setdefault(channel_id, deque()).append((swap, fut))
-        self._flush(channel_id)
+        if channel_id not in self._flushing:  # every take of this turn of the loop goes in one update
+            self._flushing.add(channel_id)
+            loop.call_soon(self._flush, channel_id)
         return fut
 
     def _flush(self, channel_id: bytes) -> None:
+        self._flushing.discard(channel_id)
         queue = self._queues.get(channel_id)
         node = self._node
         while queue:
             ch = node.channels.get(channel_id)
             if ch is None or len(ch.pending) >= MAX_IN_FLIGHT:
                 return  # flushed again when an update is answered
-            swap, fut = queue.popleft()
-            if fut.done():  # the caller gave up before it was proposed: never propose it
-                self._waiters.pop(swap.take_id, None)
-                continue
+            batch: list[tuple[Swap, asyncio.Future[Fill]]] = []
+            while queue and len(batch) < MAX_TAKES:
+                swap, fut = queue.popleft()
+                if fut.done():  # the caller gave up before it was proposed: never propose it
+                    self._waiters.pop(swap.take_id, None)
+                else:
+                    batch.append((swap, fut))
+            self._propose(channel_id, batch)
+
+    def _propose(self, channel_id: bytes, batch: list[tuple[Swap, asyncio.Future[Fill]]]) -> None:
+        """Propose the batch in one update; a take the taker's own checks refuse fails alone."""
+        while batch:
             try:
-                node._feed(channel_id, ActionTake(swap, now_ms()))
+                self._node._feed(channel_id, ActionTake(tuple(swap for swap, _ in batch), now_ms()))
+                return
             except StatechannelError as exc:
-                self._waiters.pop(swap.take_id, None)
-                fut.set_exception(exc)
+                failed = batch if exc.take is None else batch[exc.take : exc.take + 1]
+                for swap, fut in failed:
+                    self._waiters.pop(swap.take_id, None)
+                    fut.set_exception(exc)
+                batch = [] if exc.take is None else batch[: exc.take] + batch[exc.take + 1 :]
 
     def kick(self, channel_id: bytes) -> None:
         """An update was answered: there may be room for queued takes."""
