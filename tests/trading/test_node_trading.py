@@ -17,6 +17,7 @@ from statechannel.core.errors import LocalError, Reason
 from statechannel.core.types import ETH
 from statechannel.node.node import Node, NodeEvent
 from statechannel.node.swapdesk import Fill, SignedQuote, TakeRefused
+from statechannel.store.sqlite import SqliteStore
 from tests.trading.world import TOKENS, World, eventually, open_two_assets, run
 
 
@@ -172,5 +173,37 @@ def test_a_burst_beyond_the_takers_funds_fills_what_it_can_and_refuses_the_rest(
         ch = b.channel(cid)
         assert ch.my_balance(ETH) == 0 and ch.my_balance(token) == 17
         assert a.swaps.my_quotes(cid)[0][1] == 10
+
+    run(tmp_path, scenario)
+
+
+def test_positions_survive_a_restart_exactly(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        a, b, token = w.a, w.b, w.token.address
+        cid = await open_two_assets(w)
+        sells = await a.send_quote(cid, token, ETH, maker_sells=True, base_unit=3, quote_unit=7, size=10**6)
+        await quote_seen(b, cid, sells)
+        await asyncio.gather(*(b.take(cid, sells.quote.quote_id, 30) for _ in range(40)))
+        buys = await a.send_quote(cid, token, ETH, maker_sells=False, base_unit=1, quote_unit=3, size=10**6)
+        await quote_seen(b, cid, buys)
+        await b.take(
+            cid, buys.quote.quote_id, 1_000
+        )  # B sells back 1,000 of its 1,200 at 3: realises 3,000 - 1,000 * 7/3
+        await b.idle(cid)
+        before = Trader(b).positions(cid)
+        (p,) = before
+        assert (p.base_net, p.quote_net, p.trades) == (200, -2_800 + 3_000, 41)
+        assert (p.realised_pnl, p.cost) == (Fraction(3_000) - Fraction(2_800 * 1_000, 1_200), Fraction(2_800, 6))
+        await b.stop()
+        await b.store.close()
+        store = SqliteStore(tmp_path / "b.db")
+        again = Node(b.key, b.chainio, store, b.transport, poll_interval=0.02)
+        await again.start()
+        try:
+            assert Trader(again).positions(cid) == before
+            assert Trader(a).positions(cid)[0].base_net == -200  # the maker's side, mirrored
+        finally:
+            await again.stop()
+            await store.close()
 
     run(tmp_path, scenario)

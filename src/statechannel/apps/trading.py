@@ -1,10 +1,9 @@
-"""Two-asset trading over a node: make quotes, take the peer's, and keep positions and realised P&L.
+"""Two-asset trading over a node: make quotes, take the peer's, and read positions and realised P&L.
 
-Every amount is an int, exactly as signed. Realised P&L is by average cost, in quote units, and is a
-`Fraction` because an average price seldom divides evenly: it is a figure for people to read, never an
-amount that is signed, stored or moved. Positions count the fills since this trader started listening,
-plus those the node's bounded fill log still held then: make the trader when the node starts. Two traders
-of one node see the same fills, so they agree."""
+Positions live in each channel (core/positions.py): updated in the transition that records each fill and
+saved with it, so they survive restarts exactly. Realised P&L is by average cost, in quote units, and is
+a `Fraction` because an average price seldom divides evenly: a figure for people to read, never an
+amount that is signed, stored as money or moved."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from statechannel.core.positions import Tally
 from statechannel.node.node import Node
 from statechannel.node.swapdesk import Fill, SignedQuote
 
@@ -40,54 +40,19 @@ class Position:
         """Quote units per base unit of the open position; None when flat."""
         return self.cost / self.base_net if self.base_net else None
 
-
-@dataclass
-class _Book:
-    """The running average-cost account of one pair; a mutable accumulator so each fill costs O(1)."""
-
-    base_net: int = 0
-    quote_net: int = 0
-    trades: int = 0
-    base_volume: int = 0
-    quote_volume: int = 0
-    cost: Fraction = Fraction(0)
-    realised: Fraction = Fraction(0)
-
-    def add(self, fill: Fill) -> None:
-        qty = fill.base_amount if fill.bought else -fill.base_amount  # signed base
-        paid = fill.quote_amount if fill.bought else -fill.quote_amount  # signed quote, same sign
-        value = Fraction(paid)
-        self.trades += 1
-        self.base_volume += fill.base_amount
-        self.quote_volume += fill.quote_amount
-        self.quote_net -= paid
-        if self.base_net == 0 or (self.base_net > 0) == (qty > 0):
-            self.base_net += qty
-            self.cost += value
-            return
-        closing = min(abs(qty), abs(self.base_net))  # the part of this fill that reduces the position
-        closed_cost = self.cost * closing / abs(self.base_net)
-        closing_value = value * closing / abs(qty)
-        self.realised += -closing_value - closed_cost
-        self.cost -= closed_cost
-        self.base_net += closing if qty > 0 else -closing
-        rest = abs(qty) - closing  # what is left opens a position the other way
-        if rest:
-            self.base_net += rest if qty > 0 else -rest
-            self.cost += value - closing_value
-
-    def position(self, channel_id: bytes, base: bytes, quote: bytes) -> Position:
-        return Position(
+    @classmethod
+    def of(cls, channel_id: bytes, t: Tally) -> Position:
+        return cls(
             channel_id,
-            base,
-            quote,
-            self.base_net,
-            self.quote_net,
-            self.trades,
-            self.base_volume,
-            self.quote_volume,
-            self.cost,
-            self.realised,
+            t.base,
+            t.quote,
+            t.base_net,
+            t.quote_net,
+            t.trades,
+            t.base_volume,
+            t.quote_volume,
+            t.cost_fraction,
+            t.realised_fraction,
         )
 
 
@@ -97,14 +62,6 @@ class Trader:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._books: dict[tuple[bytes, bytes, bytes], _Book] = {}
-        for fill in node.swaps.recent_fills():
-            self._on_fill(fill)
-        node.swaps.add_listener(self._on_fill)
-
-    def close(self) -> None:
-        """Stop listening to the node's fills."""
-        self.node.swaps.remove_listener(self._on_fill)
 
     # ------------------------------------------------------------ maker
 
@@ -150,19 +107,16 @@ class Trader:
     # ------------------------------------------------------------ accounts
 
     def positions(self, channel_id: bytes | None = None) -> list[Position]:
+        """Every pair traded on the channel (or on every channel), closed channels included."""
+        channels = self.node.channels
+        chosen = [channel_id] if channel_id is not None else sorted(channels)
         return [
-            book.position(cid, base, quote)
-            for (cid, base, quote), book in sorted(self._books.items())
-            if channel_id is None or cid == channel_id
+            Position.of(cid, t)
+            for cid in chosen
+            if cid in channels
+            for t in sorted(channels[cid].positions, key=lambda t: (t.base, t.quote))
         ]
 
     def fills(self, channel_id: bytes | None = None, limit: int = 100) -> list[Fill]:
         """The most recent fills the node still remembers, newest first."""
         return list(reversed(self.node.swaps.recent_fills(channel_id)))[:limit]
-
-    def _on_fill(self, fill: Fill) -> None:
-        key = (fill.channel_id, fill.base, fill.quote)
-        book = self._books.get(key)
-        if book is None:
-            book = self._books[key] = _Book()
-        book.add(fill)

@@ -10,6 +10,7 @@ from statechannel.core.crypto import Signature, recover
 from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.io import Payment, SignedState
+from statechannel.core.positions import Tally
 from statechannel.core.quotes import MAX_TAKES, QuoteFill, Swap
 from statechannel.core.types import ChannelParams, Domain, State, Withdrawal
 
@@ -86,6 +87,8 @@ class Channel:
     now: int = 0
     fills: tuple[QuoteFill, ...] = ()
     """How much of each of my unexpired quotes the peer has taken."""
+    positions: tuple[Tally, ...] = ()
+    """What this side bought and sold per traded pair, and its realised P&L: kept after close."""
     _cid: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from statechannel.core import messages as m
-from statechannel.core import swaps, withdrawals
+from statechannel.core import positions, swaps, withdrawals
 from statechannel.core.channel import (
     MAX_IN_FLIGHT,
     MAX_TAKES,
@@ -412,6 +412,7 @@ def _on_propose(
     )
     if take is not None:
         effects.extend(NotifyFilled(swap, True, state.version) for swap in take[0])
+        new = replace(new, positions=positions.record_swaps(new.positions, take[0], maker=True))
     elif received:
         effects.append(NotifyReceived(received, state.version))
     if kind is Kind.POSTFUND:
@@ -472,7 +473,9 @@ def _on_accept(ch: Channel, msg: m.Accept) -> Result:
     effects: list[Effect] = []
     if head.payments:
         effects.append(NotifySent(head.payments, head.state.version))
-    effects.extend(NotifyFilled(swap, False, head.state.version) for swap in head.swaps)
+    if head.swaps:
+        effects.extend(NotifyFilled(swap, False, head.state.version) for swap in head.swaps)
+        new = replace(new, positions=positions.record_swaps(new.positions, head.swaps, maker=False))
     if head.kind is Kind.POSTFUND:
         new = replace(new, phase=Phase.OPEN)
         effects.append(NotifyPhase(Phase.OPEN))
@@ -538,7 +541,9 @@ def _on_sync(ch: Channel, msg: m.Sync, key: PrivateKey) -> Result:
     for p in confirmed:
         if p.payments:
             effects.append(NotifySent(p.payments, p.state.version))
-        effects.extend(NotifyFilled(swap, False, p.state.version) for swap in p.swaps)
+        if p.swaps:
+            effects.extend(NotifyFilled(swap, False, p.state.version) for swap in p.swaps)
+            new = replace(new, positions=positions.record_swaps(new.positions, p.swaps, maker=False))
         if p.kind is Kind.POSTFUND:
             new = replace(new, phase=Phase.OPEN)
             effects.append(NotifyPhase(Phase.OPEN))

@@ -7,8 +7,8 @@ refused on its own; while the pipeline is full they wait and go out as answers f
 takes costs one pair of signatures per update, not per take: that is how a channel carries thousands of
 trades a second.
 
-Fills reach listeners synchronously and in order, so an accountant (apps/trading.Trader) never misses
-one; a bounded log of recent fills lets one that starts late catch up."""
+Positions are kept by the channel machine itself (core/positions.py), saved with each fill; the desk
+keeps a bounded, in-memory log of recent fills for people to read, and publishes each as an event."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,6 @@ FILL_LOG = 100_000
 MAX_QUOTES_KEPT = 1024
 """Per channel and direction: a peer flooding offers displaces its own soonest-expiring ones."""
 MAX_TTL_MS = 7 * 24 * 3600 * 1000
-FillListener = Callable[["Fill"], None]
 
 
 class TakeRefused(RemoteError):
@@ -84,7 +82,6 @@ class SwapDesk:
         self._queues: dict[bytes, deque[tuple[Swap, asyncio.Future[Fill]]]] = {}
         self._waiters: dict[str, asyncio.Future[Fill]] = {}
         self._flushing: set[bytes] = set()
-        self._listeners: list[FillListener] = []
         self._log: deque[Fill] = deque(maxlen=FILL_LOG)
         self._last_quote_id = 0
         self._take_ids = itertools.count(1)
@@ -197,12 +194,6 @@ class SwapDesk:
 
     # ------------------------------------------------------------ fills
 
-    def add_listener(self, listener: FillListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: FillListener) -> None:
-        self._listeners.remove(listener)
-
     def recent_fills(self, channel_id: bytes | None = None) -> list[Fill]:
         """The last FILL_LOG fills, oldest first."""
         return [f for f in self._log if channel_id is None or f.channel_id == channel_id]
@@ -229,11 +220,6 @@ class SwapDesk:
         if isinstance(effect, NotifyFilled):
             fill = _fill(channel_id, effect)
             self._log.append(fill)
-            for listener in list(self._listeners):
-                try:
-                    listener(fill)
-                except Exception:  # one broken listener must not starve the others or the channel
-                    log.exception("fill listener failed")
             fut = self._waiters.pop(swap.take_id, None) if swap.take_id else None
             if fut is not None and not fut.done():
                 fut.set_result(fill)
