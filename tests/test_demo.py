@@ -19,4 +19,5 @@ def test_demo_runs_and_every_balance_checks_out() -> None:
     for needle in ("stale state", "watchtower challenged", "trades", "closed cooperatively", "streams"):
         assert needle in acts, needle
     assert summary["updates"] > 0 and summary["payments"] == 40_000
+    assert summary["trades"] == 2_000 and summary["trades_per_s"] > 0
     assert {"Open", "Deposit", "Close", "Challenge (by the tower)", "Settle", "CloseCooperative"} <= set(summary["gas"])

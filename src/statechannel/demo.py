@@ -56,6 +56,8 @@ class Report:
     payments: int = 0
     seconds: float = 0.0
     update_seconds: float = 0.0
+    trades: int = 0
+    trade_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     gas: dict[str, list[int]] = field(default_factory=dict)
     checks: list[tuple[str, int, int]] = field(default_factory=list)  # (what, expected, actual)
@@ -71,6 +73,8 @@ class Report:
             "payments": self.payments,
             "updates_per_s": round(self.updates / self.update_seconds) if self.update_seconds else 0,
             "payments_per_s": round(self.payments / self.seconds) if self.seconds else 0,
+            "trades": self.trades,
+            "trades_per_s": round(self.trades / self.trade_seconds) if self.trade_seconds else 0,
             "latency_p50_ms": round(statistics.median(lat), 3) if lat else None,
             "latency_p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 3) if lat else None,
             "gas": {k: v for k, v in self.gas.items()},
@@ -236,8 +240,9 @@ class Demo:
             raise DemoFailed("the cooperative close did not conclude on chain")
 
     async def trades_act(self, a: Node, b: Node, cid: bytes) -> tuple[int, int]:
-        """B quotes: it sells ETH for DDL at 2,000 DDL per ETH; A takes 200 times at once."""
-        base_unit, quote_unit, lot, takes = 10**15, 2 * TOKEN, 10**15, 200  # 0.001 ETH costs 2 DDL
+        """B quotes: it sells ETH for DDL at 2,000 DDL per ETH; A takes 2,000 times at once (the takes share
+        updates, each filled whole at the quote's price)."""
+        base_unit, quote_unit, lot, takes = 10**14, TOKEN // 5, 10**14, 2_000  # 0.0001 ETH costs 0.2 DDL
         signed = await b.send_quote(
             cid, ETH, self.token.address, maker_sells=True, base_unit=base_unit, quote_unit=quote_unit, size=lot * takes
         )
@@ -246,7 +251,12 @@ class Demo:
         fills = await asyncio.gather(*(a.take(cid, signed.quote.quote_id, lot) for _ in range(takes)))
         dt = time.perf_counter() - t
         eth, ddl = sum(f.base_amount for f in fills), sum(f.quote_amount for f in fills)
-        self.say(f"{takes} trades against B's signed quote in {dt:.2f} s ({takes / dt:,.0f}/s): A bought {eth:,} wei")
+        updates = len({f.version for f in fills})
+        self.report.trades, self.report.trade_seconds = takes, dt
+        self.say(
+            f"{takes:,} trades against B's signed quote in {dt:.2f} s ({takes / dt:,.0f}/s, {updates} updates): "
+            f"A bought {eth:,} wei"
+        )
         over = a.take(cid, signed.quote.quote_id, lot)  # the quote is used up: refused with a reason
         try:
             await over
@@ -352,7 +362,8 @@ def render(console: Console, summary: dict[str, Any]) -> None:
     table = Table(title="statechannel demo")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("updates", "updates_per_s", "payments", "payments_per_s", "latency_p50_ms", "latency_p99_ms"):
+    keys = ("updates", "updates_per_s", "payments", "payments_per_s", "trades", "trades_per_s")
+    for key in (*keys, "latency_p50_ms", "latency_p99_ms"):
         table.add_row(
             key.replace("_", " "), f"{summary[key]:,}" if isinstance(summary[key], int) else str(summary[key])
         )
