@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from eth_hash.auto import keccak
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -29,6 +28,7 @@ from statechannel.chain.embedded import EmbeddedChain
 from statechannel.core.channel import Phase
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.errors import StatechannelError
+from statechannel.core.hashing import keccak
 from statechannel.core.io import SignedState, SubmitTxClose
 from statechannel.core.observed import ChainObservedClose
 from statechannel.core.types import ETH

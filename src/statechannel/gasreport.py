@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eth_hash.auto import keccak
-
 from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Token
 from statechannel.chain.base import Chain, Receipt
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import state_digest
+from statechannel.core.hashing import keccak
 from statechannel.core.observed import ChainObservedClose
 from statechannel.core.types import ETH, ChannelParams, State
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
-from eth_hash.auto import keccak
+
+from statechannel.core.hashing import keccak
 
 
 def _type(entry: dict[str, Any]) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import coincurve
-from eth_hash.auto import keccak
 
 from statechannel.core.errors import LocalError, Reason, RemoteError
+from statechannel.core.hashing import keccak
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = SECP256K1_N // 2
@@ -41,7 +42,13 @@ class Signature:
 
 
 def _public_to_address(public: coincurve.PublicKey) -> bytes:
-    return keccak(public.format(compressed=False)[1:])[-20:]
+    return _address_of(public.format(compressed=False))
+
+
+@lru_cache(maxsize=1024)
+def _address_of(uncompressed: bytes) -> bytes:
+    """Cached: a node recovers the same few peers' keys on every update."""
+    return keccak(uncompressed[1:])[-20:]
 
 
 class PrivateKey:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from eth_abi.abi import encode as abi_encode
-from eth_hash.auto import keccak
 
+from statechannel.core.hashing import keccak
 from statechannel.core.types import Domain, State, Withdrawal
 
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -64,8 +64,10 @@ def typed_digest(domain: Domain, struct_hash: bytes) -> bytes:
     return keccak(b"\x19\x01" + domain_separator(domain) + struct_hash)
 
 
+@lru_cache(maxsize=4096)
 def state_digest(domain: Domain, state: State) -> bytes:
-    """The 32 bytes both participants sign for `state`."""
+    """The 32 bytes both participants sign for `state`. Cached: a proposer checks the countersignature
+    on the very state it hashed to sign, and resends hash it again."""
     return typed_digest(domain, state_hash(state))
 
 

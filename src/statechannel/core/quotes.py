@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from eth_hash.auto import keccak
-
 from statechannel.core.crypto import PrivateKey, Signature, recover
 from statechannel.core.eip712 import typed_digest
 from statechannel.core.errors import LocalError, Reason
+from statechannel.core.hashing import keccak
 from statechannel.core.types import INT256_MAX, Domain, State
 
 QUOTE_TYPE = (

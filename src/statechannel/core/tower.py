@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from eth_hash.auto import keccak
-
 from statechannel.core.crypto import PrivateKey, Signature, recover, verify_signer
 from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import Reason, RemoteError
+from statechannel.core.hashing import keccak
 from statechannel.core.io import SignedState
 from statechannel.core.types import ChannelParams, Domain
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_abi.abi import encode as abi_encode
-from eth_hash.auto import keccak
 
 from statechannel.core.errors import LocalError, Reason
+from statechannel.core.hashing import keccak
 
 ETH: bytes = bytes(20)
 """The asset id of ether: the zero address, as in the contract."""

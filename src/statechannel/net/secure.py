@@ -16,11 +16,11 @@ import asyncio
 import enum
 from dataclasses import dataclass
 
-from eth_hash.auto import keccak
 from noise.connection import Keypair, NoiseConnection
 
 from statechannel.core.crypto import PrivateKey, Signature, recover
 from statechannel.core.errors import RemoteError
+from statechannel.core.hashing import keccak
 from statechannel.net.base import MAX_FRAME, HandshakeFailed, hex_address
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"
