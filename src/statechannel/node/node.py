@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import secrets
 import time
@@ -103,6 +104,7 @@ class Node:
         self._waiters: dict[str, asyncio.Future[PaymentRecord]] = {}
         self._records: dict[str, PaymentRecord] = {}  # payments queued or in flight
         self._used_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry never pays twice
+        self._id_prefix, self._ids = secrets.token_hex(6), itertools.count(1)  # default payment ids
         self._subscribers: list[_Subscriber] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -182,7 +184,7 @@ class Node:
             raise NodeError(Reason.WRONG_PHASE, f"channel is {ch.phase}, not open")
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise NodeError(Reason.BAD_AMOUNT, "amount must be a positive int")
-        pid = payment_id or secrets.token_hex(8)
+        pid = payment_id or f"{self._id_prefix}{next(self._ids):x}"  # random per run, then counted: cheap
         if pid in self._used_ids or pid in self._waiters:
             raise NodeError(Reason.BAD_PARAMS, f"payment id {pid} already used")
         self._used_ids[pid] = None

@@ -105,6 +105,30 @@ def check_channel(channel_id: object, blob: object) -> None:
 
 
 def check_payment(record: object) -> None:
+    if (  # the common, valid case in one expression: the store checks every payment row it is given
+        type(record) is PaymentRecord
+        and type(record.payment_id) is str
+        and record.payment_id
+        and type(record.channel_id) is bytes
+        and len(record.channel_id) == CHANNEL_ID_LEN
+        and type(record.asset) is bytes
+        and len(record.asset) == ASSET_LEN
+        and record.direction in DIRECTIONS
+        and record.status in STATUSES
+        and type(record.amount) is int
+        and 0 <= record.amount <= MAX_UINT256
+        and type(record.version) is int
+        and 0 <= record.version <= MAX_INT64
+        and type(record.created_ms) is int
+        and 0 <= record.created_ms <= MAX_INT64
+        and type(record.reason) is str
+    ):
+        return
+    _explain_payment(record)
+
+
+def _explain_payment(record: object) -> None:
+    """The slow path: find what is wrong and say so."""
     if not isinstance(record, PaymentRecord):
         raise InvalidRecord(f"payments must be PaymentRecord, got {type(record).__name__}")
     if not isinstance(record.payment_id, str) or not record.payment_id:
