@@ -16,7 +16,7 @@ from statechannel.core.channel import MAX_TAKES, Phase
 from statechannel.core.errors import LocalError, Reason
 from statechannel.core.types import ETH
 from statechannel.node.node import Node, NodeEvent
-from statechannel.node.swapdesk import Fill, SignedQuote, TakeRefused
+from statechannel.node.swapdesk import MAX_TAKES_IN_FLIGHT, Fill, SignedQuote, TakeRefused
 from statechannel.store.sqlite import SqliteStore
 from tests.trading.world import TOKENS, World, eventually, open_two_assets, run
 
@@ -205,5 +205,24 @@ def test_positions_survive_a_restart_exactly(tmp_path: Path) -> None:
         finally:
             await again.stop()
             await store.close()
+
+    run(tmp_path, scenario)
+
+
+def test_takes_in_flight_are_bounded_and_the_rest_wait_their_turn(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        a, b, token = w.a, w.b, w.token.address
+        cid = await open_two_assets(w)
+        sq = await a.send_quote(cid, token, ETH, maker_sells=True, base_unit=1, quote_unit=2, size=10**6)
+        await quote_seen(b, cid, sq)
+        futures = [b.take(cid, sq.quote.quote_id, 1) for _ in range(3 * MAX_TAKES_IN_FLIGHT)]
+        await asyncio.sleep(0)  # the flush ran: as many takes as may be in flight were proposed, no more
+        pending = b.channel(cid).pending
+        assert sum(len(p.swaps) for p in pending) == MAX_TAKES_IN_FLIGHT
+        assert all(0 < len(p.swaps) <= MAX_TAKES for p in pending)
+        fills = await asyncio.gather(*futures)
+        assert len({f.take_id for f in fills}) == 3 * MAX_TAKES_IN_FLIGHT
+        await b.idle(cid)
+        assert a.swaps.my_quotes(cid)[0][1] == 3 * MAX_TAKES_IN_FLIGHT
 
     run(tmp_path, scenario)

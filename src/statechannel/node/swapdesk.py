@@ -38,6 +38,9 @@ FILL_LOG = 100_000
 MAX_QUOTES_KEPT = 1024
 """Per channel and direction: a peer flooding offers displaces its own soonest-expiring ones."""
 MAX_TTL_MS = 7 * 24 * 3600 * 1000
+MAX_TAKES_IN_FLIGHT = 4 * MAX_TAKES
+"""Takes proposed but not yet answered, per channel: each in-flight take is part of the channel value
+saved on every change, so more would only make every save bigger, not the channel faster."""
 
 
 class TakeRefused(RemoteError):
@@ -165,8 +168,11 @@ class SwapDesk:
             ch = node.channels.get(channel_id)
             if ch is None or len(ch.pending) >= MAX_IN_FLIGHT:
                 return  # flushed again when an update is answered
+            room = MAX_TAKES_IN_FLIGHT - sum(len(p.swaps) for p in ch.pending)
+            if room <= 0:
+                return
             batch: list[tuple[Swap, asyncio.Future[Fill]]] = []
-            while queue and len(batch) < MAX_TAKES:
+            while queue and len(batch) < min(MAX_TAKES, room):
                 swap, fut = queue.popleft()
                 if fut.done():  # the caller gave up before it was proposed: never propose it
                     self._waiters.pop(swap.take_id, None)
