@@ -58,8 +58,14 @@ artifacts: $(BIN)/statechannel
 check-artifacts: $(BIN)/statechannel
 	$(BIN)/python -m statechannel.contracts.build --check
 
-bench: $(BIN)/statechannel
+## every benchmark, each printing JSON (the off-chain ones take a few minutes together)
+bench: $(BIN)/statechannel $(ANVIL)
 	$(BIN)/python bench/gas.py --json
+	$(BIN)/python bench/channel.py --json
+	$(BIN)/python bench/trading.py --json
+	$(BIN)/python bench/twoproc.py --json
+	$(BIN)/python bench/persist.py
+	$(BIN)/python bench/store.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
