@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import itertools
 import logging
 import secrets
@@ -52,6 +53,10 @@ from statechannel.node.towers import TowerClient
 from statechannel.store.base import Checkpoint, PaymentRecord, Store
 
 log = logging.getLogger(__name__)
+FREEZE_FROM = 1_000
+"""Loaded channels from which a start moves every object alive to the collector's permanent
+generation (`gc.freeze`): a big node's channels are long-lived, and scanning them again and
+again cost a 100k-channel node over a second each time the collector ran."""
 MAX_BATCH = 512
 RECENT_IDS = 1_000_000
 DEFAULT_CHALLENGE_PERIOD = 3600
@@ -98,6 +103,8 @@ class Node:
         self.confirmations = confirmations
         self.poll_interval = poll_interval
         self.channels: dict[bytes, Channel] = {}
+        self._by_peer: dict[bytes, set[bytes]] = defaultdict(set)  # peer -> its channels: O(1) on connect
+        self._disputed: set[bytes] = set()  # channels the chain's clock must reach: idle polls skip the rest
         self._tails: dict[bytes, asyncio.Future[None]] = {}
         self._queued: dict[bytes, list[tuple[Payment, asyncio.Future[PaymentRecord]]]] = defaultdict(list)
         self._flushing: set[bytes] = set()
@@ -113,8 +120,20 @@ class Node:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        for cid, blob in self.store.load_channels().items():
-            self.channels[cid] = decode_channel(blob)
+        # Decoding makes ~13 tracked objects a channel and nothing cyclic: the cyclic collector would
+        # rescan the growing heap over and over (over half of a 100k-channel start), so it waits, and
+        # what was loaded is then frozen out of its way (a long-lived node keeps its channels).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for cid, blob in self.store.load_channels().items():
+                ch = self.channels[cid] = decode_channel(blob)
+                self._index(cid, ch)
+        finally:
+            if collecting:
+                gc.enable()
+        if len(self.channels) >= FREEZE_FROM:
+            gc.freeze()
         if self.towers is not None:  # watchtower hook: resume its queue before anything new is signed
             await self.towers.start(self.domain, self.channels.values())
         self.transport.set_handlers(self._on_frame, self._on_connect)
@@ -279,6 +298,8 @@ class Node:
     ) -> None:
         old = self.channels.get(channel_id)
         self.channels[channel_id] = new
+        if old is None or old.phase is not new.phase:
+            self._index(channel_id, new)
         recs = [*records, *self._payment_updates(channel_id, effects)]
         save = asyncio.ensure_future(self.store.save(channel_id, encode_channel(new), recs))
         # watchtower hook: a new fully signed state goes to the towers once it is durable
@@ -438,9 +459,16 @@ class Node:
 
     # ------------------------------------------------------------ peers
 
+    def _index(self, channel_id: bytes, ch: Channel) -> None:
+        self._by_peer[ch.peer_address].add(channel_id)
+        if ch.phase is Phase.DISPUTE:
+            self._disputed.add(channel_id)
+        else:
+            self._disputed.discard(channel_id)
+
     async def _on_connect(self, peer: bytes) -> None:
-        for cid, ch in list(self.channels.items()):
-            if ch.peer_address == peer and ch.phase is not Phase.CLOSED:
+        for cid in list(self._by_peer.get(peer, ())):
+            if self.channels[cid].phase is not Phase.CLOSED:
                 self._feed(cid, PeerConnected())
 
     async def _on_frame(self, peer: bytes, frame: bytes) -> None:
@@ -502,9 +530,8 @@ class Node:
                         self._feed_quietly(cid, inp)
                     if any(type(i).__name__ == "ChainOpened" for i in inputs) or reorged:
                         await self._refresh_funds(cid)
-                for cid, ch in list(self.channels.items()):
-                    if ch.phase is Phase.DISPUTE:
-                        self._feed_quietly(cid, ChainTime(timestamp))
+                for cid in list(self._disputed):
+                    self._feed_quietly(cid, ChainTime(timestamp))
                 if mark.number != since:
                     await self.store.save_checkpoint(Checkpoint(mark.number, mark.hash))
                     since = mark.number
