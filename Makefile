@@ -66,6 +66,7 @@ bench: $(BIN)/statechannel $(ANVIL)
 	$(BIN)/python bench/twoproc.py --json
 	$(BIN)/python bench/persist.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/restart.py --json --quick
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
