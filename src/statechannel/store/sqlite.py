@@ -77,14 +77,18 @@ _UPSERT_CHECKPOINT = (
 )
 # Upsert in two statements so the rowcount of the second tells exactly how many rows are new,
 # which keeps the history size known without a COUNT(*) per commit.
-_UPDATE_PAYMENT = (
-    "UPDATE payments SET channel_id = ?, direction = ?, asset = ?, amount = ?, status = ?, version = ?, "
-    "reason = ?, created_ms = ? WHERE payment_id = ?"
-)
-_INSERT_PAYMENT = (
+# Only the columns a payment's outcome changes: setting an indexed column (even to its own value)
+# would rewrite that index's entry too.
+_UPDATE_OUTCOME = "UPDATE payments SET status = ?, version = ?, reason = ? WHERE payment_id IN ({})"
+_INSERT_PAYMENTS = (
     "INSERT INTO payments (channel_id, direction, asset, amount, status, version, reason, created_ms, payment_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (payment_id) DO NOTHING"
+    "VALUES {} ON CONFLICT (payment_id) DO NOTHING"
 )
+_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ROWS_PER_STATEMENT = 500  # 4,500 parameters: well inside SQLite's limit of 32,766
+IDS_PER_STATEMENT = 2_000
+_Row = tuple[bytes, str, bytes, str, str, int, str, int, str]
+_NEW_STATUSES = frozenset({"pending", "received"})
 _PRUNE_PAYMENTS = "DELETE FROM payments WHERE seq IN (SELECT seq FROM payments ORDER BY created_ms, seq LIMIT ?)"
 _SELECT_PAYMENTS = (
     "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
@@ -288,8 +292,16 @@ class SqliteStore:
                 for r in payments
             ]
             if rows:
-                conn.executemany(_UPDATE_PAYMENT, rows)
-                count += conn.executemany(_INSERT_PAYMENT, rows).rowcount
+                # A pending or received record is new: one insert. A final one (sent, failed) mostly
+                # finishes a pending row: one update, and inserts only when some had no row to update
+                # (pending and final in one batch, or the pending row pruned). One statement a record
+                # on the common path, and the inserts' rowcount still says how many rows are new.
+                new = [row for row in rows if row[4] in _NEW_STATUSES]
+                done = [row for row in rows if row[4] not in _NEW_STATUSES]
+                if new:
+                    count += _insert_payments(conn, new)
+                if done and _update_outcomes(conn, done) < len(done):
+                    count += _insert_payments(conn, done)
                 count -= _prune(conn, count, self._max_payments)
             if checkpoint is not None:
                 conn.execute(_UPSERT_CHECKPOINT, (checkpoint.block_number, checkpoint.block_hash))
@@ -322,6 +334,36 @@ def _resolve(futures: list[asyncio.Future[None]], error: Exception | None, batch
             failure = CommitFailed(f"the transaction holding this save (one of {batch}) rolled back: {error}")
             failure.__cause__ = error
             future.set_exception(failure)
+
+
+def _chunks(items: list[_Row], size: int) -> Iterable[list[_Row]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _insert_payments(conn: sqlite3.Connection, rows: list[_Row]) -> int:
+    """Insert rows not there yet, many to a statement: one statement is one step of the engine (and
+    one release of the GIL) for hundreds of rows, where executemany takes one per row. Returns how
+    many were new."""
+    new = 0
+    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
+        values = ", ".join([_ROW_PLACEHOLDERS] * len(chunk))
+        new += conn.execute(_INSERT_PAYMENTS.format(values), [v for row in chunk for v in row]).rowcount
+    return new
+
+
+def _update_outcomes(conn: sqlite3.Connection, rows: list[_Row]) -> int:
+    """Record the outcome (status, version, reason) of payments with a row, one statement per outcome
+    (the payments of one update share theirs). Returns how many rows were updated."""
+    by_outcome: dict[tuple[object, object, object], list[object]] = {}
+    for row in rows:
+        by_outcome.setdefault((row[4], row[5], row[6]), []).append(row[8])
+    updated = 0
+    for (status, version, reason), ids in by_outcome.items():
+        for i in range(0, len(ids), IDS_PER_STATEMENT):
+            chunk = ids[i : i + IDS_PER_STATEMENT]
+            sql = _UPDATE_OUTCOME.format(", ".join("?" * len(chunk)))
+            updated += conn.execute(sql, [status, version, reason, *chunk]).rowcount
+    return updated
 
 
 def _prune(conn: sqlite3.Connection, count: int, max_payments: int) -> int:
