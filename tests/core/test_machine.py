@@ -236,3 +236,17 @@ def test_peer_cannot_withdraw_what_it_was_only_offered() -> None:
     with pytest.raises(RemoteError) as err:
         receive(pair.a.ch, request, pair.a.key)
     assert err.value.reason is Reason.INSUFFICIENT_FUNDS and pair.a.ch == a_before
+
+
+def test_only_b_retries_after_a_conflict_a_is_told_of_it_fails_its_payments() -> None:
+    """A wins every tie, so a CONFLICT reaching A is a refusal: retrying would let B keep A busy forever."""
+    pair = Pair()
+    pair.pay(0, 5)
+    propose = pair.links[1].popleft()
+    assert isinstance(propose, m.Propose)
+    conflict = m.Reject(pair.a.ch.channel_id, propose.state.version, propose.pid, str(Reason.CONFLICT), "mine")
+    before = len(pair.a.effects)
+    pair.a.channel, effects = receive(pair.a.ch, conflict, pair.a.key)
+    pair._run(pair.a, effects)
+    assert pair.a.ch.pending == () and pair.a.failed == set(pair.a.requested)
+    assert not any(isinstance(e, SendMessage) for e in pair.a.effects[before:]), "A proposed nothing again"

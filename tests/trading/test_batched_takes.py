@@ -5,12 +5,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import msgspec
 import pytest
 
 from statechannel.core import messages as m
 from statechannel.core import swaps
+from statechannel.core.eip712 import state_hash
 from statechannel.core.errors import LocalError, Reason
-from statechannel.core.io import ActionTake, SendMessage
+from statechannel.core.io import (
+    ActionTake,
+    ChainDisputeRecorded,
+    ChainTime,
+    SendMessage,
+    SubmitTxChallenge,
+    SubmitTxSettle,
+)
 from statechannel.core.machine import receive, transition
 from statechannel.core.persist import decode_channel, encode_channel
 from statechannel.core.quotes import MAX_TAKES, Swap, swap_transfers
@@ -134,3 +143,54 @@ def test_batched_takes_survive_a_restart_and_a_lost_link() -> None:
     assert sum(s.base_amount for s in pair.ledgers[1].filled.values()) == 190
     assert swaps.filled(pair.a.ch, q.quote_id) == 190
     assert pair.balances(1) == {ETH: 1000 - 190, TOKEN: 1000 + 760}
+
+
+def test_a_close_with_my_proposal_whose_accept_was_lost_fills_its_takes_and_i_can_settle_it() -> None:
+    pair = AssetPair()
+    q, sig = pair.quote(0, maker_sells=True, base_unit=1, quote_unit=2, size=100)
+    taken = pair.take_many(1, [(q, sig, 10), (q, sig, 20)])
+    pair.deliver(0)  # A countersigns; its Accept never reaches B
+    pair.links[1].clear()
+    recorded = pair.a.ch.latest
+    assert recorded is not None and recorded.state.version == pair.b.ch.pending[0].state.version
+    finalizes_at = 5_000
+    pair.feed(pair.b, ChainDisputeRecorded(recorded.state.version, finalizes_at, 0, 0, state_hash(recorded.state)))
+    assert set(pair.ledgers[1].filled) == {s.take_id for s in taken} and not pair.ledgers[1].refused
+    (tally,) = pair.b.ch.positions
+    assert (tally.base_net, tally.quote_net, tally.trades) == (30, -60, 2)
+    assert not any(isinstance(e, SubmitTxChallenge) for e in pair.b.effects), "nothing newer to challenge with"
+    pair.feed(pair.b, ChainTime(finalizes_at))
+    (settle,) = [e for e in pair.b.effects if isinstance(e, SubmitTxSettle)]
+    assert settle.state == recorded.state
+
+
+def test_a_reused_quote_id_shares_one_fill_record_kept_for_the_longest_expiry() -> None:
+    """Quote ids repeat only if the maker's clock steps back across a restart; then both quotes count
+    against one record, which lives as long as the later of them, so neither is ever overfilled."""
+    pair = AssetPair()
+    a = pair.a
+    short, short_sig = swaps.make_quote(a.ch, a.key, 77, TOKEN, ETH, True, 1, 2, 10, pair.clock + 100)
+    long, long_sig = swaps.make_quote(a.ch, a.key, 77, TOKEN, ETH, True, 1, 2, 10, pair.clock + 100_000)
+    pair.take_many(1, [(short, short_sig, 5), (long, long_sig, 5)])
+    pair.deliver_all()
+    pair.clock += 200  # the short one expired; the long one is live
+    taken = pair.take_many(1, [(long, long_sig, 10)])
+    pair.deliver_all()
+    assert pair.ledgers[1].refused == {taken[0].take_id: "oversize"}
+    assert swaps.filled(a.ch, 77) == 10
+
+
+def test_a_channel_stored_before_takes_shared_updates_reads_its_take_in_flight() -> None:
+    """Stored by the release before batching: a proposal carried one `swap` (or null), not `swaps`."""
+    pair = AssetPair()
+    q, sig = pair.quote(0, maker_sells=True, base_unit=1, quote_unit=2, size=100)
+    pair.take_many(1, [(q, sig, 10)])
+    pair.pay_asset(1, ETH, 3)
+    doc = msgspec.json.decode(encode_channel(pair.b.ch))
+    take, pay = doc["pending"]
+    take["swap"] = take.pop("swaps")[0]
+    pay["swap"] = None
+    del pay["swaps"]
+    old = msgspec.json.encode(doc)
+    assert b'"swaps"' not in old
+    assert decode_channel(old) == pair.b.ch

@@ -63,6 +63,9 @@ class Dispute:
     state_hash: bytes
     challenged: bool = False
     settle_submitted: bool = False
+    state: State | None = None
+    """The recorded state, when it is one of my proposals the peer signed but never confirmed to me
+    (its Accept was lost): I know it without holding the peer's signature, and can settle with it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -470,12 +470,7 @@ def _on_accept(ch: Channel, msg: m.Accept) -> Result:
     theirs = m.signature(msg.sig)
     ch.check_peer_sig(head.state, theirs)
     new = replace(ch, latest=ch.signed(head.state, head.sig, theirs), pending=ch.pending[1:])
-    effects: list[Effect] = []
-    if head.payments:
-        effects.append(NotifySent(head.payments, head.state.version))
-    if head.swaps:
-        effects.extend(NotifyFilled(swap, False, head.state.version) for swap in head.swaps)
-        new = replace(new, positions=positions.record_swaps(new.positions, head.swaps, maker=False))
+    new, effects = _confirmed(new, head)
     if head.kind is Kind.POSTFUND:
         new = replace(new, phase=Phase.OPEN)
         effects.append(NotifyPhase(Phase.OPEN))
@@ -483,6 +478,17 @@ def _on_accept(ch: Channel, msg: m.Accept) -> Result:
         assert new.latest is not None
         effects.append(SubmitTxCloseCooperative(new.latest))
     return new, tuple(effects)
+
+
+def _confirmed(ch: Channel, p: Proposal) -> tuple[Channel, list[Effect]]:
+    """My proposal `p` is signed by both: its payments are sent and its takes filled."""
+    effects: list[Effect] = []
+    if p.payments:
+        effects.append(NotifySent(p.payments, p.state.version))
+    if p.swaps:
+        effects.extend(NotifyFilled(swap, False, p.state.version) for swap in p.swaps)
+        ch = replace(ch, positions=positions.record_swaps(ch.positions, p.swaps, maker=False))
+    return ch, effects
 
 
 def _on_open_accepted(ch: Channel, msg: m.Accept) -> Result:
@@ -510,7 +516,9 @@ def _on_reject(ch: Channel, msg: m.Reject, key: PrivateKey) -> Result:
     retry = tuple(p for prop in later for p in prop.payments)
     retry_takes = _takes_of(later)
     blamed = msg.take if rejected.swaps and 0 <= msg.take < len(rejected.swaps) else None
-    if msg.reason == Reason.CONFLICT:  # lost a tie-break: nothing wrong with the payments
+    if msg.reason == Reason.CONFLICT and ch.me == 1:  # B lost a tie-break: nothing wrong with the payments
+        # (A wins every tie, so a CONFLICT sent to A is a refusal like any other: retrying it forever
+        # would let B keep A busy)
         retry = rejected.payments + retry
         retry_takes = rejected.swaps + retry_takes
     elif blamed is not None:  # one take refused: the others in its update go ahead without it
@@ -539,11 +547,8 @@ def _on_sync(ch: Channel, msg: m.Sync, key: PrivateKey) -> Result:
     new = replace(ch, latest=signed, pending=rest)
     effects: list[Effect] = []
     for p in confirmed:
-        if p.payments:
-            effects.append(NotifySent(p.payments, p.state.version))
-        if p.swaps:
-            effects.extend(NotifyFilled(swap, False, p.state.version) for swap in p.swaps)
-            new = replace(new, positions=positions.record_swaps(new.positions, p.swaps, maker=False))
+        new, done = _confirmed(new, p)
+        effects.extend(done)
         if p.kind is Kind.POSTFUND:
             new = replace(new, phase=Phase.OPEN)
             effects.append(NotifyPhase(Phase.OPEN))
@@ -602,8 +607,22 @@ def _on_funded(ch: Channel, inp: ChainFunded | ChainWithdrawn, key: PrivateKey) 
 
 def _on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
     d = Dispute(inp.version, inp.finalizes_at, inp.funded_a, inp.funded_b, inp.state_hash)
+    # The recorded state may be one of my proposals whose Accept never reached me: the chain checked
+    # both signatures, so it and the proposals below it are done, not failed.
+    recorded = next(
+        (p for p in ch.pending if p.state.version == inp.version and state_hash(p.state) == inp.state_hash), None
+    )
     new = replace(ch, phase=Phase.DISPUTE, dispute=d, pending=())
-    effects: list[Effect] = [*_fail_all(ch.pending, "channel is being closed"), NotifyPhase(Phase.DISPUTE)]
+    effects: list[Effect] = []
+    failed = ch.pending
+    if recorded is not None:
+        new = replace(new, dispute=replace(d, state=recorded.state))
+        for p in ch.pending:
+            if p.state.version <= inp.version:
+                new, done = _confirmed(new, p)
+                effects.extend(done)
+        failed = tuple(p for p in ch.pending if p.state.version > inp.version)
+    effects += [*_fail_all(failed, "channel is being closed"), NotifyPhase(Phase.DISPUTE)]
     if ch.latest is not None and ch.latest.state.version > inp.version and ch.now < inp.finalizes_at:
         effects.append(SubmitTxChallenge(ch.latest, inp.funded_a, inp.funded_b, inp.state_hash))
         new = replace(new, dispute=replace(d, challenged=True))
@@ -615,15 +634,14 @@ def _on_time(ch: Channel) -> Result:
     d = ch.dispute
     if ch.phase is not Phase.DISPUTE or d is None or d.settle_submitted or ch.now < d.finalizes_at:
         return ch, ()
-    if ch.latest is None or ch.latest.state.version != d.version:
-        return ch, ()  # the recorded state is not one we hold; the peer settles it
-    if dispute_record(d.funded_a, d.funded_b, state_hash(ch.latest.state)) != dispute_record(
+    state = ch.latest.state if ch.latest is not None and ch.latest.state.version == d.version else d.state
+    if state is None:
+        return ch, ()  # the recorded state is not one we know; the peer settles it
+    if dispute_record(d.funded_a, d.funded_b, state_hash(state)) != dispute_record(
         d.funded_a, d.funded_b, d.state_hash
     ):
         return ch, ()
-    return replace(ch, dispute=replace(d, settle_submitted=True)), (
-        SubmitTxSettle(ch.latest.state, d.funded_a, d.funded_b),
-    )
+    return replace(ch, dispute=replace(d, settle_submitted=True)), (SubmitTxSettle(state, d.funded_a, d.funded_b),)
 
 
 def pending_work(ch: Channel) -> tuple[Effect, ...]:

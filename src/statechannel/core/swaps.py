@@ -150,8 +150,9 @@ def _accept_one(
         if len(fills) >= MAX_LIVE_QUOTES:
             raise RemoteError(Reason.QUOTE_LIMIT, f"{MAX_LIVE_QUOTES} quotes already partly filled; wait for expiry")
         fills[q.quote_id] = QuoteFill(q.quote_id, q.expires_at_ms, swap.base_amount)
-    else:
-        fills[q.quote_id] = replace(record, filled=filled + swap.base_amount)
+    else:  # a quote id reused (only across a clock step back) shares the record, kept for the longest expiry
+        expires = max(record.expires_at_ms, q.expires_at_ms)
+        fills[q.quote_id] = replace(record, filled=filled + swap.base_amount, expires_at_ms=expires)
     return after
 
 
