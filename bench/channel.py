@@ -1,7 +1,7 @@
 """Off-chain speed of one channel: two nodes, real TCP on 127.0.0.1 (Noise),
 durable SQLite stores (WAL, fsync), the embedded chain for funding.
 
-    python bench/channel.py --json [--quick]
+    python bench/channel.py --json [--quick] [--store sqlite|memory]
 
 Both nodes run in this one process, so they share one core's worth of Python:
 figures are a floor for two separate processes on two cores.
@@ -30,21 +30,21 @@ from statechannel.gasreport import parties
 from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
+from statechannel.store.memory import MemoryStore
 from statechannel.store.sqlite import SqliteStore
 
 ETHER = 10**18
 
 
-async def setup(tmp: Path) -> tuple[Node, Node, bytes]:
+async def setup(tmp: Path, store: str = "sqlite") -> tuple[Node, Node, bytes]:
     chain = EmbeddedChain()
     p = parties(chain, "bench")
     adj, _ = Adjudicator.deploy(chain, p.deployer)
     nodes = []
     for key, name in ((p.a, "a"), (p.b, "b")):
         transport = TcpTransport(key)
-        node = Node(
-            key, ChainIO(chain, adj.address, key), SqliteStore(tmp / f"{name}.db"), transport, poll_interval=0.02
-        )
+        db = SqliteStore(tmp / f"{name}.db") if store == "sqlite" else MemoryStore()
+        node = Node(key, ChainIO(chain, adj.address, key), db, transport, poll_interval=0.02)
         await node.start()
         nodes.append(node)
     a, b = nodes
@@ -95,15 +95,18 @@ async def burst(a: Node, cid: bytes, n: int) -> dict[str, float]:
     return {"coalesced_payments_per_s": round(n / dt), "coalesced_updates": v1 - v0}
 
 
-async def main(quick: bool) -> dict[str, Any]:
+async def main(quick: bool, store: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        a, b, cid = await setup(Path(tmp))
+        a, b, cid = await setup(Path(tmp), store)
         try:
-            out: dict[str, Any] = {"setup": "two nodes in one process, TCP+Noise on 127.0.0.1, SQLite WAL fsync"}
+            durable = "SQLite WAL fsync" if store == "sqlite" else "in-memory store (nothing durable)"
+            out: dict[str, Any] = {"setup": f"two nodes in one process, TCP+Noise on 127.0.0.1, {durable}"}
             out |= await round_trips(a, cid, 200 if quick else 1000)
             out |= await updates(a, cid, 2000 if quick else 10_000)
             out |= await burst(a, cid, 20_000 if quick else 100_000)
-            out["store_saves_per_commit_a"] = round(a.store.stats()["saves"] / max(1, a.store.stats()["commits"]), 2)
+            if isinstance(a.store, SqliteStore):
+                stats = a.store.stats()
+                out["store_saves_per_commit_a"] = round(stats["saves"] / max(1, stats["commits"]), 2)
             return out
         finally:
             for node in (a, b):
@@ -117,6 +120,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     args = parser.parse_args()
-    result = asyncio.run(main(args.quick))
+    result = asyncio.run(main(args.quick, args.store))
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:28} {v}" for k, v in result.items()))

@@ -236,3 +236,27 @@ def test_closed_store_refuses_everything(make_store: MakeStore) -> None:
             store.payments()
 
     asyncio.run(main())
+
+
+def test_an_outcome_changes_only_status_version_and_reason_and_a_new_record_never_overwrites(
+    make_store: MakeStore,
+) -> None:
+    async def body(store: Store) -> None:
+        await store.save(cid(1), blob(1), [record("p", cid(1), amount=7, created_ms=100)])
+        # the outcome as a node rebuilt it after a restart: another creation time, the same payment
+        await store.save(cid(1), blob(2), [record("p", cid(1), amount=7, status="sent", version=3, created_ms=999)])
+        (row,) = store.payments()
+        assert (row.status, row.version, row.created_ms, row.amount) == ("sent", 3, 100, 7)
+        # a new record under a used id (a retry after a restart reusing the id) leaves the row as it is
+        await store.save(cid(1), blob(3), [record("p", cid(1), amount=9, created_ms=5)])
+        assert store.payments() == [row]
+        # pending and its outcome in one save: the outcome is stored, whole
+        await store.save(
+            cid(1),
+            blob(4),
+            [record("q", cid(1), created_ms=200), record("q", cid(1), status="failed", reason="x", created_ms=200)],
+        )
+        newest = store.payments(limit=1)[0]
+        assert (newest.payment_id, newest.status, newest.reason) == ("q", "failed", "x")
+
+    run(make_store, body)

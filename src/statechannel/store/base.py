@@ -16,6 +16,9 @@ BLOCK_HASH_LEN = 32
 ASSET_LEN = 20
 DIRECTIONS = frozenset({"out", "in"})
 STATUSES = frozenset({"pending", "sent", "failed", "received"})
+NEW_STATUSES = frozenset({"pending", "received"})
+"""A record with one of these is a new payment: stored if its id is new, else left as it is. Any other
+status is an outcome: it changes only the status, version and reason of the payment's row."""
 MAX_INT64 = 2**63 - 1  # SQLite INTEGER is signed 64-bit; larger counters would silently turn into floats
 MAX_UINT256 = 2**256 - 1  # what the contract can hold; also keeps one absurd amount from failing a shared batch
 

@@ -6,10 +6,13 @@ A save applies before it returns and never yields, which keeps tests determinist
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from statechannel.store.base import (
+    NEW_STATUSES,
     Checkpoint,
     PaymentRecord,
     StoreClosed,
@@ -34,6 +37,7 @@ class MemoryStore:
         self._checkpoint: Checkpoint | None = None
         # payment_id -> (first-insertion sequence, record): the sequence breaks created_ms ties, as rowid does in SQLite
         self._payments: dict[str, tuple[int, PaymentRecord]] = {}
+        self._oldest: list[tuple[int, int, str]] = []  # heap of (created_ms, seq, id): pruning is O(log n) a row
         self._seq = 0
         self._closed = False
         self._stats = {
@@ -72,13 +76,15 @@ class MemoryStore:
             check_payment(record)
         self._check_open()
         self._channels[channel_id] = blob
-        for record in records:
+        for record in {r.payment_id: r for r in records}.values():  # the last record of an id wins, as in a batch
             old = self._payments.get(record.payment_id)
             if old is None:
                 self._seq += 1
                 self._payments[record.payment_id] = (self._seq, record)
-            else:
-                self._payments[record.payment_id] = (old[0], record)
+                heapq.heappush(self._oldest, (record.created_ms, self._seq, record.payment_id))
+            elif record.status not in NEW_STATUSES:  # an outcome changes only status, version and reason
+                kept = replace(old[1], status=record.status, version=record.version, reason=record.reason)
+                self._payments[record.payment_id] = (old[0], kept)
         self._prune()
         self._count(saves=1, payment_upserts=len({r.payment_id for r in records}))
 
@@ -92,11 +98,8 @@ class MemoryStore:
         self._closed = True
 
     def _prune(self) -> None:
-        excess = len(self._payments) - self._max_payments
-        if excess > 0:
-            oldest = sorted(self._payments.items(), key=lambda item: (item[1][1].created_ms, item[1][0]))[:excess]
-            for payment_id, _ in oldest:
-                del self._payments[payment_id]
+        while len(self._payments) > self._max_payments:
+            del self._payments[heapq.heappop(self._oldest)[2]]
 
     def _count(self, saves: int = 0, checkpoint_saves: int = 0, payment_upserts: int = 0) -> None:
         stats = self._stats

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from statechannel.store.base import (
+    NEW_STATUSES,
     Checkpoint,
     CommitFailed,
     PaymentRecord,
@@ -88,7 +89,6 @@ _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 ROWS_PER_STATEMENT = 500  # 4,500 parameters: well inside SQLite's limit of 32,766
 IDS_PER_STATEMENT = 2_000
 _Row = tuple[bytes, str, bytes, str, str, int, str, int, str]
-_NEW_STATUSES = frozenset({"pending", "received"})
 _PRUNE_PAYMENTS = "DELETE FROM payments WHERE seq IN (SELECT seq FROM payments ORDER BY created_ms, seq LIMIT ?)"
 _SELECT_PAYMENTS = (
     "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
@@ -296,8 +296,8 @@ class SqliteStore:
                 # finishes a pending row: one update, and inserts only when some had no row to update
                 # (pending and final in one batch, or the pending row pruned). One statement a record
                 # on the common path, and the inserts' rowcount still says how many rows are new.
-                new = [row for row in rows if row[4] in _NEW_STATUSES]
-                done = [row for row in rows if row[4] not in _NEW_STATUSES]
+                new = [row for row in rows if row[4] in NEW_STATUSES]
+                done = [row for row in rows if row[4] not in NEW_STATUSES]
                 if new:
                     count += _insert_payments(conn, new)
                 if done and _update_outcomes(conn, done) < len(done):
