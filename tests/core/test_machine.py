@@ -239,14 +239,47 @@ def test_peer_cannot_withdraw_what_it_was_only_offered() -> None:
 
 
 def test_only_b_retries_after_a_conflict_a_is_told_of_it_fails_its_payments() -> None:
-    """A wins every tie, so a CONFLICT reaching A is a refusal: retrying would let B keep A busy forever."""
+    """A wins every tie, so a CONFLICT reaching A is a refusal: retrying would let B keep A busy forever.
+    A signed what B refused, so the failure is reported once a later version is signed by both."""
     pair = Pair()
     pair.pay(0, 5)
     propose = pair.links[1].popleft()
     assert isinstance(propose, m.Propose)
     conflict = m.Reject(pair.a.ch.channel_id, propose.state.version, propose.pid, str(Reason.CONFLICT), "mine")
-    before = len(pair.a.effects)
     pair.a.channel, effects = receive(pair.a.ch, conflict, pair.a.key)
     pair._run(pair.a, effects)
-    assert pair.a.ch.pending == () and pair.a.failed == set(pair.a.requested)
-    assert not any(isinstance(e, SendMessage) for e in pair.a.effects[before:]), "A proposed nothing again"
+    assert pair.a.failed == set() and pair.a.ch.held_failed, "held: B may still countersign what it refused"
+    bumps = [e.message for e in effects if isinstance(e, SendMessage) and isinstance(e.message, m.Propose)]
+    assert [b.state.version for b in bumps] == [propose.state.version, propose.state.version + 1]
+    assert pair.b.ch.latest is not None
+    assert all(b.state.to_state().transfers == pair.b.ch.latest.state.transfers for b in bumps), "bumps move nothing"
+    pair.deliver_all()
+    assert pair.a.failed == set(pair.a.requested) and not pair.a.ch.held_failed
+    assert pair.a.ch.latest == pair.b.ch.latest and pair.a.ch.latest.state.version == propose.state.version + 1
+    assert pair.balance(pair.a) == pair.deposits[0], "nothing moved"
+
+
+def test_a_receipt_in_a_tie_is_told_only_once_no_dropped_proposal_can_undo_it() -> None:
+    """A provokes a tie: its payment to B beats B's own proposal of the same version, which A keeps and
+    could countersign and close with, undoing its payment. So B is told of the receipt only once a state
+    above its dropped proposal is signed by both."""
+    pair = Pair()
+    pair.pay(1, 5)  # B proposes version v
+    b_propose = pair.links[0].popleft()
+    pair.pay(0, 10)  # A proposes version v too, and its proposal reaches B first
+    pair.deliver(1)
+    assert isinstance(b_propose, m.Propose) and pair.b.ch.latest is not None
+    v = b_propose.state.version
+    assert pair.b.ch.latest.state.version == v and pair.b.ch.orphan_upto == v
+    assert pair.b.received == 0 and pair.b.ch.held_received, "told nothing yet: A could still close with B's v"
+    # what A could do: countersign B's dropped proposal and close with it (it is version v, and B holds
+    # nothing higher signed by both until its re-proposal at v + 1 is accepted)
+    dropped = b_propose.state.to_state()
+    assert dropped.version == v and dropped != pair.b.ch.latest.state
+    # an honest A accepts B's re-proposal: now B holds v + 1 signed by both, and is told
+    pair.links[0].clear()
+    pair.disconnect_and_reconnect()
+    pair.deliver_all()
+    assert pair.b.ch.latest.state.version > v
+    assert pair.b.received == 10 and not pair.b.ch.held_received
+    assert pair.a.ch.latest == pair.b.ch.latest

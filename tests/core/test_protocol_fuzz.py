@@ -71,12 +71,14 @@ class TwoParties(RuleBasedStateMachine):
     @invariant()
     def each_can_close_with_what_it_agreed(self) -> None:
         """Each side's latest state is signed by both and pays it exactly what its
-        own ledger (confirmed payments out, payments in) says."""
+        own ledger (confirmed payments out, payments in) says, counting what it received but has not
+        been told yet (held while a rolled-back proposal of its own is not superseded)."""
         for party in (self.pair.a, self.pair.b):
             ch = party.ch
             assert ch.latest is not None
             ch.check_signed(ch.latest)
-            assert self.pair.balance(party) == self.pair.deposits[ch.me] + party.net()
+            held = sum(amount for e in ch.held_received for _, amount in e.amounts)
+            assert self.pair.balance(party) == self.pair.deposits[ch.me] + party.net() + held
 
     def teardown(self) -> None:
         """Once the link is quiet, both agree and every payment was resolved once."""
@@ -86,6 +88,7 @@ class TwoParties(RuleBasedStateMachine):
         assert pair.a.ch.latest == pair.b.ch.latest
         assert pair.a.ch.pending == () and pair.b.ch.pending == ()
         for party in (pair.a, pair.b):
+            assert not (party.ch.held_received or party.ch.held_failed), "all told once the link is quiet"
             assert set(party.sent) | party.failed == set(party.requested)
         assert sum(pair.a.sent.values()) == pair.b.received
         assert sum(pair.b.sent.values()) == pair.a.received

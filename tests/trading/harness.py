@@ -14,6 +14,7 @@ from eth_hash.auto import keccak
 
 from statechannel.core import messages as m
 from statechannel.core import swaps
+from statechannel.core.channel import Channel
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.errors import LocalError
 from statechannel.core.io import (
@@ -186,3 +187,17 @@ class AssetPair(Pair):
 
 def failed_payments(party: Party) -> set[str]:
     return {p.payment_id for e in party.effects if isinstance(e, NotifyFailed) for p in e.payments}
+
+
+def held_net(ch: Channel) -> dict[bytes, int]:
+    """Per asset, what a side's latest state gives it that it has not been told of yet: receipts and
+    fills as maker held while a rolled-back proposal of its own is not superseded."""
+    net = {asset: 0 for asset in ASSETS}
+    for e in ch.held_received:
+        for asset, amount in e.amounts:
+            net[asset] += amount
+    for f in ch.held_filled:
+        q, bought = f.swap.quote, f.swap.quote.maker_sells != f.maker
+        net[q.base] += f.swap.base_amount if bought else -f.swap.base_amount
+        net[q.quote] += -f.swap.quote_amount if bought else f.swap.quote_amount
+    return net

@@ -12,7 +12,7 @@ from statechannel.core.crypto import Signature
 from statechannel.core.errors import LocalError, Reason
 from statechannel.core.quotes import Quote
 from statechannel.core.types import ETH
-from tests.trading.harness import TOKEN, AssetPair
+from tests.trading.harness import TOKEN, AssetPair, held_net
 
 LOCAL_REFUSALS = {Reason.INSUFFICIENT_FUNDS, Reason.PIPELINE_FULL, Reason.BAD_AMOUNT, Reason.EXPIRED, Reason.OVERSIZE}
 
@@ -139,7 +139,8 @@ class TwoAssets(RuleBasedStateMachine):
     def each_side_holds_what_its_ledger_says(self) -> None:
         for i in (0, 1):
             ledger = self.pair.ledgers[i]
-            expected = {asset: self.pair.funds[asset][i] + ledger.net[asset] for asset in (ETH, TOKEN)}
+            held = held_net(self.pair.party(i).ch)
+            expected = {asset: self.pair.funds[asset][i] + ledger.net[asset] + held[asset] for asset in (ETH, TOKEN)}
             assert self.pair.balances(i) == expected
 
     @invariant()
@@ -159,6 +160,9 @@ class TwoAssets(RuleBasedStateMachine):
         pair.deliver_all()
         assert pair.a.ch.latest == pair.b.ch.latest
         assert pair.a.ch.pending == () and pair.b.ch.pending == ()
+        for party in (pair.a, pair.b):
+            ch = party.ch
+            assert not (ch.held_received or ch.held_filled or ch.held_failed or ch.held_take_failed)
         for i in (0, 1):
             ledger, maker = pair.ledgers[i], pair.ledgers[1 - i]
             assert set(ledger.filled) | set(ledger.refused) == set(ledger.taken), "every take resolved once"

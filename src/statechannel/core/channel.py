@@ -9,7 +9,7 @@ from enum import StrEnum
 from statechannel.core.crypto import Signature, recover
 from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import LocalError, Reason, RemoteError
-from statechannel.core.io import Payment, SignedState
+from statechannel.core.io import NotifyFailed, NotifyFilled, NotifyReceived, NotifyTakeFailed, Payment, SignedState
 from statechannel.core.positions import Tally
 from statechannel.core.quotes import MAX_TAKES, QuoteFill, Swap
 from statechannel.core.types import ChannelParams, Domain, State, Withdrawal
@@ -92,6 +92,15 @@ class Channel:
     """How much of each of my unexpired quotes the peer has taken."""
     positions: tuple[Tally, ...] = ()
     """What this side bought and sold per traded pair, and its realised P&L: kept after close."""
+    orphan_upto: int = 0
+    """The highest version of a proposal of mine that was rolled back (refused, or lost a tie). I signed
+    it, so the peer may still countersign it and close with it until a higher version is both-signed."""
+    held_received: tuple[NotifyReceived, ...] = ()
+    held_filled: tuple[NotifyFilled, ...] = ()
+    held_failed: tuple[NotifyFailed, ...] = ()
+    held_take_failed: tuple[NotifyTakeFailed, ...] = ()
+    """Outcomes reported while `orphan_upto` was not yet superseded: a rolled-back proposal could still
+    undo them, so they wait here (durably) until my latest version is above it."""
     _cid: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:

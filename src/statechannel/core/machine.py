@@ -187,11 +187,60 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
             effects = (*_fail_all(ch.pending, "channel concluded"), NotifyPhase(Phase.CLOSED))
         case ChainTime():
             new, effects = _on_time(replace(ch, now=max(ch.now, inp.timestamp)))
+    new, effects = _outcomes(new, effects)
     funds_moved = isinstance(inp, ChainFunded | ChainWithdrawn | ActionWithdraw) or (
         isinstance(inp, ReceiveMessage) and isinstance(inp.message, m.WithdrawRequest | m.WithdrawAccept)
     )
     check_invariants(new, every_state=funds_moved)
     return new, effects
+
+
+def _outcomes(ch: Channel, effects: tuple[Effect, ...]) -> Result:
+    """Report an outcome only once no rolled-back proposal of mine can undo it.
+
+    While my latest signed version is not above `orphan_upto`, the peer may still countersign a
+    proposal of mine it refused (or that lost a tie) and close with it: what I was told I received,
+    my fills as maker and my failures could all be undone, so they wait in the channel and go out, in
+    order, once a higher version is both-signed (a rollback proposes until it is). Confirmations of my
+    own proposals need not wait: a rolled-back proposal builds on them, or carries the very payments
+    and takes they re-propose. Positions count the fills as they are reported."""
+    latest = ch.latest.state.version if ch.latest is not None else 0
+    settled = latest > ch.orphan_upto
+    closing = ch.phase in (Phase.DISPUTE, Phase.CLOSED)  # the chain decides now: failures are final
+    out: list[Effect] = []
+    if settled and (ch.held_received or ch.held_filled or ch.held_failed or ch.held_take_failed):
+        out += [*ch.held_received, *ch.held_filled, *ch.held_failed, *ch.held_take_failed]
+        ch = replace(ch, held_received=(), held_filled=(), held_failed=(), held_take_failed=())
+    elif closing and (ch.held_failed or ch.held_take_failed):
+        out += [*ch.held_failed, *ch.held_take_failed]
+        ch = replace(ch, held_failed=(), held_take_failed=())
+    for e in effects:
+        if settled:
+            out.append(e)
+        elif isinstance(e, NotifyReceived):
+            ch = replace(ch, held_received=(*ch.held_received, e))
+        elif isinstance(e, NotifyFilled) and e.maker:
+            ch = replace(ch, held_filled=(*ch.held_filled, e))
+        elif isinstance(e, NotifyFailed) and not closing:
+            ch = replace(ch, held_failed=(*ch.held_failed, e))
+        elif isinstance(e, NotifyTakeFailed) and not closing:
+            ch = replace(ch, held_take_failed=(*ch.held_take_failed, e))
+        else:
+            out.append(e)
+    fills = [
+        (
+            e.swap.quote.maker_sells != e.maker,
+            e.swap.base_amount,
+            e.swap.quote_amount,
+            e.swap.quote.base,
+            e.swap.quote.quote,
+        )
+        for e in out
+        if isinstance(e, NotifyFilled)
+    ]
+    if fills:
+        ch = replace(ch, positions=positions.record(ch.positions, fills))
+    return ch, tuple(out)
 
 
 def check_invariants(ch: Channel, every_state: bool = True) -> None:
@@ -220,9 +269,17 @@ def check_invariants(ch: Channel, every_state: bool = True) -> None:
 
 
 def _propose(
-    ch: Channel, state: State, kind: Kind, payments: tuple[Payment, ...], key: PrivateKey, takes: tuple[Swap, ...] = ()
+    ch: Channel,
+    state: State,
+    kind: Kind,
+    payments: tuple[Payment, ...],
+    key: PrivateKey,
+    takes: tuple[Swap, ...] = (),
+    bump: bool = False,
 ) -> Result:
-    if len(ch.pending) >= MAX_IN_FLIGHT:
+    """`bump`: an update that moves nothing, proposed after a rollback to supersede what was rolled back;
+    allowed one past the pipeline's bound (the rolled-back proposals were within it)."""
+    if len(ch.pending) >= MAX_IN_FLIGHT + bump:
         raise LocalError(Reason.PIPELINE_FULL, f"{MAX_IN_FLIGHT} updates already in flight")
     sig = key.sign_digest(ch.digest(state))
     proposal = Proposal(state, sig, kind, ch.next_pid, payments, takes)
@@ -297,6 +354,9 @@ def _rebase(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey, takes: 
             effects.extend(_fail(payments, exc.reason))
     if takes:
         ch, more = _retake(ch, takes, key)
+        effects.extend(more)
+    while ch.head.version <= ch.orphan_upto:  # until a higher version than every rolled-back one is proposed
+        ch, more = _propose(ch, replace(ch.head, version=ch.head.version + 1), Kind.PAY, (), key, bump=True)
         effects.extend(more)
     return ch, tuple(effects)
 
@@ -397,7 +457,10 @@ def _on_propose(
     if ch.pending:  # both proposed this version
         if ch.me == 0:
             return ch, (_refuse(ch, state, pid, Reason.CONFLICT, "A's proposal of this version wins"),)
-        dropped, ch = ch.pending, replace(ch, pending=())
+        dropped = ch.pending
+        # what I signed and now drop can still be countersigned by the peer, unless it is this very state
+        rolled = [p.state.version for p in dropped if p.state != state]
+        ch = replace(ch, pending=(), orphan_upto=max(ch.orphan_upto, *rolled, 0))
     if take is None:
         kind = _check_move(ch, latest, state)
     else:
@@ -412,7 +475,6 @@ def _on_propose(
     )
     if take is not None:
         effects.extend(NotifyFilled(swap, True, state.version) for swap in take[0])
-        new = replace(new, positions=positions.record_swaps(new.positions, take[0], maker=True))
     elif received:
         effects.append(NotifyReceived(received, state.version))
     if kind is Kind.POSTFUND:
@@ -485,9 +547,7 @@ def _confirmed(ch: Channel, p: Proposal) -> tuple[Channel, list[Effect]]:
     effects: list[Effect] = []
     if p.payments:
         effects.append(NotifySent(p.payments, p.state.version))
-    if p.swaps:
-        effects.extend(NotifyFilled(swap, False, p.state.version) for swap in p.swaps)
-        ch = replace(ch, positions=positions.record_swaps(ch.positions, p.swaps, maker=False))
+    effects.extend(NotifyFilled(swap, False, p.state.version) for swap in p.swaps)
     return ch, effects
 
 
@@ -508,7 +568,7 @@ def _on_reject(ch: Channel, msg: m.Reject, key: PrivateKey) -> Result:
     if index is None:
         return ch, ()  # about a proposal already rolled back or confirmed
     rejected, later = ch.pending[index], ch.pending[index + 1 :]
-    new = replace(ch, pending=ch.pending[:index])
+    new = replace(ch, pending=ch.pending[:index], orphan_upto=max(ch.orphan_upto, ch.pending[-1].state.version))
     effects: list[Effect] = []
     if rejected.kind is Kind.FINAL:
         new = replace(new, phase=Phase.OPEN)

@@ -101,9 +101,12 @@ def record(tallies: tuple[Tally, ...], fills: Iterable[tuple[bool, int, int, byt
     return kept + tuple(a.freeze() for a in accounts.values())
 
 
-def record_swaps(tallies: tuple[Tally, ...], swaps: Iterable[Swap], maker: bool) -> tuple[Tally, ...]:
-    """`tallies` with the fills of `swaps` applied, as the maker (`maker`) or the taker of them."""
+def record_fills(tallies: tuple[Tally, ...], fills: Iterable[tuple[Swap, bool]]) -> tuple[Tally, ...]:
+    """`tallies` with the fills applied in order: each a swap, and whether I was its maker."""
     return record(
         tallies,
-        ((s.quote.maker_sells != maker, s.base_amount, s.quote_amount, s.quote.base, s.quote.quote) for s in swaps),
+        (
+            (s.quote.maker_sells != maker, s.base_amount, s.quote_amount, s.quote.base, s.quote.quote)
+            for s, maker in fills
+        ),
     )
