@@ -16,6 +16,7 @@ from statechannel.store import (
     SqliteStore,
     Store,
     StoreClosed,
+    StoredQuote,
 )
 from tests.store.helpers import ASSET, blob, cid, record
 
@@ -258,5 +259,27 @@ def test_an_outcome_changes_only_status_version_and_reason_and_a_new_record_neve
         )
         newest = store.payments(limit=1)[0]
         assert (newest.payment_id, newest.status, newest.reason) == ("q", "failed", "x")
+
+    run(make_store, body)
+
+
+def test_quotes_are_kept_until_they_expire_one_per_channel_and_id(make_store: MakeStore) -> None:
+    async def body(store: Store) -> None:
+        first = StoredQuote(cid(1), 7, 1_000, b"seven")
+        await store.save_quote(first, now_ms=0)
+        await store.save_quote(StoredQuote(cid(2), 7, 5_000, b"other channel"), now_ms=0)
+        await store.save_quote(StoredQuote(cid(1), 3, 900, b"three"), now_ms=0)
+        assert [(q.channel_id, q.quote_id) for q in store.load_quotes(0)] == [(cid(1), 3), (cid(1), 7), (cid(2), 7)]
+        assert store.load_quotes(now_ms=950) == [first, StoredQuote(cid(2), 7, 5_000, b"other channel")]
+        await store.save_quote(StoredQuote(cid(1), 7, 2_000, b"seven again"), now_ms=950)  # replaces; prunes id 3
+        assert store.load_quotes(0) == [
+            StoredQuote(cid(1), 7, 2_000, b"seven again"),
+            StoredQuote(cid(2), 7, 5_000, b"other channel"),
+        ]
+        with pytest.raises(InvalidRecord):
+            await store.save_quote(StoredQuote(cid(1), 2**63, 1, b""), now_ms=0)
+        with pytest.raises(InvalidRecord):
+            await store.save_quote(StoredQuote(b"short", 1, 1, b""), now_ms=0)
+        assert len(store.load_quotes(0)) == 2, "a refused quote changes nothing"
 
     run(make_store, body)

@@ -226,3 +226,29 @@ def test_takes_in_flight_are_bounded_and_the_rest_wait_their_turn(tmp_path: Path
         assert a.swaps.my_quotes(cid)[0][1] == 3 * MAX_TAKES_IN_FLIGHT
 
     run(tmp_path, scenario)
+
+
+def test_a_restarted_maker_still_lists_its_live_quotes_and_never_reuses_their_ids(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        a, b, token = w.a, w.b, w.token.address
+        cid = await open_two_assets(w)
+        sq = await a.send_quote(cid, token, ETH, maker_sells=True, base_unit=1, quote_unit=3, size=100)
+        short = await a.send_quote(cid, token, ETH, maker_sells=True, base_unit=1, quote_unit=3, size=9, ttl_ms=50)
+        await quote_seen(b, cid, sq)
+        await b.take(cid, sq.quote.quote_id, 40)
+        await a.idle(cid)
+        await asyncio.sleep(0.06)  # the short quote expires
+        await a.stop()
+        await a.store.close()
+        store = SqliteStore(tmp_path / "a.db")
+        again = Node(a.key, a.chainio, store, a.transport, poll_interval=0.02)
+        await again.start()
+        try:
+            assert [(q.quote, filled) for q, filled in again.swaps.my_quotes(cid)] == [(sq.quote, 40)]
+            newer = await again.send_quote(cid, token, ETH, maker_sells=False, base_unit=1, quote_unit=2, size=5)
+            assert newer.quote.quote_id > max(sq.quote.quote_id, short.quote.quote_id)
+        finally:
+            await again.stop()
+            await store.close()
+
+    run(tmp_path, scenario)

@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from statechannel.core import messages as m
 from statechannel.core import swaps
 from statechannel.core.channel import MAX_IN_FLIGHT, Phase
@@ -29,6 +31,7 @@ from statechannel.core.io import ActionTake, NotifyFilled, NotifyTakeFailed
 from statechannel.core.machine import receive
 from statechannel.core.quotes import MAX_TAKES, Quote, Swap
 from statechannel.core.types import to_checksum
+from statechannel.store.base import StoredQuote
 
 if TYPE_CHECKING:
     from statechannel.node.node import Node
@@ -73,6 +76,10 @@ class Fill:
     at_ms: int
 
 
+_quote_encoder = msgspec.json.Encoder()
+_quote_decoder: msgspec.json.Decoder[SignedQuote] = msgspec.json.Decoder(SignedQuote)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -89,6 +96,14 @@ class SwapDesk:
         self._last_quote_id = 0
         self._take_ids = itertools.count(1)
         self._take_prefix = f"t{now_ms():x}-"
+        for stored in node.store.load_quotes(now_ms()):  # mine, sent before a restart and still live
+            try:
+                offer = _quote_decoder.decode(stored.blob)
+            except (msgspec.DecodeError, msgspec.ValidationError, StatechannelError):
+                log.warning("a stored quote of channel 0x%s is unreadable: skipped", stored.channel_id.hex()[:12])
+                continue
+            self._sent.setdefault(stored.channel_id, {})[offer.quote.quote_id] = offer
+            self._last_quote_id = max(self._last_quote_id, offer.quote.quote_id)  # ids stay unique across restarts
 
     # ------------------------------------------------------------ maker
 
@@ -114,6 +129,10 @@ class SwapDesk:
             ch, node.key, quote_id, base, quote, maker_sells, base_unit, quote_unit, size, start + ttl_ms
         )
         offer = SignedQuote(q, sig, node.address)
+        # kept durably first, so a restarted maker still lists every quote a peer may hold
+        await node.store.save_quote(
+            StoredQuote(channel_id, quote_id, q.expires_at_ms, _quote_encoder.encode(offer)), start
+        )
         await node.transport.send(ch.peer_address, m.encode(m.QuoteOffer(m.WireQuote.of(q), sig.to_bytes())))
         self._keep(self._sent, channel_id, offer, start)
         return offer

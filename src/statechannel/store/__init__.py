@@ -1,4 +1,5 @@
-"""Durable state: one row per channel (its latest blob), a chain checkpoint, a bounded payment history.
+"""Durable state: one row per channel (its latest blob), a chain checkpoint, a bounded payment history,
+and the quotes this node sent until they expire.
 
 `SqliteStore` is the durable backend (WAL, synchronous=FULL, group commit);
 `MemoryStore` has the same interface without durability, for protocol tests."""
@@ -11,6 +12,7 @@ from statechannel.store.base import (
     SchemaMismatch,
     Store,
     StoreClosed,
+    StoredQuote,
     StoreError,
 )
 from statechannel.store.memory import MemoryStore
@@ -27,4 +29,5 @@ __all__ = [
     "Store",
     "StoreClosed",
     "StoreError",
+    "StoredQuote",
 ]

@@ -46,6 +46,17 @@ class PaymentRecord:
     created_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredQuote:
+    """A quote this node signed and sent, kept until it expires so a restarted maker still lists it.
+    `blob` is the node's own encoding; the store only keys it."""
+
+    channel_id: bytes
+    quote_id: int
+    expires_at_ms: int
+    blob: bytes
+
+
 class StoreError(Exception):
     """Base of every error a store raises on purpose."""
 
@@ -80,6 +91,14 @@ class Store(Protocol):
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
     def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]: ...
+
+    async def save_quote(self, quote: StoredQuote, now_ms: int) -> None:
+        """Keep `quote` (replacing one of the same channel and id) and forget those expired by `now_ms`."""
+        ...
+
+    def load_quotes(self, now_ms: int) -> list[StoredQuote]:
+        """The quotes kept that have not expired by `now_ms`, oldest id first."""
+        ...
 
     def stats(self) -> dict[str, int]: ...
 
@@ -148,6 +167,17 @@ def _explain_payment(record: object) -> None:
     _check_int(f"{where}: created_ms", record.created_ms)
     if not isinstance(record.reason, str):
         raise InvalidRecord(f"{where}: reason must be a str, got {type(record.reason).__name__}")
+
+
+def check_quote(quote: object, now_ms: object) -> None:
+    if not isinstance(quote, StoredQuote):
+        raise InvalidRecord(f"expected a StoredQuote, got {type(quote).__name__}")
+    _check_bytes("quote channel_id", quote.channel_id, CHANNEL_ID_LEN)
+    _check_int("quote_id", quote.quote_id)
+    _check_int("quote expires_at_ms", quote.expires_at_ms)
+    _check_int("now_ms", now_ms)
+    if not isinstance(quote.blob, bytes):
+        raise InvalidRecord(f"quote blob must be bytes, got {type(quote.blob).__name__}")
 
 
 def check_checkpoint(checkpoint: object) -> None:

@@ -16,11 +16,13 @@ from statechannel.store.base import (
     Checkpoint,
     PaymentRecord,
     StoreClosed,
+    StoredQuote,
     check_channel,
     check_checkpoint,
     check_limit,
     check_max_payments,
     check_payment,
+    check_quote,
 )
 
 __all__ = ["MemoryStore"]
@@ -35,6 +37,7 @@ class MemoryStore:
         self._max_payments = max_payments
         self._channels: dict[bytes, bytes] = {}
         self._checkpoint: Checkpoint | None = None
+        self._quotes: dict[tuple[bytes, int], StoredQuote] = {}
         # payment_id -> (first-insertion sequence, record): the sequence breaks created_ms ties, as rowid does in SQLite
         self._payments: dict[str, tuple[int, PaymentRecord]] = {}
         self._oldest: list[tuple[int, int, str]] = []  # heap of (created_ms, seq, id): pruning is O(log n) a row
@@ -45,6 +48,7 @@ class MemoryStore:
             "saves": 0,
             "checkpoint_saves": 0,
             "payment_upserts": 0,
+            "quote_saves": 0,
             "failed_commits": 0,
             "largest_batch": 0,
             "payments_stored": 0,
@@ -65,6 +69,18 @@ class MemoryStore:
         rows = (row for row in self._payments.values() if channel_id is None or row[1].channel_id == channel_id)
         ordered = sorted(rows, key=lambda row: (row[1].created_ms, row[0]), reverse=True)
         return [record for _, record in ordered[:limit]]
+
+    def load_quotes(self, now_ms: int) -> list[StoredQuote]:
+        self._check_open()
+        return sorted((q for q in self._quotes.values() if q.expires_at_ms > now_ms), key=lambda q: q.quote_id)
+
+    async def save_quote(self, quote: StoredQuote, now_ms: int) -> None:
+        check_quote(quote, now_ms)
+        self._check_open()
+        self._quotes = {k: q for k, q in self._quotes.items() if q.expires_at_ms > now_ms}
+        self._quotes[(quote.channel_id, quote.quote_id)] = quote
+        self._stats["commits"] += 1
+        self._stats["quote_saves"] += 1
 
     def stats(self) -> dict[str, int]:
         return dict(self._stats)

@@ -28,12 +28,14 @@ from statechannel.store.base import (
     PaymentRecord,
     SchemaMismatch,
     StoreClosed,
+    StoredQuote,
     StoreError,
     check_channel,
     check_checkpoint,
     check_limit,
     check_max_payments,
     check_payment,
+    check_quote,
 )
 
 __all__ = ["Checkpoint", "PaymentRecord", "SqliteStore"]
@@ -67,6 +69,14 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_ms, seq)",
     "CREATE INDEX IF NOT EXISTS payments_by_channel ON payments (channel_id, created_ms, seq)",
+    # the quotes this node sent, until they expire (added after schema 1 shipped: IF NOT EXISTS is the migration)
+    """CREATE TABLE IF NOT EXISTS quotes (
+        channel_id BLOB NOT NULL,
+        quote_id INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        blob BLOB NOT NULL,
+        PRIMARY KEY (channel_id, quote_id)
+    )""",
 )
 
 _UPSERT_CHANNEL = (
@@ -94,6 +104,11 @@ _SELECT_PAYMENTS = (
     "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
 )
 _NEWEST_FIRST = " ORDER BY created_ms DESC, seq DESC LIMIT ?"
+_UPSERT_QUOTE = (
+    "INSERT INTO quotes (channel_id, quote_id, expires_at_ms, blob) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (channel_id, quote_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, blob = excluded.blob"
+)
+_EXPIRE_QUOTES = "DELETE FROM quotes WHERE expires_at_ms <= ?"
 
 
 class _Save(NamedTuple):
@@ -103,6 +118,7 @@ class _Save(NamedTuple):
     blob: bytes
     payments: tuple[PaymentRecord, ...]
     checkpoint: Checkpoint | None  # set only by save_checkpoint, which carries no channel
+    quote: tuple[StoredQuote, int] | None = None  # set only by save_quote: the quote and the time it was saved
 
 
 class _Stop(NamedTuple):
@@ -134,6 +150,7 @@ class SqliteStore:
             "saves": 0,
             "checkpoint_saves": 0,
             "payment_upserts": 0,
+            "quote_saves": 0,
             "failed_commits": 0,
             "largest_batch": 0,
             "payments_stored": self._payment_count,
@@ -162,6 +179,13 @@ class SqliteStore:
             PaymentRecord(pid, cid, d, asset, int(amt), st, v, why, ms)
             for pid, cid, d, asset, amt, st, v, why, ms in rows
         ]
+
+    def load_quotes(self, now_ms: int) -> list[StoredQuote]:
+        rows = self._read(
+            "SELECT channel_id, quote_id, expires_at_ms, blob FROM quotes WHERE expires_at_ms > ? ORDER BY quote_id",
+            (now_ms,),
+        )
+        return [StoredQuote(cid, qid, expires, blob) for cid, qid, expires, blob in rows]
 
     def stats(self) -> dict[str, int]:
         with self._stats_lock:
@@ -194,6 +218,10 @@ class SqliteStore:
         check_checkpoint(checkpoint)
         await self._submit(b"", b"", (), checkpoint)
 
+    async def save_quote(self, quote: StoredQuote, now_ms: int) -> None:
+        check_quote(quote, now_ms)
+        await self._submit(b"", b"", (), None, (quote, now_ms))
+
     async def close(self) -> None:
         """Commit everything already queued, then stop the writer and release the file. Idempotent."""
         with self._submit_lock:
@@ -208,14 +236,19 @@ class SqliteStore:
                 self._reader = None
 
     async def _submit(
-        self, channel_id: bytes, blob: bytes, records: tuple[PaymentRecord, ...], checkpoint: Checkpoint | None
+        self,
+        channel_id: bytes,
+        blob: bytes,
+        records: tuple[PaymentRecord, ...],
+        checkpoint: Checkpoint | None,
+        quote: tuple[StoredQuote, int] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._submit_lock:
             if self._stopped is not None:
                 raise StoreClosed(f"store {self.path} is closed; the save was not queued")
-            self._queue.put(_Save(loop, future, channel_id, blob, records, checkpoint))
+            self._queue.put(_Save(loop, future, channel_id, blob, records, checkpoint, quote))
         await future
 
     # ---------------------------------------------------------- writer thread
@@ -242,16 +275,22 @@ class SqliteStore:
         channels: dict[bytes, bytes] = {}
         payments: dict[str, PaymentRecord] = {}
         checkpoint: Checkpoint | None = None
+        quotes: dict[tuple[bytes, int], StoredQuote] = {}
+        now_ms = 0
         for op in saves:
             if op.checkpoint is not None:
                 checkpoint = op.checkpoint
+            elif op.quote is not None:
+                quote, at = op.quote
+                quotes[(quote.channel_id, quote.quote_id)] = quote
+                now_ms = max(now_ms, at)
             else:
                 channels[op.channel_id] = op.blob  # later saves of a channel overwrite earlier ones
             for record in op.payments:
                 payments[record.payment_id] = record
         error: Exception | None = None
         try:
-            count = self._transact(channels, payments.values(), checkpoint)
+            count = self._transact(channels, payments.values(), checkpoint, quotes.values(), now_ms)
         except Exception as exc:  # any failure belongs to the callers; the writer keeps serving
             error = exc
         with self._stats_lock:
@@ -260,7 +299,8 @@ class SqliteStore:
                 self._payment_count = stats["payments_stored"] = count
                 stats["commits"] += 1
                 stats["checkpoint_saves"] += sum(op.checkpoint is not None for op in saves)
-                stats["saves"] += sum(op.checkpoint is None for op in saves)
+                stats["quote_saves"] += sum(op.quote is not None for op in saves)
+                stats["saves"] += sum(op.checkpoint is None and op.quote is None for op in saves)
                 stats["payment_upserts"] += len(payments)
                 stats["largest_batch"] = max(stats["largest_batch"], len(saves))
             else:
@@ -268,7 +308,12 @@ class SqliteStore:
         _settle(saves, error)
 
     def _transact(
-        self, channels: dict[bytes, bytes], payments: Iterable[PaymentRecord], checkpoint: Checkpoint | None
+        self,
+        channels: dict[bytes, bytes],
+        payments: Iterable[PaymentRecord],
+        checkpoint: Checkpoint | None,
+        quotes: Iterable[StoredQuote] = (),
+        now_ms: int = 0,
     ) -> int:
         """One transaction for the whole batch; returns the payment history size it leaves."""
         conn = self._writer
@@ -305,6 +350,10 @@ class SqliteStore:
                 count -= _prune(conn, count, self._max_payments)
             if checkpoint is not None:
                 conn.execute(_UPSERT_CHECKPOINT, (checkpoint.block_number, checkpoint.block_hash))
+            quote_rows = [(q.channel_id, q.quote_id, q.expires_at_ms, q.blob) for q in quotes]
+            if quote_rows:
+                conn.execute(_EXPIRE_QUOTES, (now_ms,))
+                conn.executemany(_UPSERT_QUOTE, quote_rows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
