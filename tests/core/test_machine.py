@@ -8,6 +8,7 @@ import pytest
 
 from statechannel.core import messages as m
 from statechannel.core.channel import MAX_IN_FLIGHT, Phase
+from statechannel.core.eip712 import state_hash
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.io import (
     ActionCloseCooperative,
@@ -18,6 +19,7 @@ from statechannel.core.io import (
     ChainFunded,
     ChainTime,
     ChainWithdrawn,
+    NotifyFailed,
     Payment,
     ReceiveMessage,
     SendMessage,
@@ -283,3 +285,77 @@ def test_a_receipt_in_a_tie_is_told_only_once_no_dropped_proposal_can_undo_it() 
     assert pair.b.ch.latest.state.version > v
     assert pair.b.received == 10 and not pair.b.ch.held_received
     assert pair.a.ch.latest == pair.b.ch.latest
+
+
+def refuse(pair: Pair, propose: m.Message, reason: Reason = Reason.INSUFFICIENT_FUNDS) -> None:
+    """The peer's refusal of A's (or B's) proposal, delivered to its proposer."""
+    assert isinstance(propose, m.Propose)
+    party = pair.a if propose.state.to_state() in [p.state for p in pair.a.ch.pending] else pair.b
+    reject = m.Reject(party.ch.channel_id, propose.state.version, propose.pid, str(reason), "no")
+    party.channel, effects = receive(party.ch, reject, party.key)
+    pair._run(party, effects)
+
+
+def test_refusals_of_a_full_pipeline_never_overflow_it_and_all_is_told_in_the_end() -> None:
+    pair = Pair(deposit_a=10**6)
+    for _ in range(MAX_IN_FLIGHT):
+        pair.pay(0, 1)
+    first = list(pair.links[1])
+    pair.links[1].clear()
+    refuse(pair, first[0])  # everything rolls back and is proposed again, with bumps as room allows
+    head = pair.a.ch.pending[0]
+    refuse(pair, m.Propose(m.WireState.of(head.state), head.sig.to_bytes(), head.pid))  # and again
+    assert len(pair.a.ch.pending) <= MAX_IN_FLIGHT
+    assert len(pair.a.failed) == 0, "failures wait: B still holds what A signed"
+    pair.links[1].clear()
+    pair.disconnect_and_reconnect()
+    pair.deliver_all()
+    assert pair.a.ch.latest == pair.b.ch.latest and pair.a.ch.pending == ()
+    assert not (pair.a.ch.held_failed or pair.b.ch.held_received)
+    # the first refusal failed one payment; the other 63 went again in one update, which was refused too
+    assert pair.a.failed == set(pair.a.requested) and pair.a.sent == {} and pair.b.received == 0
+
+
+def test_a_refused_payment_is_not_told_failed_while_a_close_may_still_pay_it() -> None:
+    """A refuses B's payment but keeps B's signature, ignores B's bumps and closes with it."""
+    pair = Pair()
+    pair.pay(1, 5)
+    propose = pair.links[0].popleft()
+    assert isinstance(propose, m.Propose)
+    refuse(pair, propose)
+    pair.links[0].clear()
+    refused = propose.state.to_state()
+    fa, fb = pair.deposits
+    pair.feed(pair.b, ChainDisputeRecorded(refused.version, 10_000, fa, fb, state_hash(refused)))
+    assert pair.b.failed == set() and pair.b.ch.held_failed, "the chain may pay it: not failed yet"
+    pair.feed(pair.b, ChainConcluded(refused.version))
+    (told,) = [e for e in pair.b.effects if isinstance(e, NotifyFailed)]
+    assert told.reason == Reason.UNCONFIRMED and not pair.b.ch.held_failed
+
+
+def test_a_cooperative_close_racing_a_tie_tells_the_held_receipt_once_closed_with_my_final_state() -> None:
+    pair = Pair()
+    pair.pay(1, 5)  # B proposes at v
+    b_propose = pair.links[0].popleft()
+    pair.pay(0, 10)  # A at v too, and first to arrive: B's receipt is held
+    pair.deliver(1)
+    pair.links[0].appendleft(b_propose)
+    pair.feed(pair.a, ActionCloseCooperative())
+    pair.deliver_all()
+    assert pair.b.ch.latest is not None and pair.b.ch.latest.state.is_final and pair.b.ch.held_received
+    for party in (pair.a, pair.b):
+        pair.feed(party, ChainConcluded(pair.b.ch.latest.state.version))
+    assert pair.b.received == 10 and not pair.b.ch.held_received
+
+
+def test_a_close_rolled_back_behind_a_refused_update_reopens_the_channel() -> None:
+    pair = Pair()
+    pair.pay(1, 5)  # B: a payment, then a close behind it
+    pair.feed(pair.b, ActionCloseCooperative())
+    pair.pay(0, 7)  # A wins the tie: B's payment is refused, the close behind it rolled back
+    pair.deliver_all()
+    assert pair.b.ch.phase is Phase.OPEN and pair.b.ch.pending == ()
+    assert pair.a.ch.latest == pair.b.ch.latest
+    pair.pay(0, 1)
+    pair.deliver_all()
+    assert pair.a.failed == set()

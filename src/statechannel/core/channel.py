@@ -95,6 +95,8 @@ class Channel:
     orphan_upto: int = 0
     """The highest version of a proposal of mine that was rolled back (refused, or lost a tie). I signed
     it, so the peer may still countersign it and close with it until a higher version is both-signed."""
+    chain_version: int = -1
+    """The highest version the chain recorded or concluded for this channel (-1: none yet)."""
     held_received: tuple[NotifyReceived, ...] = ()
     held_filled: tuple[NotifyFilled, ...] = ()
     held_failed: tuple[NotifyFailed, ...] = ()

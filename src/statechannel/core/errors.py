@@ -32,6 +32,8 @@ class Reason(StrEnum):
     OVERSIZE = "oversize"
     UNKNOWN_QUOTE = "unknown_quote"
     QUOTE_LIMIT = "quote_limit"
+    UNCONFIRMED = "unconfirmed"
+    """Closed on chain by a state that may be a proposal of mine I had rolled back: check the payout."""
 
 
 class StatechannelError(Exception):

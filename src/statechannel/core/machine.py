@@ -183,10 +183,27 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
         case ChainDisputeRecorded():
             new, effects = _on_dispute(ch, inp)
         case ChainConcluded():
-            new = replace(ch, phase=Phase.CLOSED, pending=(), fills=())
+            # Closed cooperatively (no dispute came first) with the final state I hold: that is the state
+            # paid out, so nothing I rolled back was; otherwise what I had in flight may have been.
+            mine = ch.phase is not Phase.DISPUTE and ch.latest is not None and ch.latest.state.is_final
+            if mine and ch.latest is not None and ch.latest.state.version == inp.version:
+                orphan_upto = min(ch.orphan_upto, inp.version - 1)
+            else:
+                orphan_upto = max(ch.orphan_upto, *(p.state.version for p in ch.pending), 0)
+            new = replace(
+                ch,
+                phase=Phase.CLOSED,
+                pending=(),
+                fills=(),
+                chain_version=max(ch.chain_version, inp.version),
+                orphan_upto=orphan_upto,
+            )
             effects = (*_fail_all(ch.pending, "channel concluded"), NotifyPhase(Phase.CLOSED))
         case ChainTime():
             new, effects = _on_time(replace(ch, now=max(ch.now, inp.timestamp)))
+    if new.phase is Phase.OPEN and new.latest is not None and new.head.version <= new.orphan_upto:
+        new, more = _supersede(new, key)
+        effects = (*effects, *more)
     new, effects = _outcomes(new, effects)
     funds_moved = isinstance(inp, ChainFunded | ChainWithdrawn | ActionWithdraw) or (
         isinstance(inp, ReceiveMessage) and isinstance(inp.message, m.WithdrawRequest | m.WithdrawAccept)
@@ -195,25 +212,33 @@ def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
     return new, effects
 
 
-def _outcomes(ch: Channel, effects: tuple[Effect, ...]) -> Result:
-    """Report an outcome only once no rolled-back proposal of mine can undo it.
+def _supersede(ch: Channel, key: PrivateKey) -> Result:
+    """After a rollback: propose empty updates ("bumps") until my head is above every version I rolled
+    back, as far as the pipeline has room (each answer makes room for the next)."""
+    effects: list[Effect] = []
+    while ch.head.version <= ch.orphan_upto and len(ch.pending) < MAX_IN_FLIGHT:
+        ch, more = _propose(ch, replace(ch.head, version=ch.head.version + 1), Kind.PAY, (), key)
+        effects.extend(more)
+    return ch, tuple(effects)
 
-    While my latest signed version is not above `orphan_upto`, the peer may still countersign a
-    proposal of mine it refused (or that lost a tie) and close with it: what I was told I received,
-    my fills as maker and my failures could all be undone, so they wait in the channel and go out, in
-    order, once a higher version is both-signed (a rollback proposes until it is). Confirmations of my
-    own proposals need not wait: a rolled-back proposal builds on them, or carries the very payments
-    and takes they re-propose. Positions count the fills as they are reported."""
+
+def _outcomes(ch: Channel, effects: tuple[Effect, ...]) -> Result:
+    """Report an outcome only once no rolled-back proposal of mine can undo it (decision 0006).
+
+    While neither my latest both-signed version nor a version the chain recorded is above
+    `orphan_upto`, the peer may still countersign a proposal of mine it refused (or that lost a tie,
+    or was in flight when a close began) and settle with it: what I was told I received, my fills as
+    maker and my failures could all be undone, so they wait in the channel and go out, in order, once
+    it is superseded (a rollback proposes until it is). Closed on chain without that, failures are
+    told as `unconfirmed` and receipts stay untold. Confirmations of my own proposals need not wait: a
+    rolled-back proposal builds on them, or carries the very payments and takes they re-propose.
+    Positions count the fills as they are reported."""
     latest = ch.latest.state.version if ch.latest is not None else 0
-    settled = latest > ch.orphan_upto
-    closing = ch.phase in (Phase.DISPUTE, Phase.CLOSED)  # the chain decides now: failures are final
+    settled = max(latest, ch.chain_version) > ch.orphan_upto
     out: list[Effect] = []
     if settled and (ch.held_received or ch.held_filled or ch.held_failed or ch.held_take_failed):
         out += [*ch.held_received, *ch.held_filled, *ch.held_failed, *ch.held_take_failed]
         ch = replace(ch, held_received=(), held_filled=(), held_failed=(), held_take_failed=())
-    elif closing and (ch.held_failed or ch.held_take_failed):
-        out += [*ch.held_failed, *ch.held_take_failed]
-        ch = replace(ch, held_failed=(), held_take_failed=())
     for e in effects:
         if settled:
             out.append(e)
@@ -221,12 +246,17 @@ def _outcomes(ch: Channel, effects: tuple[Effect, ...]) -> Result:
             ch = replace(ch, held_received=(*ch.held_received, e))
         elif isinstance(e, NotifyFilled) and e.maker:
             ch = replace(ch, held_filled=(*ch.held_filled, e))
-        elif isinstance(e, NotifyFailed) and not closing:
+        elif isinstance(e, NotifyFailed):
             ch = replace(ch, held_failed=(*ch.held_failed, e))
-        elif isinstance(e, NotifyTakeFailed) and not closing:
+        elif isinstance(e, NotifyTakeFailed):
             ch = replace(ch, held_take_failed=(*ch.held_take_failed, e))
         else:
             out.append(e)
+    if not settled and ch.phase is Phase.CLOSED and (ch.held_failed or ch.held_take_failed):
+        why = str(Reason.UNCONFIRMED)
+        out += [NotifyFailed(e.payments, why) for e in ch.held_failed]
+        out += [NotifyTakeFailed(e.swap, why) for e in ch.held_take_failed]
+        ch = replace(ch, held_failed=(), held_take_failed=())
     fills = [
         (
             e.swap.quote.maker_sells != e.maker,
@@ -275,11 +305,8 @@ def _propose(
     payments: tuple[Payment, ...],
     key: PrivateKey,
     takes: tuple[Swap, ...] = (),
-    bump: bool = False,
 ) -> Result:
-    """`bump`: an update that moves nothing, proposed after a rollback to supersede what was rolled back;
-    allowed one past the pipeline's bound (the rolled-back proposals were within it)."""
-    if len(ch.pending) >= MAX_IN_FLIGHT + bump:
+    if len(ch.pending) >= MAX_IN_FLIGHT:
         raise LocalError(Reason.PIPELINE_FULL, f"{MAX_IN_FLIGHT} updates already in flight")
     sig = key.sign_digest(ch.digest(state))
     proposal = Proposal(state, sig, kind, ch.next_pid, payments, takes)
@@ -354,9 +381,6 @@ def _rebase(ch: Channel, payments: tuple[Payment, ...], key: PrivateKey, takes: 
             effects.extend(_fail(payments, exc.reason))
     if takes:
         ch, more = _retake(ch, takes, key)
-        effects.extend(more)
-    while ch.head.version <= ch.orphan_upto:  # until a higher version than every rolled-back one is proposed
-        ch, more = _propose(ch, replace(ch.head, version=ch.head.version + 1), Kind.PAY, (), key, bump=True)
         effects.extend(more)
     return ch, tuple(effects)
 
@@ -461,6 +485,8 @@ def _on_propose(
         # what I signed and now drop can still be countersigned by the peer, unless it is this very state
         rolled = [p.state.version for p in dropped if p.state != state]
         ch = replace(ch, pending=(), orphan_upto=max(ch.orphan_upto, *rolled, 0))
+        if ch.phase is Phase.CLOSING and any(p.kind is Kind.FINAL for p in dropped):
+            ch = replace(ch, phase=Phase.OPEN)  # my close is dropped with the rest: open again
     if take is None:
         kind = _check_move(ch, latest, state)
     else:
@@ -484,6 +510,8 @@ def _on_propose(
         new = replace(new, phase=Phase.CLOSING)
         effects.append(NotifyPhase(Phase.CLOSING))
     if dropped:
+        if new.phase is Phase.OPEN and any(p.kind is Kind.FINAL for p in dropped):
+            effects.append(NotifyPhase(Phase.OPEN))
         new, more = _rebase(new, tuple(p for prop in dropped for p in prop.payments), key, _takes_of(dropped))
         effects.extend(more)
     return new, tuple(effects)
@@ -570,7 +598,7 @@ def _on_reject(ch: Channel, msg: m.Reject, key: PrivateKey) -> Result:
     rejected, later = ch.pending[index], ch.pending[index + 1 :]
     new = replace(ch, pending=ch.pending[:index], orphan_upto=max(ch.orphan_upto, ch.pending[-1].state.version))
     effects: list[Effect] = []
-    if rejected.kind is Kind.FINAL:
+    if any(p.kind is Kind.FINAL for p in (rejected, *later)):  # the close is rolled back with it: open again
         new = replace(new, phase=Phase.OPEN)
         effects.append(NotifyPhase(Phase.OPEN))
     retry = tuple(p for prop in later for p in prop.payments)
@@ -672,7 +700,7 @@ def _on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
     recorded = next(
         (p for p in ch.pending if p.state.version == inp.version and state_hash(p.state) == inp.state_hash), None
     )
-    new = replace(ch, phase=Phase.DISPUTE, dispute=d, pending=())
+    new = replace(ch, phase=Phase.DISPUTE, dispute=d, pending=(), chain_version=max(ch.chain_version, inp.version))
     effects: list[Effect] = []
     failed = ch.pending
     if recorded is not None:
@@ -682,6 +710,8 @@ def _on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
                 new, done = _confirmed(new, p)
                 effects.extend(done)
         failed = tuple(p for p in ch.pending if p.state.version > inp.version)
+    # the proposals of mine still in flight are rolled back too: the peer may hold one countersigned
+    new = replace(new, orphan_upto=max(new.orphan_upto, *(p.state.version for p in failed), 0))
     effects += [*_fail_all(failed, "channel is being closed"), NotifyPhase(Phase.DISPUTE)]
     if ch.latest is not None and ch.latest.state.version > inp.version and ch.now < inp.finalizes_at:
         effects.append(SubmitTxChallenge(ch.latest, inp.funded_a, inp.funded_b, inp.state_hash))

@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from statechannel.core.quotes import Swap
-
 
 @dataclass(frozen=True, slots=True)
 class Tally:
@@ -99,14 +97,3 @@ def record(tallies: tuple[Tally, ...], fills: Iterable[tuple[bool, int, int, byt
         return tallies
     kept = tuple(accounts.pop((t.base, t.quote)).freeze() if (t.base, t.quote) in accounts else t for t in tallies)
     return kept + tuple(a.freeze() for a in accounts.values())
-
-
-def record_fills(tallies: tuple[Tally, ...], fills: Iterable[tuple[Swap, bool]]) -> tuple[Tally, ...]:
-    """`tallies` with the fills applied in order: each a swap, and whether I was its maker."""
-    return record(
-        tallies,
-        (
-            (s.quote.maker_sells != maker, s.base_amount, s.quote_amount, s.quote.base, s.quote.quote)
-            for s, maker in fills
-        ),
-    )

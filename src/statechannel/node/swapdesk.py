@@ -96,13 +96,14 @@ class SwapDesk:
         self._last_quote_id = 0
         self._take_ids = itertools.count(1)
         self._take_prefix = f"t{now_ms():x}-"
-        for stored in node.store.load_quotes(now_ms()):  # mine, sent before a restart and still live
+        loaded_at = now_ms()
+        for stored in node.store.load_quotes(loaded_at):  # mine, sent before a restart and still live
             try:
                 offer = _quote_decoder.decode(stored.blob)
             except (msgspec.DecodeError, msgspec.ValidationError, StatechannelError):
                 log.warning("a stored quote of channel 0x%s is unreadable: skipped", stored.channel_id.hex()[:12])
                 continue
-            self._sent.setdefault(stored.channel_id, {})[offer.quote.quote_id] = offer
+            self._keep(self._sent, stored.channel_id, offer, loaded_at)  # within MAX_QUOTES_KEPT, as when sent
             self._last_quote_id = max(self._last_quote_id, offer.quote.quote_id)  # ids stay unique across restarts
 
     # ------------------------------------------------------------ maker
@@ -133,8 +134,8 @@ class SwapDesk:
         await node.store.save_quote(
             StoredQuote(channel_id, quote_id, q.expires_at_ms, _quote_encoder.encode(offer)), start
         )
+        self._keep(self._sent, channel_id, offer, start)  # listed as it is stored, even if the send fails
         await node.transport.send(ch.peer_address, m.encode(m.QuoteOffer(m.WireQuote.of(q), sig.to_bytes())))
-        self._keep(self._sent, channel_id, offer, start)
         return offer
 
     def _next_quote_id(self, at_ms: int) -> int:
