@@ -257,19 +257,9 @@ def _outcomes(ch: Channel, effects: tuple[Effect, ...]) -> Result:
         out += [NotifyFailed(e.payments, why) for e in ch.held_failed]
         out += [NotifyTakeFailed(e.swap, why) for e in ch.held_take_failed]
         ch = replace(ch, held_failed=(), held_take_failed=())
-    fills = [
-        (
-            e.swap.quote.maker_sells != e.maker,
-            e.swap.base_amount,
-            e.swap.quote_amount,
-            e.swap.quote.base,
-            e.swap.quote.quote,
-        )
-        for e in out
-        if isinstance(e, NotifyFilled)
-    ]
+    fills = [(e.swap, e.maker) for e in out if isinstance(e, NotifyFilled)]
     if fills:
-        ch = replace(ch, positions=positions.record(ch.positions, fills))
+        ch = replace(ch, positions=positions.record_fills(ch.positions, fills))
     return ch, tuple(out)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from statechannel.core.quotes import Swap
+
 
 @dataclass(frozen=True, slots=True)
 class Tally:
@@ -97,3 +99,15 @@ def record(tallies: tuple[Tally, ...], fills: Iterable[tuple[bool, int, int, byt
         return tallies
     kept = tuple(accounts.pop((t.base, t.quote)).freeze() if (t.base, t.quote) in accounts else t for t in tallies)
     return kept + tuple(a.freeze() for a in accounts.values())
+
+
+def record_fills(tallies: tuple[Tally, ...], fills: Iterable[tuple[Swap, bool]]) -> tuple[Tally, ...]:
+    """`tallies` with fills applied in order: each a swap, and whether I was its maker (I bought the base
+    when the maker sold it and I was not the maker, or the other way round)."""
+    return record(
+        tallies,
+        (
+            (s.quote.maker_sells != maker, s.base_amount, s.quote_amount, s.quote.base, s.quote.quote)
+            for s, maker in fills
+        ),
+    )
