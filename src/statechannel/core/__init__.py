@@ -1,7 +1,7 @@
 """Pure protocol: typed values, EIP-712 hashing, signatures. No I/O here."""
 
 from statechannel.core.crypto import PrivateKey, Signature, recover, verify_signer
-from statechannel.core.eip712 import dispute_record, state_digest, state_hash, withdrawal_digest
+from statechannel.core.eip712 import dispute_commitment, state_digest, state_hash, withdrawal_digest
 from statechannel.core.errors import LocalError, Reason, RemoteError, StatechannelError
 from statechannel.core.types import ETH, ChannelParams, Domain, State, Withdrawal, payout
 
@@ -17,7 +17,7 @@ __all__ = [
     "State",
     "StatechannelError",
     "Withdrawal",
-    "dispute_record",
+    "dispute_commitment",
     "payout",
     "recover",
     "state_digest",

@@ -11,7 +11,7 @@ from statechannel.core.types import Domain, State, Withdrawal
 
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 STATE_TYPE = b"State(bytes32 channelId,uint48 version,bool isFinal,address[] assets,int256[] transfers,bytes32 appData)"
-WITHDRAWAL_TYPE = b"Withdrawal(bytes32 channelId,uint8 participant,address asset,uint256 amount,uint256 nonce)"
+WITHDRAWAL_TYPE = b"Withdrawal(bytes32 channelId,uint8 participant,address asset,uint256 amount,uint256 nonce,uint256 deadline)"
 
 DOMAIN_TYPEHASH = keccak(DOMAIN_TYPE)
 STATE_TYPEHASH = keccak(STATE_TYPE)
@@ -54,8 +54,8 @@ def state_hash(state: State) -> bytes:
 def withdrawal_hash(w: Withdrawal) -> bytes:
     return keccak(
         abi_encode(
-            ["bytes32", "bytes32", "uint8", "address", "uint256", "uint256"],
-            [WITHDRAWAL_TYPEHASH, w.channel_id, w.participant, w.asset, w.amount, w.nonce],
+            ["bytes32", "bytes32", "uint8", "address", "uint256", "uint256", "uint256"],
+            [WITHDRAWAL_TYPEHASH, w.channel_id, w.participant, w.asset, w.amount, w.nonce, w.deadline],
         )
     )
 
@@ -75,7 +75,7 @@ def withdrawal_digest(domain: Domain, w: Withdrawal) -> bytes:
     return typed_digest(domain, withdrawal_hash(w))
 
 
-def dispute_record(funded_a: int, funded_b: int, recorded_state_hash: bytes) -> int:
-    """The 160-bit commitment the contract keeps while a close is being challenged."""
-    word = keccak(funded_a.to_bytes(32, "big") + funded_b.to_bytes(32, "big") + recorded_state_hash)
-    return int.from_bytes(word, "big") >> 96
+def dispute_commitment(recorded_state_hash: bytes, version: int, finalizes_at: int) -> bytes:
+    """keccak256(abi.encode(stateHash, version, finalizesAt)): the whole word the contract keeps while a
+    close is pending. Funded amounts stay in storage, so a close can never pay more than the channel holds."""
+    return keccak(recorded_state_hash + version.to_bytes(32, "big") + finalizes_at.to_bytes(32, "big"))

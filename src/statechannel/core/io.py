@@ -109,11 +109,12 @@ class ChainOpened:
 
 @dataclass(frozen=True, slots=True)
 class ChainDisputeRecorded:
+    """A close (or a challenge) recorded `state_hash` at `version`; the window ends at `finalizes_at`."""
+
     version: int
     finalizes_at: int
-    funded_a: int
-    funded_b: int
     state_hash: bytes
+    challenge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +177,18 @@ class SubmitTxClose:
 
 @dataclass(frozen=True, slots=True)
 class SubmitTxChallenge:
+    """Replace the recorded (version, finalizes_at, recorded_hash) with `signed`."""
+
     signed: SignedState
-    funded_a: int
-    funded_b: int
+    recorded_version: int
+    finalizes_at: int
     recorded_hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitTxSettle:
     state: State
-    funded_a: int
-    funded_b: int
+    finalizes_at: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,8 +56,6 @@ class ChainObservedClose:
     channel_id: bytes
     version: int
     finalizes_at: int
-    funded_a: int
-    funded_b: int
     state_hash: bytes
     challenge: bool
 

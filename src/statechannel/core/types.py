@@ -18,6 +18,7 @@ ETH: bytes = bytes(20)
 MAX_ASSETS = 8
 MAX_VERSION = 2**48 - 1
 MAX_CHALLENGE_PERIOD = 2**32 - 1
+MAX_TIMESTAMP = 2**40 - 1
 INT256_MIN = -(2**255)
 INT256_MAX = 2**255 - 1
 UINT256_MAX = 2**256 - 1
@@ -145,6 +146,9 @@ class Withdrawal:
     asset: bytes
     amount: int
     nonce: int
+    deadline: int
+    """The last block timestamp at which the contract pays it: after that it can never execute, so both
+    sides stop holding the amount back (a withdrawal that reverted or was never sent does not freeze it)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.channel_id, bytes) or len(self.channel_id) != 32:
@@ -156,9 +160,10 @@ class Withdrawal:
         if self.amount == 0:
             raise LocalError(Reason.BAD_AMOUNT, "withdrawal of zero")
         _check_uint(self.nonce, "nonce")
+        _check_uint(self.deadline, "deadline", MAX_TIMESTAMP)
 
-    def as_abi(self) -> tuple[int, str, int, int]:
-        return (self.participant, to_checksum(self.asset), self.amount, self.nonce)
+    def as_abi(self) -> tuple[int, str, int, int, int]:
+        return (self.participant, to_checksum(self.asset), self.amount, self.nonce, self.deadline)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,10 +121,10 @@ class ChainIO:
                 return adj.close(key, ch.params, s.state, s.sig_a, s.sig_b)
             case SubmitTxChallenge():
                 s = tx.signed
-                record = DisputeRecord(tx.funded_a, tx.funded_b, tx.recorded_hash)
+                record = DisputeRecord(tx.recorded_version, tx.finalizes_at, tx.recorded_hash)
                 return adj.challenge(key, ch.params, s.state, s.sig_a, s.sig_b, record)
             case SubmitTxSettle():
-                return adj.settle(key, ch.params, tx.state, tx.funded_a, tx.funded_b)
+                return adj.settle(key, ch.params, tx.state, tx.finalizes_at)
             case SubmitTxWithdraw():
                 return adj.withdraw(key, ch.params, tx.withdrawal, tx.sig_a, tx.sig_b)
 
@@ -176,9 +176,7 @@ def to_inputs(event: ChainObserved) -> tuple[bytes, list[Input]] | None:
         case ChainObservedWithdrawal():
             return event.channel_id, [ChainWithdrawn(event.asset, event.participant, event.funded, event.nonce)]
         case ChainObservedClose():
-            record = ChainDisputeRecorded(
-                event.version, event.finalizes_at, event.funded_a, event.funded_b, event.state_hash
-            )
+            record = ChainDisputeRecorded(event.version, event.finalizes_at, event.state_hash, event.challenge)
             return event.channel_id, [record]
         case ChainObservedConcluded():
             return event.channel_id, [ChainConcluded(event.version)]
