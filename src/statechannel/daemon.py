@@ -28,6 +28,7 @@ from statechannel.chain.base import Chain, ChainError
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.eip712 import domain_separator
 from statechannel.core.errors import LocalError
+from statechannel.core.machine import Terms
 from statechannel.core.types import to_checksum
 from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
@@ -67,6 +68,8 @@ class DaemonConfig:
     towers: tuple[str, ...] = ()
     """Watchtower URLs this node pushes its channels' newest states to."""
     tower_policy: TowerPolicy = field(default_factory=TowerPolicy)
+    terms: Terms = field(default_factory=Terms)
+    """The challenge periods this node accepts in channels opened with it (and opens with)."""
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -181,6 +184,7 @@ async def run(
             poll_interval=config.poll_interval,
             peer_book=PeerBook(data_dir / PEERS_FILE),
             towers=_tower_client(config),
+            terms=config.terms,
         )
         api: _Api | None = None
         redial: asyncio.Task[None] | None = None

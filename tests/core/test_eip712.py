@@ -88,11 +88,12 @@ def test_state_digest_matches_eth_account(d: Domain, s: State) -> None:
     addresses,
     st.integers(1, 2**256 - 1),
     st.integers(0, 2**256 - 1),
+    st.integers(0, 2**40 - 1),
 )
 def test_withdrawal_digest_matches_eth_account(
-    d: Domain, cid: bytes, who: int, asset: bytes, amount: int, nonce: int
+    d: Domain, cid: bytes, who: int, asset: bytes, amount: int, nonce: int, deadline: int
 ) -> None:
-    w = Withdrawal(cid, who, asset, amount, nonce)
+    w = Withdrawal(cid, who, asset, amount, nonce, deadline)
     message = {
         "types": {
             "EIP712Domain": DOMAIN_FIELDS,
@@ -102,6 +103,7 @@ def test_withdrawal_digest_matches_eth_account(
                 {"name": "asset", "type": "address"},
                 {"name": "amount", "type": "uint256"},
                 {"name": "nonce", "type": "uint256"},
+                {"name": "deadline", "type": "uint256"},
             ],
         },
         "primaryType": "Withdrawal",
@@ -112,6 +114,7 @@ def test_withdrawal_digest_matches_eth_account(
             "asset": to_checksum(asset),
             "amount": amount,
             "nonce": nonce,
+            "deadline": deadline,
         },
     }
     assert withdrawal_digest(d, w) == bytes(_hash_eip191_message(encode_typed_data(full_message=message)))

@@ -176,6 +176,24 @@ class DisputeView(_Response):
     challenged: bool
 
 
+class OutcomeView(_Response):
+    """How the channel ended, as the chain says."""
+
+    version: int = Field(description="The version the channel concluded with.")
+    cooperative: bool
+    challenged: bool = Field(description="Whether a challenge was recorded on chain.")
+    paid: list[AssetBalance] | None = Field(description="Per asset, what each side was paid; null if unknown.")
+    loss: bool = Field(description="Concluded below this node's latest both-signed version.")
+
+
+class TermsView(_Response):
+    """The channel terms this node accepts (and opens with)."""
+
+    min_challenge_period: int
+    max_challenge_period: int
+    max_unfunded_per_peer: int
+
+
 class ProtectionView(_Response):
     """A watchtower's signed receipt: proof, checked against the tower's key, that it holds this version."""
 
@@ -196,6 +214,7 @@ class ChannelView(_Response):
     in_flight: int = Field(description="Updates proposed by this node and not yet countersigned.")
     peer_connected: bool
     dispute: DisputeView | None
+    outcome: OutcomeView | None = None
     protection: list[ProtectionView] = Field(
         default_factory=list, description="Which watchtower holds which version (empty without towers)."
     )
@@ -225,9 +244,10 @@ class ChannelView(_Response):
             version=ch.latest.state.version if ch.latest is not None else None,
             challenge_period=ch.params.challenge_period,
             balances=balances,
-            in_flight=len(ch.pending),
+            in_flight=len(ch.pending) if ch.leader else len(ch.requests),
             peer_connected=peer_connected,
             dispute=DisputeView(version=d.version, finalizes_at=d.finalizes_at, challenged=d.challenged) if d else None,
+            outcome=_outcome(ch),
             protection=[
                 ProtectionView(
                     tower=p.tower, address=to_checksum(p.address), version=p.version, receipt="0x" + p.receipt.hex()
@@ -235,6 +255,27 @@ class ChannelView(_Response):
                 for p in protection
             ],
         )
+
+
+def _outcome(ch: Channel) -> OutcomeView | None:
+    o = ch.outcome
+    if o is None:
+        return None
+    paid = None
+    if o.paid is not None:
+        paid = [
+            AssetBalance(
+                asset=asset_name(asset),
+                my_balance=str(pair[ch.me]),
+                peer_balance=str(pair[ch.peer]),
+                my_funded=str(funded[ch.me]),
+                peer_funded=str(funded[ch.peer]),
+                my_deposit=str(deposit[ch.me]),
+                peer_deposit=str(deposit[ch.peer]),
+            )
+            for asset, pair, funded, deposit in zip(ch.assets, o.paid, ch.funded, ch.deposits, strict=True)
+        ]
+    return OutcomeView(version=o.version, cooperative=o.cooperative, challenged=o.challenged, paid=paid, loss=o.loss)
 
 
 PaymentStatus = Literal["pending", "sent", "failed", "received"]
@@ -288,6 +329,7 @@ class NodeInfo(_Response):
     eth_balance: str | None = Field(description="The node's on-chain ether; null if the chain did not answer.")
     peer_listen: str | None = Field(description="host:port where peers reach this node, if it listens.")
     channels: dict[str, int] = Field(description="Channels counted by phase.")
+    terms: TermsView = Field(description="The challenge periods this node accepts.")
     version: str
 
     @staticmethod

@@ -34,6 +34,7 @@ from statechannel.api.models import (
     PaymentView,
     PayRequest,
     PeerView,
+    TermsView,
     asset_bytes,
 )
 from statechannel.core.channel import Channel, Phase
@@ -110,6 +111,11 @@ async def node_info(ctx: Ctx) -> NodeInfo:
         eth_balance=None if wei is None else str(wei),
         peer_listen=ctx.peer_listen,
         channels=NodeInfo.count_phases(list(node.channels.values())),
+        terms=TermsView(
+            min_challenge_period=node.terms.min_challenge_period,
+            max_challenge_period=node.terms.max_challenge_period,
+            max_unfunded_per_peer=node.max_unfunded_per_peer,
+        ),
         version=statechannel.__version__,
     )
 

@@ -51,6 +51,20 @@ def node() -> None:
     metavar="POLICY",
     help="when to push: every-update, every:N (updates) or every:Tms (and always before stopping)",
 )
+@click.option(
+    "--min-challenge-period",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(1, 2**32 - 1),
+    help="s: shortest window accepted in a channel (long enough to answer a stale close)",
+)
+@click.option(
+    "--max-challenge-period",
+    default=14 * 24 * 3600,
+    show_default=True,
+    type=click.IntRange(1, 2**32 - 1),
+    help="s: longest window accepted (how long a counterparty may lock your money)",
+)
 def node_start(
     rpc: str,
     adjudicator: str | None,
@@ -63,10 +77,13 @@ def node_start(
     log_level: str,
     towers: tuple[str, ...],
     tower_policy: str,
+    min_challenge_period: int,
+    max_challenge_period: int,
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
 
     from statechannel.core.errors import LocalError
+    from statechannel.core.machine import Terms
     from statechannel.core.types import address_from_hex
     from statechannel.daemon import DaemonConfig, DaemonError, parse_hostport, run
     from statechannel.node.towerstate import TowerPolicy, tower_url
@@ -81,6 +98,7 @@ def node_start(
             confirmations=confirmations,
             towers=tuple(tower_url(t) for t in towers),
             tower_policy=TowerPolicy.parse(tower_policy),
+            terms=Terms(min_challenge_period, max_challenge_period),
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
@@ -94,7 +112,13 @@ def node_info(data_dir: str, as_json: bool) -> None:
     """Address, chain, listen address and channel counts of the running node."""
     with node_api(data_dir) as api:
         info = api.get("/node")
-    out(as_json, info, lambda: kv_table("node", {**info, "channels": _phase_counts(info["channels"])}))
+
+    def table() -> None:
+        t = info.get("terms") or {}
+        terms = f"challenge period {t.get('min_challenge_period')}..{t.get('max_challenge_period')} s"
+        kv_table("node", {**info, "channels": _phase_counts(info["channels"]), "terms": terms})
+
+    out(as_json, info, table)
 
 
 def _phase_counts(counts: dict[str, int]) -> str:

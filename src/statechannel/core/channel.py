@@ -9,13 +9,33 @@ from enum import StrEnum
 from statechannel.core.crypto import Signature, recover
 from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import LocalError, Reason, RemoteError
-from statechannel.core.io import NotifyFailed, NotifyFilled, NotifyReceived, NotifyTakeFailed, Payment, SignedState
+from statechannel.core.io import NotifyFailed, NotifyTakeFailed, Outcome, Payment, SignedState
 from statechannel.core.positions import Tally
 from statechannel.core.quotes import MAX_TAKES, QuoteFill, Swap
 from statechannel.core.types import ChannelParams, Domain, State, Withdrawal
 
 MAX_IN_FLIGHT = 64
-__all__ = ["MAX_IN_FLIGHT", "MAX_TAKES", "Channel", "Dispute", "Kind", "PendingWithdrawal", "Phase", "Proposal"]
+"""The leader's proposals in flight, and the follower's requests outstanding, per channel."""
+MAX_ROLLED = 64
+"""The leader's refused proposals kept (signed, so still usable by the peer) before it stops proposing."""
+MAX_QUEUED = 256
+"""Follower requests the leader holds while its pipeline is full; past it they are refused."""
+LEADER, FOLLOWER = 0, 1
+__all__ = [
+    "FOLLOWER",
+    "LEADER",
+    "MAX_IN_FLIGHT",
+    "MAX_QUEUED",
+    "MAX_ROLLED",
+    "MAX_TAKES",
+    "Channel",
+    "Dispute",
+    "Kind",
+    "PendingWithdrawal",
+    "Phase",
+    "Proposal",
+    "Request",
+]
 
 
 class Phase(StrEnum):
@@ -32,19 +52,48 @@ class Kind(StrEnum):
     POSTFUND = "postfund"
     FINAL = "final"
     SWAP = "swap"
+    """The leader's takes of the follower's quotes."""
+    FILL = "fill"
+    """The follower's takes (one take request) of the leader's quotes."""
+
+
+@dataclass(frozen=True, slots=True)
+class TakeRefused:
+    index: int
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the follower asks the leader to propose. The follower keeps its own (with payment ids and
+    take ids) until a state it countersigns carries it, or the leader refuses it; the leader keeps the
+    ones it has not proposed yet. `amounts` are the per-asset totals of a payment request."""
+
+    rid: int
+    amounts: tuple[tuple[bytes, int], ...] = ()
+    payments: tuple[Payment, ...] = ()
+    takes: tuple[Swap, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
-    """A state I signed and sent, not yet countersigned; built on the one before."""
+    """A state the leader signed and sent, built on version `base`, not yet countersigned."""
 
     state: State
     sig: Signature
     kind: Kind
     pid: int
+    base: int
     payments: tuple[Payment, ...] = ()
+    """The leader's own payments to the follower."""
     swaps: tuple[Swap, ...] = ()
-    """Set on a swap proposal, never beside payments: the takes it carries, applied in order."""
+    """SWAP: the leader's takes, in order. FILL: the follower's takes it carries (those in `taken`)."""
+    requests: tuple[Request, ...] = ()
+    """PAY: the follower's payment requests it carries, whole. FILL: the one take request."""
+    taken: tuple[int, ...] = ()
+    refused: tuple[TakeRefused, ...] = ()
+    """FILL: indexes of the request's takes carried, and the others with why they are not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +107,15 @@ class PendingWithdrawal:
 class Dispute:
     version: int
     finalizes_at: int
-    funded_a: int
-    funded_b: int
     state_hash: bytes
     challenged: bool = False
+    """A challenge was recorded on chain (by anyone)."""
+    answered: int = -1
+    """The recorded version I last sent a challenge against (-1: none)."""
     settle_submitted: bool = False
     state: State | None = None
-    """The recorded state, when it is one of my proposals the peer signed but never confirmed to me
-    (its Accept was lost): I know it without holding the peer's signature, and can settle with it."""
+    """The recorded state, when I know it: my latest, or a proposal of mine the peer countersigned
+    without telling me (the chain checked its signature)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +132,26 @@ class Channel:
     """A's own signature on the pre-fund state, kept until B countersigns."""
     funded: tuple[tuple[int, int], ...] = ()
     opened: bool = False
+    open_submitted: bool = False
+    """A sent `open` (with its ether); if that reverts because someone else opened first, A deposits."""
+    signed_upto: int = 0
+    """The highest version this key ever signed (invariant 3): it signs only above it."""
     pending: tuple[Proposal, ...] = ()
+    """Leader: proposals in flight, each built on the one before, the first on `latest`."""
+    rolled: tuple[Proposal, ...] = ()
+    """Leader: proposals the follower refused (and those built on them). I signed them, so the follower
+    can still countersign one and close with it, until `latest` passes its version."""
+    requests: tuple[Request, ...] = ()
+    """Follower: my requests not yet carried or refused. Leader: the follower's, not yet proposed."""
+    next_rid: int = 1
+    last_rid: int = 0
+    """Leader: the highest request id taken in (resent ones at or below it are not taken twice)."""
+    deferred: Proposal | None = None
+    """Follower: the leader's post-fund proposal, countersigned once I see every deposit."""
+    final_signed: bool = False
+    """I signed a final state: I never sign a state that is not final again (a final closes at once)."""
+    close_wanted: bool = False
+    """Leader: propose the final state as soon as the pipeline is empty. Follower: I asked for it."""
     withdrawals: tuple[PendingWithdrawal, ...] = ()
     withdraw_nonce: int = 0
     next_pid: int = 1
@@ -92,17 +161,11 @@ class Channel:
     """How much of each of my unexpired quotes the peer has taken."""
     positions: tuple[Tally, ...] = ()
     """What this side bought and sold per traded pair, and its realised P&L: kept after close."""
-    orphan_upto: int = 0
-    """The highest version of a proposal of mine that was rolled back (refused, or lost a tie). I signed
-    it, so the peer may still countersign it and close with it until a higher version is both-signed."""
-    chain_version: int = -1
-    """The highest version the chain recorded or concluded for this channel (-1: none yet)."""
-    held_received: tuple[NotifyReceived, ...] = ()
-    held_filled: tuple[NotifyFilled, ...] = ()
     held_failed: tuple[NotifyFailed, ...] = ()
     held_take_failed: tuple[NotifyTakeFailed, ...] = ()
-    """Outcomes reported while `orphan_upto` was not yet superseded: a rolled-back proposal could still
-    undo them, so they wait here (durably) until my latest version is above it."""
+    """Leader: failures of payments and takes in refused proposals, told once no refused proposal can be
+    countersigned any more (`rolled` is empty), or at conclusion by what the chain paid."""
+    outcome: Outcome | None = None
     _cid: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +192,16 @@ class Channel:
 
     def address_of(self, who: int) -> bytes:
         return self.params.a if who == 0 else self.params.b
+
+    @property
+    def leader(self) -> bool:
+        return self.me == LEADER
+
+    def room(self) -> int:
+        """How many more updates (leader) or requests (follower) may start now."""
+        if self.me == LEADER:
+            return 0 if len(self.rolled) >= MAX_ROLLED else MAX_IN_FLIGHT - len(self.pending)
+        return MAX_IN_FLIGHT - len(self.requests)
 
     @property
     def head(self) -> State:
@@ -165,10 +238,13 @@ class Channel:
         """`who`'s balance of `asset` in the worst case: under the latest state or any proposal in
         flight, whichever pays it least (any of them may be the one that ends up signed)."""
         i = self.assets.index(asset)
-        states = [p.state for p in self.pending]
+        states = [p.state for p in (*self.pending, *self.rolled)]
         if self.latest is not None:
             states.append(self.latest.state)
-        return min(self.balances(s)[i][who] for s in states)
+        low = min(self.balances(s)[i][who] for s in states)
+        if who == FOLLOWER:  # what the follower asked for may still be carried
+            low -= sum(amount for r in self.requests for a, amount in r.amounts if a == asset)
+        return low
 
     def my_balance(self, asset: bytes, state: State | None = None) -> int:
         bal = self.balances(state or self.head)

@@ -11,7 +11,9 @@ from statechannel.core.types import Domain, State, Withdrawal
 
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 STATE_TYPE = b"State(bytes32 channelId,uint48 version,bool isFinal,address[] assets,int256[] transfers,bytes32 appData)"
-WITHDRAWAL_TYPE = b"Withdrawal(bytes32 channelId,uint8 participant,address asset,uint256 amount,uint256 nonce,uint256 deadline)"
+WITHDRAWAL_TYPE = (
+    b"Withdrawal(bytes32 channelId,uint8 participant,address asset,uint256 amount,uint256 nonce,uint256 deadline)"
+)
 
 DOMAIN_TYPEHASH = keccak(DOMAIN_TYPE)
 STATE_TYPEHASH = keccak(STATE_TYPE)

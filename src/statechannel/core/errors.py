@@ -20,8 +20,6 @@ class Reason(StrEnum):
     WRONG_CHANNEL = "wrong_channel"
     WRONG_PHASE = "wrong_phase"
     STALE_VERSION = "stale_version"
-    VERSION_GAP = "version_gap"
-    CONFLICT = "conflict"
     ILLEGAL_MOVE = "illegal_move"
     INSUFFICIENT_FUNDS = "insufficient_funds"
     NOT_FUNDED = "not_funded"
@@ -32,19 +30,31 @@ class Reason(StrEnum):
     OVERSIZE = "oversize"
     UNKNOWN_QUOTE = "unknown_quote"
     QUOTE_LIMIT = "quote_limit"
-    UNCONFIRMED = "unconfirmed"
-    """Closed on chain by a state that may be a proposal of mine I had rolled back: check the payout."""
+    BAD_BASE = "bad_base"
+    """A proposal is not built on the receiver's latest both-signed state."""
+    WRONG_ROLE = "wrong_role"
+    """Only the leader (A) proposes states; the follower (B) asks with requests."""
+    UNKNOWN_REQUEST = "unknown_request"
+    CHALLENGE_PERIOD = "challenge_period"
+    """The channel's challenge period is outside what this node accepts."""
+    TOO_MANY_UNFUNDED = "too_many_unfunded"
+    CLOSING = "closing"
+    """The channel is being closed: nothing new is signed."""
+    NOT_INCLUDED = "not_included"
+    """The channel concluded on a state that does not carry this payment or take."""
 
 
 class StatechannelError(Exception):
     """Base of every error this package raises on purpose."""
 
-    def __init__(self, reason: Reason, detail: str, *, take: int | None = None) -> None:
+    def __init__(self, reason: Reason, detail: str, *, take: int | None = None, request: int | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
         self.take = take
         """In a batch of takes: the index of the one to blame, so the others can go ahead without it."""
+        self.request = request
+        """In a proposal carrying the follower's requests: the id of the one to blame."""
 
 
 class LocalError(StatechannelError):

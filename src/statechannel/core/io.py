@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from statechannel.core.crypto import Signature
-from statechannel.core.messages import Message, ProposeSwap
+from statechannel.core.messages import Message
 from statechannel.core.quotes import Swap
 from statechannel.core.types import State, Withdrawal
 
@@ -48,6 +48,12 @@ class ActionCloseUnilateral:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionAbandon:
+    """Give up a channel that never opened and holds nothing of anyone's (a refused or never answered
+    request, an expired unfunded one). A channel with money in it is closed instead, never abandoned."""
+
+
+@dataclass(frozen=True, slots=True)
 class ActionWithdraw:
     asset: bytes
     amount: int
@@ -55,7 +61,11 @@ class ActionWithdraw:
 
 @dataclass(frozen=True, slots=True)
 class ReceiveMessage:
+    """A peer message, with the receiver's wall clock in ms: the machine has no clock of its own, and a
+    quote's expiry is in milliseconds, finer than any block time (only takes use it)."""
+
     message: Message
+    now_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +76,6 @@ class ActionTake:
     the whole action raise, naming it by index (`LocalError.take`), and nothing changes."""
 
     takes: tuple[Swap, ...]
-    now_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiveSwap:
-    """A swap proposal from the peer, with the receiver's wall clock: the machine has no clock of its
-    own, and a quote's expiry is in milliseconds, finer than any block time."""
-
-    message: ProposeSwap
     now_ms: int
 
 
@@ -115,11 +116,22 @@ class ChainDisputeRecorded:
     finalizes_at: int
     state_hash: bytes
     challenge: bool = False
+    state: State | None = None
+    """The recorded state as the transaction's calldata gave it, when the chain adapter decoded it:
+    the machine believes it only if it hashes to `state_hash`."""
 
 
 @dataclass(frozen=True, slots=True)
 class ChainConcluded:
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTxFailed:
+    """A transaction this node submitted for the channel reverted (`reason` is the contract's)."""
+
+    tx: SubmitTxOpen | SubmitTxDeposit | SubmitTxWithdraw | SubmitTxClose | SubmitTxCloseCooperative
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +146,16 @@ Input = (
     | ActionCloseCooperative
     | ActionCloseUnilateral
     | ActionWithdraw
+    | ActionAbandon
     | ActionTake
     | ReceiveMessage
-    | ReceiveSwap
     | PeerConnected
     | ChainFunded
     | ChainWithdrawn
     | ChainOpened
     | ChainDisputeRecorded
     | ChainConcluded
+    | ChainTxFailed
     | ChainTime
 )
 
@@ -238,6 +251,33 @@ class NotifyTakeFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the channel ended, as the chain says: the version it concluded with, whether a challenge was
+    recorded, and per asset what A and B were paid (None when the concluding state is not one this node
+    knows). `loss` is set when the channel concluded below my latest both-signed version."""
+
+    version: int
+    cooperative: bool
+    challenged: bool
+    paid: tuple[tuple[int, int], ...] | None
+    loss: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConcluded:
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyAlert:
+    """Something the user must know: the chain concluded on a state older than my latest, a close I
+    cannot answer, a peer breaking the protocol."""
+
+    kind: str
+    detail: str
+
+
 Effect = (
     SendMessage
     | SubmitTxOpen
@@ -253,4 +293,6 @@ Effect = (
     | NotifyPhase
     | NotifyFilled
     | NotifyTakeFailed
+    | NotifyConcluded
+    | NotifyAlert
 )

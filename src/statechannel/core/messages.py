@@ -76,13 +76,15 @@ class OpenRequest(msgspec.Struct, frozen=True, array_like=True, tag="open"):
 
 
 class Propose(msgspec.Struct, frozen=True, array_like=True, tag="propose"):
-    """`pid` names this proposal for its Reject: after a rollback the same version,
-    even the same state, may be proposed again, and a late Reject of the old one
-    must not cancel the new one."""
+    """Leader to follower: a state built on version `base`, signed by the leader. `requests` are the ids
+    of the follower's payment requests it carries, each whole; what else it moves is the leader's own
+    payment to the follower. `pid` names the proposal for its Reject."""
 
     state: WireState
     sig: bytes
     pid: int
+    base: int
+    requests: list[int] = []
 
 
 class Accept(msgspec.Struct, frozen=True, array_like=True, tag="accept"):
@@ -101,6 +103,8 @@ class Reject(msgspec.Struct, frozen=True, array_like=True, tag="reject"):
     detail: str
     take: int = -1
     """For a swap proposal: the index of the take to blame, or -1 when the whole proposal is refused."""
+    request: int = 0
+    """For a proposal carrying requests: the id of the request to blame (0: none)."""
 
 
 class Sync(msgspec.Struct, frozen=True, array_like=True, tag="sync"):
@@ -111,12 +115,46 @@ class Sync(msgspec.Struct, frozen=True, array_like=True, tag="sync"):
     sig_b: bytes
 
 
+class PayRequest(msgspec.Struct, frozen=True, array_like=True, tag="payreq"):
+    """Follower to leader: please propose a state in which I pay you these totals per asset. Nothing is
+    signed: a request the leader refuses, or never proposes, costs the follower nothing."""
+
+    channel_id: bytes
+    rid: int
+    assets: list[bytes]
+    amounts: list[bytes]
+
+
+class TakeRefusal(msgspec.Struct, frozen=True, array_like=True):
+    index: int
+    reason: str
+    detail: str
+
+
+class Refuse(msgspec.Struct, frozen=True, array_like=True, tag="refuse"):
+    """Leader to follower: request `rid` will never be proposed. For a take request `takes` gives each
+    take's reason."""
+
+    channel_id: bytes
+    rid: int
+    reason: str
+    detail: str
+    takes: list[TakeRefusal] = []
+
+
+class CloseRequest(msgspec.Struct, frozen=True, array_like=True, tag="closereq"):
+    """Follower to leader: please propose the final state."""
+
+    channel_id: bytes
+
+
 class WithdrawRequest(msgspec.Struct, frozen=True, array_like=True, tag="wreq"):
     channel_id: bytes
     participant: int
     asset: bytes
     amount: bytes
     nonce: bytes
+    deadline: int
     sig: bytes
 
 
@@ -186,14 +224,46 @@ class WireTake(msgspec.Struct, frozen=True, array_like=True):
     base_amount: bytes
 
 
+def pack_swaps(swaps: tuple[Swap, ...]) -> tuple[list[WireQuote], list[bytes], list[WireTake]]:
+    """Takes on the wire: each quote (and its signature) travels once however many takes name it."""
+    index: dict[tuple[Quote, Signature], int] = {}
+    quotes: list[WireQuote] = []
+    sigs: list[bytes] = []
+    takes: list[WireTake] = []
+    for swap in swaps:
+        key = (swap.quote, swap.quote_sig)
+        i = index.get(key)
+        if i is None:
+            i = index[key] = len(quotes)
+            quotes.append(WireQuote.of(swap.quote))
+            sigs.append(swap.quote_sig.to_bytes())
+        takes.append(WireTake(i, u256(swap.base_amount)))
+    return quotes, sigs, takes
+
+
+def unpack_swaps(quotes: list[WireQuote], quote_sigs: list[bytes], takes: list[WireTake]) -> tuple[Swap, ...]:
+    if not 0 < len(takes) <= MAX_TAKES:
+        raise RemoteError(Reason.BAD_MESSAGE, f"a swap message carries 1 to {MAX_TAKES} takes")
+    if not 0 < len(quotes) == len(quote_sigs) <= len(takes):
+        raise RemoteError(Reason.BAD_MESSAGE, "one signature per quote, and no quote without a take")
+    decoded = [(q.to_quote(), signature(s)) for q, s in zip(quotes, quote_sigs, strict=True)]
+    out = []
+    for t in takes:
+        if not 0 <= t.quote < len(decoded):
+            raise RemoteError(Reason.BAD_MESSAGE, f"take names quote {t.quote} of {len(decoded)}")
+        q, sig = decoded[t.quote]
+        out.append(Swap(q, sig, from_u256(t.base_amount)))
+    return tuple(out)
+
+
 class ProposeSwap(msgspec.Struct, frozen=True, array_like=True, tag="swap"):
-    """Taker to maker: a `Propose` whose state applies `takes`, in order, to the maker's signed quotes.
-    Each quote travels once however many takes name it. The maker checks the state against the quotes,
-    not against the payment rules."""
+    """Leader (taker) to follower (maker): a `Propose` whose state applies `takes`, in order, to the
+    follower's signed quotes. The maker checks the state against its quotes, not the payment rules."""
 
     state: WireState
     sig: bytes
     pid: int
+    base: int
     quotes: list[WireQuote]
     quote_sigs: list[bytes]
     takes: list[WireTake]
@@ -203,38 +273,61 @@ class ProposeSwap(msgspec.Struct, frozen=True, array_like=True, tag="swap"):
         return self.state.channel_id
 
     @classmethod
-    def of(cls, state: State, sig: Signature, pid: int, swaps: tuple[Swap, ...]) -> ProposeSwap:
-        index: dict[tuple[Quote, Signature], int] = {}
-        quotes: list[WireQuote] = []
-        sigs: list[bytes] = []
-        takes: list[WireTake] = []
-        for swap in swaps:
-            key = (swap.quote, swap.quote_sig)
-            i = index.get(key)
-            if i is None:
-                i = index[key] = len(quotes)
-                quotes.append(WireQuote.of(swap.quote))
-                sigs.append(swap.quote_sig.to_bytes())
-            takes.append(WireTake(i, u256(swap.base_amount)))
-        return cls(WireState.of(state), sig.to_bytes(), pid, quotes, sigs, takes)
+    def of(cls, state: State, sig: Signature, pid: int, base: int, swaps: tuple[Swap, ...]) -> ProposeSwap:
+        return cls(WireState.of(state), sig.to_bytes(), pid, base, *pack_swaps(swaps))
 
     def to_swaps(self) -> tuple[Swap, ...]:
-        if not 0 < len(self.takes) <= MAX_TAKES:
-            raise RemoteError(Reason.BAD_MESSAGE, f"a swap proposal carries 1 to {MAX_TAKES} takes")
-        if not 0 < len(self.quotes) == len(self.quote_sigs) <= len(self.takes):
-            raise RemoteError(Reason.BAD_MESSAGE, "one signature per quote, and no quote without a take")
-        quotes = [(q.to_quote(), signature(s)) for q, s in zip(self.quotes, self.quote_sigs, strict=True)]
-        out = []
-        for t in self.takes:
-            if not 0 <= t.quote < len(quotes):
-                raise RemoteError(Reason.BAD_MESSAGE, f"take names quote {t.quote} of {len(quotes)}")
-            q, sig = quotes[t.quote]
-            out.append(Swap(q, sig, from_u256(t.base_amount)))
-        return tuple(out)
+        return unpack_swaps(self.quotes, self.quote_sigs, self.takes)
 
 
-Message = OpenRequest | Propose | Accept | Reject | Sync | WithdrawRequest | WithdrawAccept | QuoteOffer | ProposeSwap
+class TakeRequest(msgspec.Struct, frozen=True, array_like=True, tag="takereq"):
+    """Follower (taker) to leader (maker): please propose these takes of your quotes."""
 
+    channel_id: bytes
+    rid: int
+    quotes: list[WireQuote]
+    quote_sigs: list[bytes]
+    takes: list[WireTake]
+
+    @classmethod
+    def of(cls, channel_id: bytes, rid: int, swaps: tuple[Swap, ...]) -> TakeRequest:
+        return cls(channel_id, rid, *pack_swaps(swaps))
+
+    def to_swaps(self) -> tuple[Swap, ...]:
+        return unpack_swaps(self.quotes, self.quote_sigs, self.takes)
+
+
+class ProposeFill(msgspec.Struct, frozen=True, array_like=True, tag="fill"):
+    """Leader (maker) to follower: a state applying the takes `taken` (indexes into take request
+    `request`, ascending) at the leader's quotes; every other take of the request is in `refused`."""
+
+    state: WireState
+    sig: bytes
+    pid: int
+    base: int
+    request: int
+    taken: list[int]
+    refused: list[TakeRefusal] = []
+
+
+Message = (
+    OpenRequest
+    | Propose
+    | ProposeSwap
+    | ProposeFill
+    | Accept
+    | Reject
+    | Sync
+    | PayRequest
+    | TakeRequest
+    | Refuse
+    | CloseRequest
+    | WithdrawRequest
+    | WithdrawAccept
+    | QuoteOffer
+)
+Proposal = Propose | ProposeSwap | ProposeFill
+"""The messages that carry a signed state for the follower to countersign."""
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
@@ -252,3 +345,12 @@ def decode(frame: bytes) -> Message:
 
 def signature(raw: bytes) -> Signature:
     return Signature.from_bytes(raw)
+
+
+def channel_of(msg: Message) -> bytes:
+    """The channel a message is about (an OpenRequest names none yet: its id is derived by the receiver)."""
+    if isinstance(msg, Propose | ProposeSwap | ProposeFill | Sync):
+        return msg.state.channel_id
+    if isinstance(msg, OpenRequest):
+        raise RemoteError(Reason.BAD_MESSAGE, "an open request names no channel id")
+    return msg.channel_id

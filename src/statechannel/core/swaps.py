@@ -63,8 +63,8 @@ def _balances(ch: Channel, transfers: tuple[int, ...]) -> tuple[tuple[int, int],
     )
 
 
-def build_takes(ch: Channel, takes: tuple[Swap, ...], now_ms: int | None) -> State:
-    """The taker's proposal of `takes`, applied in order on its head. `now_ms` None: takes proposed again
+def build_takes(ch: Channel, takes: tuple[Swap, ...], now_ms: int | None) -> tuple[int, ...]:
+    """The transfers of `takes` applied in order on the taker's head. `now_ms` None: takes proposed again
     after a rollback, whose expiry only the maker's clock decides now. Raises LocalError naming the first
     take its own checks refuse (`take` = its index)."""
     if not 0 < len(takes) <= MAX_TAKES:
@@ -76,7 +76,7 @@ def build_takes(ch: Channel, takes: tuple[Swap, ...], now_ms: int | None) -> Sta
             transfers = _take_one(ch, transfers, swap, now_ms)
         except LocalError as exc:
             raise LocalError(exc.reason, f"take {i}: {exc.detail}", take=i) from exc
-    return State(base.channel_id, base.version + 1, base.assets, transfers, app_data=base.app_data)
+    return transfers
 
 
 def _take_one(ch: Channel, transfers: tuple[int, ...], swap: Swap, now_ms: int | None) -> tuple[int, ...]:
@@ -111,7 +111,7 @@ def accept_takes(ch: Channel, old: State, new: State, takes: tuple[Swap, ...], n
     transfers = old.transfers
     for i, swap in enumerate(takes):
         try:
-            transfers = _accept_one(ch, transfers, swap, now_ms, fills)
+            transfers = accept_one(ch, transfers, swap, now_ms, fills)
         except RemoteError as exc:
             raise RemoteError(exc.reason, f"take {i}: {exc.detail}", take=i) from exc
     if new.is_final or new.assets != old.assets or new.app_data != old.app_data or new.transfers != transfers:
@@ -119,7 +119,7 @@ def accept_takes(ch: Channel, old: State, new: State, takes: tuple[Swap, ...], n
     return replace(ch, fills=tuple(fills.values()))
 
 
-def _accept_one(
+def accept_one(
     ch: Channel, transfers: tuple[int, ...], swap: Swap, now_ms: int, fills: dict[int, QuoteFill]
 ) -> tuple[int, ...]:
     """One take checked against my quote and what is left of it; records the fill in `fills`."""

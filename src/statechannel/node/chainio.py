@@ -71,6 +71,7 @@ class ChainIO:
         self.key = key
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
         self._recent: list[Checkpointed] = []
+        self._read_time = 0  # timestamp of the last block whose events were read
         self.gas_used: list[tuple[str, int]] = []  # (what, gas) of every mined submission, for reports
 
     async def run(self, fn: Callable[[], T]) -> T:
@@ -84,24 +85,29 @@ class ChainIO:
     async def submit(self, ch: Channel, tx: SubmitTx) -> Receipt | None:
         """Send one transaction, retrying transport failures; a revert is logged, not retried
         (it is how the chain says the work was already done, e.g. by the peer)."""
+        receipt, _ = await self.submit_checked(ch, tx)
+        return receipt
+
+    async def submit_checked(self, ch: Channel, tx: SubmitTx) -> tuple[Receipt | None, str | None]:
+        """As `submit`, also saying why it reverted (None: mined, or it never got a verdict)."""
         delay = 0.2
         for attempt in range(RETRIES):
             try:
                 receipt = await self.run(lambda: self._send(ch, tx))
                 self.gas_used.append((type(tx).__name__.removeprefix("SubmitTx"), receipt.gas_used))
-                return receipt
+                return receipt, None
             except TransactionReverted as exc:
                 log.info("%s for channel 0x%s reverted: %s", type(tx).__name__, ch.channel_id.hex()[:12], exc.reason)
-                return None
+                return None, exc.reason
             except ChainError as exc:
                 log.warning("%s failed (attempt %d): %s", type(tx).__name__, attempt + 1, exc)
                 await asyncio.sleep(delay)
                 delay *= 2
             except Exception:  # a bug or an unexpected backend error: say so, never die silently
                 log.exception("%s for channel 0x%s failed", type(tx).__name__, ch.channel_id.hex()[:12])
-                return None
+                return None, None
         log.error("%s for channel 0x%s gave up after %d attempts", type(tx).__name__, ch.channel_id.hex(), RETRIES)
-        return None
+        return None, None
 
     def _send(self, ch: Channel, tx: SubmitTx) -> Receipt:
         adj, key, cid = self.adj, self.key, ch.channel_id
@@ -131,8 +137,9 @@ class ChainIO:
     # ------------------------------------------------------------ watching
 
     def poll(self, since: int, confirmations: int) -> tuple[list[ChainObserved], Checkpointed, int, bool]:
-        """Events in (since, head - confirmations], the new checkpoint, the head's
-        timestamp, and whether a reorg replaced a block we had already read."""
+        """Events in (since, head - confirmations], the new checkpoint, the timestamp of the last
+        block read (what the channels' clocks may rely on: a withdrawal past its deadline there can
+        never execute), and whether a reorg replaced a block we had already read."""
         head = self.chain.block()
         reorged = False
         if self._recent:
@@ -145,12 +152,15 @@ class ChainIO:
         to = head.number - confirmations
         if to <= since:
             cp = self._recent[-1] if self._recent else Checkpointed(since, b"")
-            return [], cp, head.timestamp, reorged
+            if not self._read_time:
+                self._read_time = self.chain.block(max(0, to)).timestamp
+            return [], cp, self._read_time, reorged
         events = self.adj.events(since + 1, to)
         block = self.chain.block(to)
         cp = Checkpointed(block.number, block.hash)
         self._recent = [*self._recent[-REORG_DEPTH:], cp]
-        return events, cp, head.timestamp, reorged
+        self._read_time = block.timestamp
+        return events, cp, block.timestamp, reorged
 
     def read_funds(self, ch: Channel) -> list[ChainFunded]:
         """Every funded amount of a channel as the chain holds it now."""

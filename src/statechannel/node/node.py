@@ -20,17 +20,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statechannel.core import messages as m
-from statechannel.core.channel import MAX_IN_FLIGHT, Channel, Phase
+from statechannel.core.channel import Channel, Phase
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.errors import LocalError, Reason, RemoteError, StatechannelError
 from statechannel.core.io import (
+    ActionAbandon,
     ActionCloseCooperative,
     ActionCloseUnilateral,
     ActionPay,
     ActionWithdraw,
     ChainTime,
+    ChainTxFailed,
     Effect,
     Input,
+    NotifyAlert,
+    NotifyConcluded,
     NotifyFailed,
     NotifyFilled,
     NotifyPhase,
@@ -40,9 +44,13 @@ from statechannel.core.io import (
     Payment,
     PeerConnected,
     SendMessage,
+    SubmitTxClose,
+    SubmitTxCloseCooperative,
     SubmitTxDeposit,
+    SubmitTxOpen,
+    SubmitTxWithdraw,
 )
-from statechannel.core.machine import accept_open, open_channel, pending_work, receive, transition
+from statechannel.core.machine import Terms, accept_open, open_channel, pending_work, receive, transition
 from statechannel.core.persist import decode_channel, encode_channel
 from statechannel.core.types import ChannelParams, Domain, to_checksum
 from statechannel.net.base import PeerUnreachable, Transport
@@ -60,6 +68,15 @@ again cost a 100k-channel node over a second each time the collector ran."""
 MAX_BATCH = 512
 RECENT_IDS = 1_000_000
 DEFAULT_CHALLENGE_PERIOD = 3600
+MAX_UNFUNDED_PER_PEER = 8
+"""Channels a peer may have opened with this node that hold no deposit yet: past it, its requests are
+refused (a request costs the peer nothing, so without a bound it could fill the node for free)."""
+UNFUNDED_TTL = 3600.0
+"""Seconds an unfunded channel a peer opened with this node is kept before it is abandoned."""
+
+
+_TX_FAILURES_FED = (SubmitTxOpen, SubmitTxDeposit, SubmitTxWithdraw, SubmitTxClose, SubmitTxCloseCooperative)
+"""Reverts the machine may act on; the others (challenge, settle) are logged only."""
 
 
 class NodeError(LocalError):
@@ -91,7 +108,14 @@ class Node:
         poll_interval: float = 0.2,
         peer_book: PeerBook | None = None,
         towers: TowerClient | None = None,
+        terms: Terms | None = None,
+        max_unfunded_per_peer: int = MAX_UNFUNDED_PER_PEER,
+        unfunded_ttl: float = UNFUNDED_TTL,
     ) -> None:
+        self.terms = terms or Terms()
+        self.max_unfunded_per_peer = max_unfunded_per_peer
+        self.unfunded_ttl = unfunded_ttl
+        self._unfunded_since: dict[bytes, float] = {}  # peer-opened channels without deposits: when seen
         self.peer_book = peer_book
         self.towers = towers  # watchtower hook: offered each new fully signed state once it is durable
         self.key = key
@@ -104,7 +128,7 @@ class Node:
         self.poll_interval = poll_interval
         self.channels: dict[bytes, Channel] = {}
         self._by_peer: dict[bytes, set[bytes]] = defaultdict(set)  # peer -> its channels: O(1) on connect
-        self._disputed: set[bytes] = set()  # channels the chain's clock must reach: idle polls skip the rest
+        self._timed: set[bytes] = set()  # channels the chain's clock must reach (disputes, withdrawals)
         self._tails: dict[bytes, asyncio.Future[None]] = {}
         self._queued: dict[bytes, list[tuple[Payment, asyncio.Future[PaymentRecord]]]] = defaultdict(list)
         self._flushing: set[bytes] = set()
@@ -116,6 +140,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.chain_head = 0
+        self.chain_time = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -129,6 +154,8 @@ class Node:
             for cid, blob in self.store.load_channels().items():
                 ch = self.channels[cid] = decode_channel(blob)
                 self._index(cid, ch)
+                if ch.phase is Phase.FUNDING and ch.me == 1 and not any(a or b for a, b in ch.funded):
+                    self._unfunded_since[cid] = time.monotonic()
         finally:
             if collecting:
                 gc.enable()
@@ -175,6 +202,7 @@ class Node:
         """Propose a channel to a connected peer: {asset: (my deposit, peer's deposit)}."""
         if not self.transport.connected(peer):
             raise NodeError(Reason.BAD_PARAMS, f"peer {to_checksum(peer)} is not connected")
+        self.terms.check(challenge_period)  # I would refuse it from a peer: I do not offer it either
         assets = tuple(sorted(deposits))
         params = ChannelParams(self.address, peer, challenge_period, secrets.randbits(64))
         ch, effects = open_channel(params, self.domain, assets, tuple(deposits[a] for a in assets), self.key)
@@ -189,7 +217,17 @@ class Node:
             raise NodeError(Reason.BAD_AMOUNT, "the deposit transaction failed (reverted or the chain is unreachable)")
 
     async def withdraw(self, channel_id: bytes, asset: bytes, amount: int) -> None:
+        self._tick(channel_id)  # the deadline is set in chain time
         self._feed(channel_id, ActionWithdraw(asset, amount))
+
+    async def abandon(self, channel_id: bytes) -> None:
+        """Forget a channel that never opened and holds no deposit (closing is for one that does)."""
+        self._feed(channel_id, ActionAbandon())
+
+    def _tick(self, channel_id: bytes) -> None:
+        ch = self.channels.get(channel_id)
+        if ch is not None and self.chain_time > ch.now:
+            self._feed(channel_id, ChainTime(self.chain_time))
 
     async def close(self, channel_id: bytes, cooperative: bool = True) -> None:
         self._feed(channel_id, ActionCloseCooperative() if cooperative else ActionCloseUnilateral())
@@ -298,7 +336,7 @@ class Node:
     ) -> None:
         old = self.channels.get(channel_id)
         self.channels[channel_id] = new
-        if old is None or old.phase is not new.phase:
+        if old is None or old.phase is not new.phase or old.withdrawals is not new.withdrawals:
             self._index(channel_id, new)
         recs = [*records, *self._payment_updates(channel_id, effects)]
         save = asyncio.ensure_future(self.store.save(channel_id, encode_channel(new), recs))
@@ -340,12 +378,24 @@ class Node:
                     self._flushing.add(channel_id)
                     asyncio.get_running_loop().call_soon(self._flush, channel_id)
                 self.swaps.kick(channel_id)  # takes waiting for room in the pipeline
-            case NotifyReceived() | NotifyPhase():
+            case NotifyReceived() | NotifyPhase() | NotifyConcluded():
+                self._publish(channel_id, effect)
+            case NotifyAlert():
+                log.warning("channel 0x%s: %s: %s", channel_id.hex()[:12], effect.kind, effect.detail)
                 self._publish(channel_id, effect)
             case NotifyFilled() | NotifyTakeFailed():
                 self.swaps.on_effect(channel_id, effect)
             case _:
-                self._spawn(self.chainio.submit(ch, effect))  # a SubmitTx*: mined in the background
+                self._spawn(self._submit(channel_id, effect))  # a SubmitTx*: mined in the background
+
+    async def _submit(self, channel_id: bytes, tx: SubmitTx) -> None:
+        """Send a transaction; a revert goes back to the machine, which may have something to do about it
+        (deposit after all when someone else opened first, drop a withdrawal that can never execute)."""
+        receipt, reverted = await self.chainio.submit_checked(self.channels[channel_id], tx)
+        if receipt is None and reverted is not None:
+            log.info("%s for 0x%s reverted: %s", type(tx).__name__, channel_id.hex()[:12], reverted)
+            if isinstance(tx, _TX_FAILURES_FED):
+                self._feed_quietly(channel_id, ChainTxFailed(tx, reverted))
 
     # ------------------------------------------------------------ payments
 
@@ -355,7 +405,7 @@ class Node:
         ch = self.channels.get(channel_id)
         if not queue or ch is None:
             return
-        if len(ch.pending) >= MAX_IN_FLIGHT:
+        if ch.room() <= 0:
             return  # flushed again when an update is answered
         batch, self._queued[channel_id] = queue[:MAX_BATCH], queue[MAX_BATCH:]
         try:
@@ -448,6 +498,19 @@ class Node:
             case NotifyReceived():
                 kind = "received"
                 data = {"version": effect.version, "amounts": {to_checksum(a): str(v) for a, v in effect.amounts}}
+            case NotifyConcluded():
+                o = effect.outcome
+                paid = None if o.paid is None else [[str(a), str(b)] for a, b in o.paid]
+                kind = "concluded"
+                data = {
+                    "version": o.version,
+                    "cooperative": o.cooperative,
+                    "challenged": o.challenged,
+                    "paid": paid,
+                    "loss": o.loss,
+                }
+            case NotifyAlert():
+                kind, data = "alert", {"kind": effect.kind, "detail": effect.detail}
             case _:
                 return
         event = NodeEvent(kind, "0x" + channel_id.hex(), data)
@@ -461,10 +524,10 @@ class Node:
 
     def _index(self, channel_id: bytes, ch: Channel) -> None:
         self._by_peer[ch.peer_address].add(channel_id)
-        if ch.phase is Phase.DISPUTE:
-            self._disputed.add(channel_id)
+        if ch.phase is Phase.DISPUTE or ch.withdrawals:
+            self._timed.add(channel_id)
         else:
-            self._disputed.discard(channel_id)
+            self._timed.discard(channel_id)
 
     async def _on_connect(self, peer: bytes) -> None:
         for cid in list(self._by_peer.get(peer, ())):
@@ -477,14 +540,17 @@ class Node:
             if isinstance(msg, m.OpenRequest):
                 self._on_open_request(peer, msg)
                 return
-            if isinstance(msg, m.QuoteOffer | m.ProposeSwap):  # trading: node/swapdesk.py
+            if isinstance(msg, m.QuoteOffer):  # trading: node/swapdesk.py
                 self.swaps.on_frame(peer, msg)
                 return
-            cid = msg.state.channel_id if isinstance(msg, m.Propose | m.Sync) else msg.channel_id
+            cid = m.channel_of(msg)
             ch = self.channels.get(cid)
             if ch is None or ch.peer_address != peer:
                 raise RemoteError(Reason.WRONG_CHANNEL, f"no channel 0x{cid.hex()[:12]} with this peer")
-            new, effects = receive(ch, msg, self.key)
+            if isinstance(msg, m.WithdrawRequest):
+                self._tick(cid)  # its deadline is judged in chain time
+                ch = self.channels[cid]
+            new, effects = receive(ch, msg, self.key, time.time_ns() // 1_000_000)
             self._commit(cid, new, effects)
         except StatechannelError as exc:
             log.warning("refused a message from 0x%s: %s", peer.hex()[:12], exc)
@@ -495,7 +561,12 @@ class Node:
         try:
             if any(m.from_u256(d) for d in msg.deposits_b):
                 raise RemoteError(Reason.BAD_PARAMS, "this node commits no deposit on request; deposit after opening")
-            ch, effects = accept_open(msg, self.domain, self.key)
+            unfunded = sum(1 for cid in self._by_peer.get(peer, ()) if cid in self._unfunded_since)
+            if unfunded >= self.max_unfunded_per_peer:
+                raise RemoteError(
+                    Reason.TOO_MANY_UNFUNDED, f"{unfunded} channels from this peer hold no deposit yet: fund those"
+                )
+            ch, effects = accept_open(msg, self.domain, self.key, self.terms)
         except StatechannelError as exc:  # tell A, so its channel does not wait forever
             with contextlib.suppress(StatechannelError):
                 params = ChannelParams(msg.a, msg.b, msg.challenge_period, m.from_u256(msg.nonce))
@@ -507,6 +578,7 @@ class Node:
             if existing.latest is not None and existing.latest.state.version == 0:
                 self._commit(ch.channel_id, existing, effects)
             return
+        self._unfunded_since[ch.channel_id] = time.monotonic()
         self._commit(ch.channel_id, ch, effects)
 
     # ------------------------------------------------------------ chain
@@ -521,6 +593,7 @@ class Node:
                     functools.partial(self.chainio.poll, since, self.confirmations)
                 )
                 self.chain_head = mark.number
+                self.chain_time = max(self.chain_time, timestamp)
                 for event in events:
                     routed = to_inputs(event)
                     if routed is None or routed[0] not in self.channels:
@@ -530,8 +603,9 @@ class Node:
                         self._feed_quietly(cid, inp)
                     if any(type(i).__name__ == "ChainOpened" for i in inputs) or reorged:
                         await self._refresh_funds(cid)
-                for cid in list(self._disputed):
+                for cid in list(self._timed):
                     self._feed_quietly(cid, ChainTime(timestamp))
+                self._expire_unfunded()
                 if mark.number != since:
                     await self.store.save_checkpoint(Checkpoint(mark.number, mark.hash))
                     since = mark.number
@@ -543,6 +617,18 @@ class Node:
                 if failures == 1 or failures % 50 == 0:
                     log.warning("chain watcher: %s (failure %d, retrying)", exc, failures)
             await asyncio.sleep(self.poll_interval * min(2**failures, 50) if failures else self.poll_interval)
+
+    def _expire_unfunded(self) -> None:
+        """Channels a peer opened with me that never got a deposit are abandoned after a while; one that
+        got any deposit (or opened) leaves the count at once."""
+        now = time.monotonic()
+        for cid, since in list(self._unfunded_since.items()):
+            ch = self.channels.get(cid)
+            if ch is None or ch.phase is not Phase.FUNDING or any(a or b for a, b in ch.funded):
+                del self._unfunded_since[cid]
+            elif now - since >= self.unfunded_ttl:
+                del self._unfunded_since[cid]
+                self._feed_quietly(cid, ActionAbandon())
 
     async def _refresh_funds(self, channel_id: bytes) -> None:
         ch = self.channels[channel_id]

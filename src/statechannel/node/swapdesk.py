@@ -24,11 +24,10 @@ import msgspec
 
 from statechannel.core import messages as m
 from statechannel.core import swaps
-from statechannel.core.channel import MAX_IN_FLIGHT, Phase
+from statechannel.core.channel import Channel, Kind, Phase
 from statechannel.core.crypto import Signature
 from statechannel.core.errors import LocalError, Reason, RemoteError, StatechannelError
 from statechannel.core.io import ActionTake, NotifyFilled, NotifyTakeFailed
-from statechannel.core.machine import receive
 from statechannel.core.quotes import MAX_TAKES, Quote, Swap
 from statechannel.core.types import to_checksum
 from statechannel.store.base import StoredQuote
@@ -186,9 +185,9 @@ class SwapDesk:
         node = self._node
         while queue:
             ch = node.channels.get(channel_id)
-            if ch is None or len(ch.pending) >= MAX_IN_FLIGHT:
+            if ch is None or ch.room() <= 0:
                 return  # flushed again when an update is answered
-            room = MAX_TAKES_IN_FLIGHT - sum(len(p.swaps) for p in ch.pending)
+            room = MAX_TAKES_IN_FLIGHT - _takes_in_flight(ch)
             if room <= 0:
                 return
             batch: list[tuple[Swap, asyncio.Future[Fill]]] = []
@@ -226,20 +225,16 @@ class SwapDesk:
 
     # ------------------------------------------------------------ from the node
 
-    def on_frame(self, peer: bytes, msg: m.QuoteOffer | m.ProposeSwap) -> None:
+    def on_frame(self, peer: bytes, msg: m.QuoteOffer) -> None:
         node = self._node
         ch = node.channels.get(msg.channel_id)
         if ch is None or ch.peer_address != peer:
             raise RemoteError(Reason.WRONG_CHANNEL, f"no channel 0x{msg.channel_id.hex()[:12]} with this peer")
-        if isinstance(msg, m.QuoteOffer):
-            q, sig, at = msg.quote.to_quote(), m.signature(msg.sig), now_ms()
-            swaps.check_offer(ch, q, sig, at)
-            self._keep(self._received, ch.channel_id, SignedQuote(q, sig, peer), at)
-            if node._subscribers:
-                self._publish(ch.channel_id, "quote", _quote_data(q))
-            return
-        new, effects = receive(ch, msg, node.key, now_ms())
-        node._commit(ch.channel_id, new, effects)
+        q, sig, at = msg.quote.to_quote(), m.signature(msg.sig), now_ms()
+        swaps.check_offer(ch, q, sig, at)
+        self._keep(self._received, ch.channel_id, SignedQuote(q, sig, peer), at)
+        if node._subscribers:
+            self._publish(ch.channel_id, "quote", _quote_data(q))
 
     def on_effect(self, channel_id: bytes, effect: NotifyFilled | NotifyTakeFailed) -> None:
         swap = effect.swap
@@ -300,6 +295,13 @@ class SwapDesk:
                 sub.queue.put_nowait(event)
             except asyncio.QueueFull:
                 sub.dropped += 1
+
+
+def _takes_in_flight(ch: Channel) -> int:
+    """Takes proposed (leader) or asked for (follower) and not yet answered."""
+    if ch.leader:
+        return sum(len(p.swaps) for p in ch.pending if p.kind is Kind.SWAP)
+    return sum(len(r.takes) for r in ch.requests)
 
 
 def _fill(channel_id: bytes, effect: NotifyFilled) -> Fill:

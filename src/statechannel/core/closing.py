@@ -1,0 +1,233 @@
+"""Closing: a unilateral close and its challenge window, settling, and what the node reports at the end.
+
+What is reported after a close is what the chain says: the version the channel concluded with, whether a
+challenge was recorded, what each side was paid. A leader's proposals still in flight (or refused) when
+the channel closes may be the state the chain pays: their outcomes are decided only then, by whether the
+concluding state carries them. A conclusion below my latest both-signed version is a loss, raised as an
+alert, never shown as paid."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from statechannel.core.channel import LEADER, Channel, Dispute, Kind, Phase, Proposal
+from statechannel.core.common import Result, fail, fail_takes, filled
+from statechannel.core.eip712 import state_hash
+from statechannel.core.errors import LocalError, Reason
+from statechannel.core.follower import fail_requests
+from statechannel.core.io import (
+    ChainConcluded,
+    ChainDisputeRecorded,
+    Effect,
+    NotifyAlert,
+    NotifyConcluded,
+    NotifyFailed,
+    NotifyPhase,
+    NotifyReceived,
+    NotifySent,
+    NotifyTakeFailed,
+    Outcome,
+    SubmitTxChallenge,
+    SubmitTxClose,
+    SubmitTxCloseCooperative,
+    SubmitTxOpen,
+    SubmitTxSettle,
+)
+from statechannel.core.types import ETH, State, payout
+from statechannel.core.withdrawals import expire
+
+
+def close_unilateral(ch: Channel) -> Result:
+    if ch.latest is None:
+        raise LocalError(Reason.WRONG_PHASE, "no both-signed state to close with")
+    return ch, (SubmitTxClose(ch.latest),)
+
+
+def _mine(ch: Channel) -> tuple[Proposal, ...]:
+    return (*ch.pending, *ch.rolled)
+
+
+def _known(ch: Channel, version: int, digest: bytes) -> State | None:
+    """The recorded state, if it is my latest or a proposal of mine the peer countersigned."""
+    if ch.latest is not None and ch.latest.state.version == version and state_hash(ch.latest.state) == digest:
+        return ch.latest.state
+    for p in _mine(ch):
+        if p.state.version == version and state_hash(p.state) == digest:
+            return p.state
+    if ch.dispute is not None and ch.dispute.state is not None and ch.dispute.state_hash == digest:
+        return ch.dispute.state
+    return None
+
+
+def _told(ch: Channel, inp: ChainDisputeRecorded) -> State | None:
+    s = inp.state
+    if s is None or s.channel_id != ch.channel_id or s.version != inp.version or state_hash(s) != inp.state_hash:
+        return None
+    return s
+
+
+def on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
+    if ch.phase is Phase.CLOSED:
+        return ch, ()
+    prev = ch.dispute
+    d = Dispute(
+        inp.version,
+        inp.finalizes_at,
+        inp.state_hash,
+        challenged=inp.challenge or (prev is not None and prev.challenged),
+        answered=prev.answered if prev is not None else -1,
+        state=_known(ch, inp.version, inp.state_hash) or _told(ch, inp),
+    )
+    # what I had in flight may still be countersigned and recorded: it waits for the conclusion
+    ordered = tuple(sorted(_mine(ch), key=lambda p: p.state.version))
+    new = replace(ch, phase=Phase.DISPUTE, dispute=d, pending=(), rolled=ordered, deferred=None, withdrawals=())
+    effects: list[Effect] = []
+    if ch.phase is not Phase.DISPUTE:
+        effects.append(NotifyPhase(Phase.DISPUTE))
+    latest = ch.latest
+    if latest is not None and latest.state.version > inp.version and d.answered != inp.version:
+        if ch.now < inp.finalizes_at:
+            effects.append(SubmitTxChallenge(latest, inp.version, inp.finalizes_at, inp.state_hash))
+            new = replace(new, dispute=replace(d, answered=inp.version))
+        else:
+            effects.append(NotifyAlert("too_late", f"version {inp.version} recorded after its window; mine is higher"))
+    new, more = on_time(new)
+    return new, (*effects, *more)
+
+
+def on_time(ch: Channel) -> Result:
+    ch = expire(ch)
+    d = ch.dispute
+    if ch.phase is not Phase.DISPUTE or d is None or d.settle_submitted or ch.now < d.finalizes_at:
+        return ch, ()
+    if d.state is None:
+        return ch, ()  # the recorded state is not one I know: the peer settles it
+    return replace(ch, dispute=replace(d, settle_submitted=True)), (SubmitTxSettle(d.state, d.finalizes_at),)
+
+
+def _concluding(ch: Channel, version: int) -> State | None:
+    d = ch.dispute
+    if d is not None and d.version == version and d.state is not None:
+        return d.state
+    if ch.latest is not None and ch.latest.state.version == version:
+        return ch.latest.state
+    # a final of mine the peer countersigned and submitted before its Accept reached me (one state per
+    # version: the version names it)
+    return next((p.state for p in _mine(ch) if p.state.version == version), None)
+
+
+def _lineage(ch: Channel, state: State) -> tuple[Proposal, ...]:
+    """My proposals the concluding state carries: it and every one it is built on, down to my latest."""
+    by_version = {p.state.version: p for p in _mine(ch)}
+    out: list[Proposal] = []
+    p = by_version.get(state.version)
+    if p is None or p.state != state:
+        return ()
+    while p is not None:
+        out.append(p)
+        p = by_version.get(p.base)
+    return tuple(reversed(out))
+
+
+def _paid(ch: Channel, state: State) -> tuple[tuple[int, int], ...] | None:
+    try:
+        return tuple(payout(fa, fb, t) for (fa, fb), t in zip(ch.funded, state.transfers, strict=True))
+    except LocalError:
+        return None
+
+
+def on_concluded(ch: Channel, inp: ChainConcluded) -> Result:
+    if ch.phase is Phase.CLOSED:
+        return ch, ()
+    state = _concluding(ch, inp.version)
+    effects: list[Effect] = []
+    if ch.me == LEADER:
+        ch, effects = _resolve_leader(ch, state)
+    else:
+        ch, failed = fail_requests(ch, str(Reason.NOT_INCLUDED))
+        effects.extend(failed)
+    latest = ch.latest.state.version if ch.latest is not None else -1
+    loss = inp.version < latest
+    d = ch.dispute
+    outcome = Outcome(
+        version=inp.version,
+        cooperative=d is None or d.version != inp.version,
+        challenged=d is not None and d.challenged,
+        paid=_paid(ch, state) if state is not None else None,
+        loss=loss,
+    )
+    if loss:
+        effects.append(
+            NotifyAlert("loss", f"concluded at version {inp.version}, below my latest {latest}: later updates undone")
+        )
+    elif state is None:
+        effects.append(NotifyAlert("unknown_state", f"concluded at version {inp.version}, a state this node lacks"))
+    new = replace(
+        ch,
+        phase=Phase.CLOSED,
+        pending=(),
+        rolled=(),
+        requests=(),
+        fills=(),
+        withdrawals=(),
+        held_failed=(),
+        held_take_failed=(),
+        deferred=None,
+        outcome=outcome,
+    )
+    return new, (*effects, NotifyConcluded(outcome), NotifyPhase(Phase.CLOSED))
+
+
+def _resolve_leader(ch: Channel, state: State | None) -> tuple[Channel, list[Effect]]:
+    """Whatever I had in flight or refused is decided now: carried by the concluding state, it was paid
+    (or received, or filled); otherwise it never happens."""
+    carried = _lineage(ch, state) if state is not None else ()
+    effects: list[Effect] = []
+    sent_ids: set[str] = set()
+    take_ids: set[str] = set()
+    for p in carried:
+        if p.payments:
+            effects.append(NotifySent(p.payments, p.state.version))
+            sent_ids.update(x.payment_id for x in p.payments)
+        totals: dict[bytes, int] = {}
+        for r in p.requests if p.kind is Kind.PAY else ():
+            for asset, amount in r.amounts:
+                totals[asset] = totals.get(asset, 0) + amount
+        if totals:
+            effects.append(NotifyReceived(tuple(sorted(totals.items())), p.state.version))
+        ch, fills = filled(ch, p.swaps, p.kind is Kind.FILL, p.state.version)
+        effects.extend(fills)
+        take_ids.update(s.take_id for s in p.swaps if p.kind is Kind.SWAP)
+    why = str(Reason.NOT_INCLUDED)
+    seen_pay = set(sent_ids)
+    seen_take = set(take_ids)
+    for p in _mine(ch):
+        if p in carried:
+            continue
+        left = tuple(x for x in p.payments if x.payment_id not in seen_pay)
+        seen_pay.update(x.payment_id for x in left)
+        effects.extend(fail(left, why))
+        if p.kind is Kind.SWAP:
+            takes = tuple(s for s in p.swaps if s.take_id not in seen_take)
+            seen_take.update(s.take_id for s in takes)
+            effects.extend(fail_takes(takes, why))
+    for held in ch.held_failed:
+        left = tuple(x for x in held.payments if x.payment_id not in seen_pay)
+        seen_pay.update(x.payment_id for x in left)
+        if left:
+            effects.append(NotifyFailed(left, held.reason))
+    for held_take in ch.held_take_failed:
+        if held_take.swap.take_id not in seen_take:
+            seen_take.add(held_take.swap.take_id)
+            effects.append(NotifyTakeFailed(held_take.swap, held_take.reason))
+    return ch, effects
+
+
+def pending_work(ch: Channel) -> tuple[Effect, ...]:
+    """What a restarted node must (re)do for this channel: computed, never stored."""
+    if ch.phase is Phase.CLOSING and ch.latest is not None and ch.latest.state.is_final and not ch.pending:
+        return (SubmitTxCloseCooperative(ch.latest),)
+    if ch.phase is Phase.FUNDING and ch.me == LEADER and not ch.opened:
+        eth = ch.deposits[ch.assets.index(ETH)][0] if ETH in ch.assets else 0
+        return (SubmitTxOpen(eth),)
+    return ()
