@@ -36,9 +36,11 @@ from statechannel.node.node import Node
 from statechannel.node.peers import PeerBook
 from statechannel.node.towers import TowerClient
 from statechannel.node.towerstate import TowerPolicy
-from statechannel.runtime import QuietServer, exclusive, loopback_for, signals_set, step
+from statechannel.runtime import QuietServer, exclusive, limit_recursion, loopback_for, signals_set, step
 from statechannel.store.base import StoreError
 from statechannel.store.sqlite import SqliteStore
+
+limit_recursion()  # py_ecc and py-evm, imported now or later (key, chain), raise it: see runtime.SAFE_RECURSION_LIMIT
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "node.lock"
@@ -160,6 +162,7 @@ async def run(
     on_ready: Callable[[NodeFile], None] | None = None,
 ) -> None:
     """Runs the node until SIGINT/SIGTERM (or `stop` is set), then shuts everything down in order."""
+    limit_recursion()  # again, in case an import since this module's raised it
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stop = stop or asyncio.Event()

@@ -36,11 +36,14 @@ from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.node.towers import TowerClient
+from statechannel.runtime import limit_recursion
 from statechannel.store.sqlite import SqliteStore
 from statechannel.watchtower.http import create_tower_app
 from statechannel.watchtower.sender import PlainSender
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
+
+limit_recursion()  # py-evm and eth-account, imported above, raised it: see runtime.SAFE_RECURSION_LIMIT
 
 ETHER = 10**18
 TOKEN = 10**18  # the token has 18 decimals too
@@ -380,6 +383,7 @@ def render(console: Console, summary: dict[str, Any]) -> None:
 
 
 async def run_demo(console: Console, quiet: bool = False) -> dict[str, Any]:
+    limit_recursion()
     demo = Demo(console, quiet)
     report = await demo.run()
     return report.as_json()

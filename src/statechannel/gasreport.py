@@ -101,10 +101,10 @@ class _Run:
         before = self.snapshot()
         closed = self.adj.close(self.p.a, params, stale, *sign_both(self.adj, self.p, stale))
         event = next(e for e in self.adj.receipt_events(closed) if isinstance(e, ChainObservedClose))
-        record = DisputeRecord(event.funded_a, event.funded_b, event.state_hash)
+        record = DisputeRecord.of(event)
         challenged = self.adj.challenge(self.p.b, params, latest, *sign_both(self.adj, self.p, latest), record)
         self.chain.advance_time(CHALLENGE_PERIOD + 1)
-        settled = self.adj.settle(self.p.b, params, latest, event.funded_a, event.funded_b)
+        settled = self.adj.settle(self.p.b, params, latest, event.finalizes_at)
         self.gas["close_unilateral"] = closed.gas_used
         self.gas["challenge"] = challenged.gas_used
         self.gas["settle"] = settled.gas_used

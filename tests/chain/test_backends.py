@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from statechannel.chain.adjudicator import Adjudicator, Status
+from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Status
 from statechannel.chain.base import Chain, ChainError, TransactionReverted
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.chain.rpc import RpcChain
-from statechannel.core import ETH, ChannelParams, State, state_digest
+from statechannel.core import ETH, ChannelParams, State, Withdrawal, state_digest, withdrawal_digest
+from statechannel.core.eip712 import dispute_commitment, state_hash
 from statechannel.core.observed import (
     ChainObservedClose,
     ChainObservedConcluded,
@@ -34,6 +35,8 @@ def test_transact_call_and_events(chain: Chain) -> None:
     d = state_digest(adj.domain, state)
     assert adj.state_digest(cid, state) == d
     adj.close(p.b, params, state, p.a.sign_digest(d), p.b.sign_digest(d))
+    info = adj.channel(cid)
+    assert (info.status, info.funded_a, info.funded_b) == (Status.CLOSING, 600, 400)  # kept through the dispute
     events = adj.events(start)
     assert [type(e) for e in events] == [ChainObservedOpened, ChainObservedDeposit, ChainObservedClose]
     opened, deposit, close = events
@@ -42,6 +45,8 @@ def test_transact_call_and_events(chain: Chain) -> None:
     assert opened.origin.block_number < deposit.origin.block_number < close.origin.block_number
     assert len({e.origin.block_hash for e in events}) == 3
     assert close.finalizes_at == chain.block(close.origin.block_number).timestamp + 50
+    assert close.state_hash == state_hash(state)
+    assert adj.dispute(cid) == dispute_commitment(state_hash(state), 3, close.finalizes_at)
 
 
 def test_revert_reasons_surface(chain: Chain) -> None:
@@ -79,12 +84,46 @@ def test_settle_pays_after_the_window(chain: Chain) -> None:
     close = adj.receipt_events(adj.close(p.a, params, state, p.a.sign_digest(d), p.b.sign_digest(d)))[0]
     assert isinstance(close, ChainObservedClose)
     with pytest.raises(TransactionReverted, match="challenge window still open"):
-        adj.settle(p.b, params, state, close.funded_a, close.funded_b)
+        adj.settle(p.b, params, state, close.finalizes_at)
+    assert adj.recorded(cid) == close  # the event a challenge or a settle quotes, found by the stored hash
     chain.advance_time(31)
+    with pytest.raises(TransactionReverted, match="state is not the recorded state"):
+        adj.settle(p.b, params, state, close.finalizes_at + 1)
     b0 = chain.balance(p.b.address)
-    r = adj.settle(p.deployer, params, state, close.funded_a, close.funded_b)
+    r = adj.settle(p.deployer, params, state, close.finalizes_at)
     assert chain.balance(p.b.address) - b0 == 250
     assert any(isinstance(e, ChainObservedConcluded) for e in adj.receipt_events(r))
+    assert adj.dispute(cid) == bytes(32) and adj.recorded(cid) is None
+
+
+def test_cooperative_close_during_a_dispute_and_withdrawal_deadline(chain: Chain) -> None:
+    p = parties(chain, "backend")
+    adj, _ = Adjudicator.deploy(chain, p.deployer)
+    params = ChannelParams(p.a.address, p.b.address, 3600, 3)
+    cid = adj.channel_id(params)
+    adj.open(p.a, params, 1000)
+    expired = Withdrawal(cid, 0, ETH, 10, nonce=1, deadline=chain.block().timestamp - 1)
+    wd = withdrawal_digest(adj.domain, expired)
+    with pytest.raises(TransactionReverted, match="withdrawal expired"):
+        adj.withdraw(p.deployer, params, expired, p.a.sign_digest(wd), p.b.sign_digest(wd))
+    state = State(cid, 1, (ETH,), (100,))
+    d = state_digest(adj.domain, state)
+    adj.close(p.a, params, state, p.a.sign_digest(d), p.b.sign_digest(d))
+    newer = State(cid, 2, (ETH,), (300,))
+    d = state_digest(adj.domain, newer)
+    closed = adj.recorded(cid)
+    assert closed is not None and closed.version == 1
+    adj.challenge(p.b, params, newer, p.a.sign_digest(d), p.b.sign_digest(d), DisputeRecord.of(closed))
+    challenged = adj.recorded(cid)
+    assert challenged is not None and (challenged.version, challenged.challenge) == (2, True)
+    final = State(cid, 3, (ETH,), (400,), is_final=True)
+    d = state_digest(adj.domain, final)
+    b0 = chain.balance(p.b.address)
+    adj.close_cooperative(p.deployer, params, final, p.a.sign_digest(d), p.b.sign_digest(d))
+    assert chain.balance(p.b.address) - b0 == 400
+    assert adj.dispute(cid) == bytes(32) and adj.channel(cid).status is Status.CONCLUDED
+    with pytest.raises(TransactionReverted, match="channel not open or closing"):
+        adj.close_cooperative(p.deployer, params, final, p.a.sign_digest(d), p.b.sign_digest(d))
 
 
 @pytest.mark.parametrize("erc20", [False, True], ids=["eth", "erc20"])
@@ -94,6 +133,10 @@ def test_lifecycle_gas_is_identical_on_every_backend(chain: Chain, erc20: bool) 
     reference = measure(EmbeddedChain(), erc20=erc20)
     assert here == reference
     assert here["cooperative_total"] < here["dispute_total"]
+    if not erc20:  # DESIGN.md's targets
+        assert here["open_with_deposit"] <= 46_000 and here["deposit"] <= 29_000
+        assert here["cooperative_close"] <= 60_000
+        assert here["close_unilateral"] + here["settle"] <= 120_000
 
 
 def test_unreachable_node_is_a_clear_error() -> None:

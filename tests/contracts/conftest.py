@@ -53,7 +53,7 @@ class World:
     def close(self, params: ChannelParams, state: State) -> DisputeRecord:
         r = self.adj.close(self.a, params, state, *self.sign(state))
         event = next(e for e in self.adj.receipt_events(r) if isinstance(e, ChainObservedClose))
-        return DisputeRecord(event.funded_a, event.funded_b, event.state_hash)
+        return DisputeRecord.of(event)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,8 +14,13 @@ from statechannel.chain.base import TransactionReverted
 from statechannel.contracts import load
 from statechannel.core import ETH, ChannelParams, Domain, State, Withdrawal, state_digest
 from statechannel.core.crypto import SECP256K1_N, Signature
-from statechannel.core.eip712 import STATE_TYPEHASH, typed_digest
-from statechannel.core.observed import ChainObservedConcluded, ChainObservedDeposit, ChainObservedPayoutDeferred
+from statechannel.core.eip712 import STATE_TYPEHASH, dispute_commitment, state_hash, typed_digest
+from statechannel.core.observed import (
+    ChainObservedClose,
+    ChainObservedConcluded,
+    ChainObservedDeposit,
+    ChainObservedPayoutDeferred,
+)
 from tests.contracts.conftest import PERIOD, World
 
 
@@ -188,6 +194,19 @@ def test_malformed_states_are_refused_by_the_contract(world: World) -> None:
 # ------------------------------------------------------------------ dispute
 
 
+def test_close_changes_only_the_status_and_keeps_a_full_word_commitment(world: World) -> None:
+    params, cid = world.funded(1000, 400)
+    open_word = int(world.adj._call("channels", cid)[0])
+    state = State(cid, 4, (ETH,), (-100,))
+    record = world.close(params, state)
+    assert int(world.adj._call("channels", cid)[0]) == open_word + 1  # OPEN (1) -> CLOSING (2), nothing else
+    info = world.adj.channel(cid)
+    assert (info.status, info.funded_a, info.funded_b) == (Status.CLOSING, 1000, 400)
+    assert record == DisputeRecord(4, record.finalizes_at, state_hash(state))
+    assert world.adj.dispute(cid) == dispute_commitment(state_hash(state), 4, record.finalizes_at)
+    assert world.adj.dispute(cid) == record.commitment
+
+
 def test_dispute_highest_version_wins(world: World) -> None:
     params, cid = world.funded(1000, 1000)
     stale, latest = State(cid, 4, (ETH,), (-500,)), State(cid, 6, (ETH,), (-300,))
@@ -196,56 +215,149 @@ def test_dispute_highest_version_wins(world: World) -> None:
     reverts("stale version", world.adj.challenge, world.b, params, stale, *world.sign(stale), record)
     lower = State(cid, 3, (ETH,), (0,))
     reverts("stale version", world.adj.challenge, world.b, params, lower, *world.sign(lower), record)
-    forged = DisputeRecord(record.funded_a + 1, record.funded_b, record.state_hash)
-    reverts("recorded state does not match", world.adj.challenge, world.b, params, latest, *world.sign(latest), forged)
-    world.adj.challenge(world.b, params, latest, *world.sign(latest), record)
-    assert world.adj.channel(cid).version == 6
-    reverts("challenge window still open", world.adj.settle, world.b, params, latest, 1000, 1000)
+    for forged in (
+        replace(record, version=record.version - 1),  # would make a replayed version 4 look fresh
+        replace(record, finalizes_at=record.finalizes_at + 10**6),  # would extend the window
+        replace(record, state_hash=state_hash(latest)),
+    ):
+        reverts("recorded state does not match", world.adj.challenge, world.b, params, latest,
+                *world.sign(latest), forged)  # fmt: skip
+    r = world.adj.challenge(world.b, params, latest, *world.sign(latest), record)
+    [event] = [e for e in world.adj.receipt_events(r) if isinstance(e, ChainObservedClose)]
+    assert (event.challenge, event.version, event.finalizes_at) == (True, 6, record.finalizes_at)
+    challenged = DisputeRecord.of(event)
+    assert world.adj.dispute(cid) == challenged.commitment
+    higher = State(cid, 7, (ETH,), (0,))
+    # the record the challenge replaced no longer proves anything
+    reverts("recorded state does not match", world.adj.challenge, world.b, params, higher,
+            *world.sign(higher), record)  # fmt: skip
+    reverts("challenge window still open", world.adj.settle, world.b, params, latest, challenged.finalizes_at)
     world.chain.advance_time(PERIOD + 1)
-    reverts("challenge window is over", world.adj.challenge, world.b, params,
-            State(cid, 7, (ETH,), (0,)), *world.sign(State(cid, 7, (ETH,), (0,))), record)  # fmt: skip
-    reverts("state is not the recorded version", world.adj.settle, world.b, params, stale, 1000, 1000)
+    reverts("challenge window is over", world.adj.challenge, world.b, params, higher, *world.sign(higher), challenged)
+    reverts("state is not the recorded state", world.adj.settle, world.b, params, stale, record.finalizes_at)
     altered = State(cid, 6, (ETH,), (-900,))
-    reverts("state is not the recorded state", world.adj.settle, world.b, params, altered, 1000, 1000)
-    reverts("state is not the recorded state", world.adj.settle, world.b, params, latest, 1000, 999)
+    reverts("state is not the recorded state", world.adj.settle, world.b, params, altered, challenged.finalizes_at)
+    reverts("state is not the recorded state", world.adj.settle, world.b, params, latest, challenged.finalizes_at - 1)
     a0, b0 = world.chain.balance(world.a.address), world.chain.balance(world.b.address)
-    world.adj.settle(world.other, params, latest, 1000, 1000)
+    world.adj.settle(world.other, params, latest, challenged.finalizes_at)
     assert world.chain.balance(world.a.address) - a0 == 1300
     assert world.chain.balance(world.b.address) - b0 == 700
-    reverts("channel not closing", world.adj.settle, world.other, params, latest, 1000, 1000)
+    assert world.adj.dispute(cid) == bytes(32)  # cleared (and refunded) on conclusion
+    assert world.adj.channel(cid).status is Status.CONCLUDED
+    reverts("channel not closing", world.adj.settle, world.other, params, latest, challenged.finalizes_at)
+
+
+def test_settle_is_checked_against_the_window_end_it_was_recorded_with(world: World) -> None:
+    """A settle quoting an earlier window end than the recorded one cannot pass the commitment, so it
+    cannot settle early; the check of the window comes after it, on the authenticated value."""
+    params, cid = world.funded(1000, 1000)
+    state = State(cid, 2, (ETH,), (10,))
+    record = world.close(params, state)
+    now = world.chain.block().timestamp
+    reverts("state is not the recorded state", world.adj.settle, world.b, params, state, now - 1)
+    reverts("challenge window still open", world.adj.settle, world.b, params, state, record.finalizes_at)
 
 
 def test_challenge_and_settle_need_a_closing_channel(world: World) -> None:
     params, cid = world.funded()
     s = State(cid, 1, (ETH,), (0,))
-    reverts(
-        "channel not closing", world.adj.challenge, world.b, params, s, *world.sign(s), DisputeRecord(0, 0, bytes(32))
-    )
-    reverts("channel not closing", world.adj.settle, world.b, params, s, 1000, 1000)
+    nothing = DisputeRecord(0, 0, bytes(32))
+    reverts("channel not closing", world.adj.challenge, world.b, params, s, *world.sign(s), nothing)
+    reverts("channel not closing", world.adj.settle, world.b, params, s, 0)
     unknown = ChannelParams(world.a.address, world.b.address, PERIOD, 10**9)
-    reverts("unknown channel", world.adj.settle, world.b, unknown, s, 0, 0)
+    reverts("unknown channel", world.adj.settle, world.b, unknown, s, 0)
+    reverts("unknown channel", world.adj.challenge, world.b, unknown, s, *world.sign(s), nothing)
+    assert world.adj.dispute(cid) == bytes(32)  # an open channel has no dispute word
+
+
+def test_nothing_changes_funds_while_closing(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    world.fund_token(cid, 1, 50)
+    world.close(params, State(cid, 1, (ETH,), (0,)))
+    reverts("channel not open", world.adj.deposit, world.b, cid, 1, 10)
+    reverts("channel not open", world.fund_token, cid, 0, 5)
+    w = Withdrawal(cid, 1, ETH, 10, nonce=1, deadline=2**40 - 1)
+    reverts("channel not open", world.adj.withdraw, world.other, params, w, *world.sign_withdrawal(w))
+    assert world.adj.channel(cid).funded_b == 1000
+    assert world.adj.token_funds(cid, world.token.address) == (0, 50)
+
+
+def test_cooperative_close_during_a_dispute_pays_at_once_and_clears_the_dispute(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    world.fund_token(cid, 0, 300)
+    tok = world.token.address
+    record = world.close(params, State(cid, 5, (ETH, tok), (-200, 0)))
+    assert world.adj.dispute(cid) != bytes(32)
+    final = State(cid, 9, (ETH, tok), (400, 120), is_final=True)
+    b_eth, a_tok, b_tok = (
+        world.chain.balance(world.b.address),
+        world.token.balance_of(world.a.address),
+        (world.token.balance_of(world.b.address)),
+    )
+    not_final = State(cid, 9, (ETH, tok), (400, 120))
+    reverts("state is not final", world.adj.close_cooperative, world.a, params, not_final, *world.sign(not_final))
+    r = world.adj.close_cooperative(world.other, params, final, *world.sign(final))  # no waiting for the window
+    assert world.chain.balance(world.b.address) - b_eth == 1400  # from the funded amounts kept in storage
+    assert world.token.balance_of(world.a.address) - a_tok == 180
+    assert world.token.balance_of(world.b.address) - b_tok == 120
+    assert world.adj.dispute(cid) == bytes(32)
+    assert world.adj.channel(cid).status is Status.CONCLUDED
+    assert any(isinstance(e, ChainObservedConcluded) and e.version == 9 for e in world.adj.receipt_events(r))
+    reverts("channel not closing", world.adj.settle, world.b, params, State(cid, 5, (ETH, tok), (-200, 0)),
+            record.finalizes_at)  # fmt: skip
+    reverts("channel not open or closing", world.adj.close_cooperative, world.a, params, final, *world.sign(final))
+
+
+def test_cooperative_close_needs_an_open_or_closing_channel(world: World) -> None:
+    params, cid = world.funded()
+    final = State(cid, 3, (ETH,), (0,), is_final=True)
+    world.adj.close_cooperative(world.a, params, final, *world.sign(final))
+    reverts("channel not open or closing", world.adj.close_cooperative, world.a, params, final, *world.sign(final))
+    unknown = ChannelParams(world.a.address, world.b.address, PERIOD, 10**9 + 1)
+    ghost = State(unknown.channel_id(world.chain.chain_id, world.adj.address), 3, (ETH,), (0,), is_final=True)
+    reverts("unknown channel", world.adj.close_cooperative, world.a, unknown, ghost, *world.sign(ghost))
 
 
 # ------------------------------------------------------------------ withdraw
 
+FAR = 2**40 - 1
+
 
 def test_withdraw_once_only(world: World) -> None:
     params, cid = world.funded(1000, 1000)
-    w = Withdrawal(cid, 1, ETH, 400, nonce=5)
+    w = Withdrawal(cid, 1, ETH, 400, nonce=5, deadline=FAR)
     before = world.chain.balance(world.b.address)
     world.adj.withdraw(world.other, params, w, *world.sign_withdrawal(w))
     assert world.chain.balance(world.b.address) - before == 400
     assert world.adj.channel(cid).funded_b == 600
     reverts("withdrawal already used", world.adj.withdraw, world.other, params, w, *world.sign_withdrawal(w))
-    too_much = Withdrawal(cid, 1, ETH, 601, nonce=6)
+    too_much = Withdrawal(cid, 1, ETH, 601, nonce=6, deadline=FAR)
     reverts("withdrawal exceeds funds", world.adj.withdraw, world.other, params, too_much,
             *world.sign_withdrawal(too_much))  # fmt: skip
-    sa, _sb = world.sign_withdrawal(Withdrawal(cid, 1, ETH, 100, nonce=7))
-    reverts("bad signature from B", world.adj.withdraw, world.other, params, Withdrawal(cid, 1, ETH, 100, 7), sa, sa)
-    token_w = Withdrawal(cid, 0, world.token.address, 50, nonce=8)
+    sa, _sb = world.sign_withdrawal(Withdrawal(cid, 1, ETH, 100, nonce=7, deadline=FAR))
+    unsigned = Withdrawal(cid, 1, ETH, 100, 7, FAR)
+    reverts("bad signature from B", world.adj.withdraw, world.other, params, unsigned, sa, sa)
+    token_w = Withdrawal(cid, 0, world.token.address, 50, nonce=8, deadline=FAR)
     world.fund_token(cid, 0, 80)
     world.adj.withdraw(world.other, params, token_w, *world.sign_withdrawal(token_w))
     assert world.adj.token_funds(cid, world.token.address) == (30, 0)
+
+
+def test_withdrawal_expires_after_its_deadline(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    now = world.chain.block().timestamp
+    late = Withdrawal(cid, 0, ETH, 100, nonce=1, deadline=now)  # the next block is stamped later
+    reverts("withdrawal expired", world.adj.withdraw, world.other, params, late, *world.sign_withdrawal(late))
+    w = Withdrawal(cid, 0, ETH, 100, nonce=2, deadline=now + 50)
+    sigs = world.sign_withdrawal(w)
+    # the deadline is signed: moving it invalidates the signatures
+    reverts("bad signature from A", world.adj.withdraw, world.other, params, replace(w, deadline=now + 5000), *sigs)
+    world.chain.advance_time(100)
+    reverts("withdrawal expired", world.adj.withdraw, world.other, params, w, *sigs)
+    assert world.adj.channel(cid).funded_a == 1000
+    fresh = Withdrawal(cid, 0, ETH, 100, nonce=3, deadline=world.chain.block().timestamp + 50)
+    world.adj.withdraw(world.other, params, fresh, *world.sign_withdrawal(fresh))
+    assert world.adj.channel(cid).funded_a == 900
 
 
 # ------------------------------------------------------------------ hostile tokens, reentrancy

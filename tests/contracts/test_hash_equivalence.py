@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from statechannel.chain.adjudicator import Status
 from statechannel.core import ETH, State, state_digest
-from statechannel.core.eip712 import domain_separator
+from statechannel.core.eip712 import dispute_commitment, domain_separator, state_hash
 from tests.contracts.conftest import World
 from tests.core.test_eip712 import states
 
@@ -38,6 +38,6 @@ def test_python_signatures_close_on_chain(
     state = State(cid, version, (ETH,), (transfer,), app_data=app_data)
     record = world.close(params, state)
     info = world.adj.channel(cid)
-    assert info.status is Status.CLOSING
-    assert info.version == version
-    assert (record.funded_a, record.funded_b) == (funded_a, funded_b)
+    assert (info.status, info.funded_a, info.funded_b) == (Status.CLOSING, funded_a, funded_b)
+    assert record.version == version and record.state_hash == state_hash(state)
+    assert world.adj.dispute(cid) == dispute_commitment(state_hash(state), version, record.finalizes_at)

@@ -211,7 +211,7 @@ def settle_after_window(w: World, params: ChannelParams, latest: dict[str, Any],
         state = State(bytes.fromhex(w.cid[2:]), latest["version"], (ETH,), (int(latest["balances"][0]["my_balance"]),))
         assert state_hash(state) == challenged.state_hash
         with contextlib.suppress(TransactionReverted):  # a tower may settle too: the Concluded check is what counts
-            w.adj.settle(w.deployer, params, state, challenged.funded_a, challenged.funded_b)
+            w.adj.settle(w.deployer, params, state, challenged.finalizes_at)
     wait_until("concluded", lambda: [e for e in w.adj.events(0) if isinstance(e, ChainObservedConcluded)], 30)
 
 

@@ -128,7 +128,7 @@ def test_restarted_tower_process_challenges_a_close_made_while_it_was_down(tmp_p
     assert challenge.origin.block_number < close.finalizes_at and challenge.finalizes_at == close.finalizes_at
     rpc.advance_time(121)
     before = rpc.balance(s.a.address), rpc.balance(s.b.address)
-    s.adj.settle(s.tower_key, params, new.state, challenge.funded_a, challenge.funded_b)
+    s.adj.settle(s.tower_key, params, new.state, challenge.finalizes_at)
     assert rpc.balance(s.a.address) - before[0] == ETHER - 3 * 10**17
     assert rpc.balance(s.b.address) - before[1] == 2 * ETHER + 3 * 10**17
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from statechannel.chain.adjudicator import DisputeRecord
 from statechannel.core.errors import Reason, RemoteError
 from statechannel.core.tower import Action, check_pushed, decide, receipt_digest, receipt_signer, sign_receipt
 from statechannel.core.types import ETH, ChannelParams, Domain, State
@@ -87,5 +88,7 @@ def test_row_encodings_round_trip() -> None:
     state = State(CID, 2**48 - 1, (ETH, b"\x07" * 20), (-(2**255), 2**255 - 1), is_final=True, app_data=b"\x09" * 32)
     signed = sign(DOMAIN, state, A, B)
     assert decode_state(CID, state.version, encode_state(signed)) == signed
-    d = Dispute(2**48 - 1, 2**40, 2**256 - 1, 0, b"\x05" * 32, 123, b"\x06" * 32, 2**31)
+    d = Dispute(2**48 - 1, 2**40, b"\x05" * 32, 123, b"\x06" * 32, 2**31)
     assert decode_dispute(encode_dispute(d)) == d
+    assert len(encode_dispute(d)) == 90  # no funded amounts: the chain keeps them
+    assert d.record == DisputeRecord(2**48 - 1, 2**40, b"\x05" * 32)

@@ -34,9 +34,7 @@ def signed(ch: WatchedChannel, version: int, transfer: int = 0) -> SignedState:
 
 
 def dispute(version: int, block: int, index: int = 0) -> Dispute:
-    return Dispute(
-        version, 1_700_000_000 + block, 10**18, 2**120 - 1, bytes([version]) * 32, block, bytes([block]) * 32, index
-    )
+    return Dispute(version, 1_700_000_000 + block, bytes([version]) * 32, block, bytes([block]) * 32, index)
 
 
 def test_register_push_and_versions(open_store: StoreFactory) -> None:

@@ -15,6 +15,7 @@ from statechannel.chain.base import Receipt
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.chain.rpc import RpcChain
 from statechannel.store.base import Checkpoint
+from statechannel.watchtower.chainwatch import ChainWatch
 from statechannel.watchtower.records import TowerStatus, WatchedChannel
 from statechannel.watchtower.sender import BumpingSender, OnSent, PlainSender, Sender, SentTx
 from statechannel.watchtower.service import Tower
@@ -197,7 +198,7 @@ def test_a_challenge_someone_else_made_first_is_not_retried(tmp_path: Path) -> N
             self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
         ) -> Receipt:
             [close] = closes(s, cid)
-            record = DisputeRecord(close.funded_a, close.funded_b, close.state_hash)
+            record = DisputeRecord.of(close)
             s.adj.challenge(s.b, params, newer.state, newer.sig_a, newer.sig_b, record)
             return super().send(to, data, timeout=timeout, on_sent=on_sent, cancel=cancel)
 
@@ -212,10 +213,50 @@ def test_a_challenge_someone_else_made_first_is_not_retried(tmp_path: Path) -> N
                 "the attempt", lambda: cid in tower.challenges and tower.challenges[cid].outcome != "pending"
             )
             attempt = tower.challenges[cid]
-            assert (attempt.outcome, attempt.reason) == ("reverted", "stale version")
+            # the tower quoted the close, which the other challenge replaced
+            assert (attempt.outcome, attempt.reason) == ("reverted", "recorded state does not match")
             await eventually("the tower to see the other challenge", lambda: _recorded(tower.store.get(cid)) == 5)
             s.chain.mine(3)
             await asyncio.sleep(0.3)
             assert sender.sent == 1 and [e.version for e in closes(s, cid)] == [2, 5]
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_channel_registered_during_its_dispute_is_found_by_the_commitment_and_answered(tmp_path: Path) -> None:
+    """The chain keeps only a hash of the recorded (state, version, window end): the tower finds the event
+    whose values hash to it (the challenge, not the close it replaced) and quotes it back."""
+    s = deploy(EmbeddedChain(), "late registration")
+    params = open_channel(s, 1, period=500)
+    cid = s.adj.channel_id(params)
+    close_with(s, params, sign(s.adj.domain, eth_state(cid, 2, 0), s.a, s.b))
+    [closed] = closes(s, cid)
+    third = sign(s.adj.domain, eth_state(cid, 3, 5), s.a, s.b)
+    s.adj.challenge(s.a, params, third.state, third.sig_a, third.sig_b, DisputeRecord.of(closed))
+    s.chain.mine(3)
+    status, found = ChainWatch(s.chain, s.adj).find_dispute(cid, params.challenge_period)
+    assert status is TowerStatus.CHALLENGED and found is not None
+    assert (found.version, found.finalizes_at) == (3, closed.finalizes_at)
+    assert found.record.commitment == s.adj.dispute(cid)
+
+    async def scenario() -> None:
+        async with running_tower(s, tmp_path / "t.db") as tower:
+            created, row = await tower.register(params)
+            assert created and row.status is TowerStatus.CHALLENGED and row.dispute == found
+            await tower.push(sign(s.adj.domain, eth_state(cid, 6, 40), s.a, s.b))
+            await eventually("the challenge", lambda: [e.version for e in closes(s, cid)] == [2, 3, 6])
+            await eventually("the tower to record it", lambda: _recorded(tower.store.get(cid)) == 6)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_dispute_whose_window_ended_long_ago_is_not_looked_for(tmp_path: Path) -> None:
+    s = deploy(EmbeddedChain(), "old dispute")
+    params = open_channel(s, 1, period=100)
+    cid = s.adj.channel_id(params)
+    close_with(s, params, sign(s.adj.domain, eth_state(cid, 2, 0), s.a, s.b))
+    watch = ChainWatch(s.chain, s.adj)
+    assert watch.find_dispute(cid, 100)[1] is not None
+    s.chain.advance_time(150)
+    s.chain.mine(2)
+    assert watch.find_dispute(cid, 100) == (TowerStatus.CHALLENGED, None)  # no challenge could win now

@@ -20,7 +20,15 @@ from statechannel.api.routes import ApiContext, router
 from statechannel.api.streams import StreamService
 from statechannel.api.streams import router as streams_router
 from statechannel.api.trading import router as trading_router
+from statechannel.httplimits import BodyLimits
 from statechannel.node.node import Node
+
+MAX_BODY_BYTES = 64 * 1024
+"""The largest request body the node reads. Its largest legitimate one, opening a channel with all 8
+assets, is about 2 KB; batches are a count (`count` in a payment or take), never a list, so 64 KiB is a
+wide margin that still costs nothing to buffer and scan."""
+MAX_BODY_DEPTH = 16
+"""Request bodies nest 2 deep (an object holding the deposits); 16 leaves room for new fields."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -29,7 +37,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or wrong bearer token",
         404: "Unknown channel",
         409: "The channel is in the wrong phase for this",
-        422: "Malformed request (a float or negative amount, a bad address, ...)",
+        413: f"too_large: a request body over {MAX_BODY_BYTES} bytes",
+        415: "bad_encoding: a request body that is not UTF-8",
+        422: "Malformed request (a float or negative amount, a bad address, ...; too_deep: JSON nested over "
+        f"{MAX_BODY_DEPTH} levels)",
         503: "Chain or peer unavailable",
     }.items()
 }
@@ -69,6 +80,8 @@ def create_app(node: Node, token: str, *, peer_listen: str | None = None, data_d
     app.state.ctx = ApiContext(node, hub, peer_listen)
     app.state.streams = streams
     install_error_handlers(app)
+    # Added first, so it runs second: the token is checked before a byte of the body is read.
+    app.add_middleware(BodyLimits, max_bytes=MAX_BODY_BYTES, max_depth=MAX_BODY_DEPTH)
     app.add_middleware(BearerAuth, token=token)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(router)

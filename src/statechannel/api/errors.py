@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from statechannel import httplimits
 from statechannel.chain.base import ChainError, TransactionReverted
 from statechannel.core.errors import Reason, StatechannelError
 from statechannel.net.base import HandshakeFailed, PeerUnreachable
@@ -33,6 +34,12 @@ class Code(StrEnum):
     REVERTED = "reverted"
     UNSUPPORTED = "unsupported"
     INTERNAL = "internal"
+    TOO_LARGE = httplimits.TOO_LARGE
+    """A request body over the size limit (413), refused by `httplimits.BodyLimits` before parsing."""
+    TOO_DEEP = httplimits.TOO_DEEP
+    """A request body nested deeper than the limit (422)."""
+    BAD_ENCODING = httplimits.BAD_ENCODING
+    """A request body that is not UTF-8 (415)."""
 
 
 STATUS_OF_REASON: dict[Reason, int] = {

@@ -10,6 +10,7 @@ from statechannel.chain.abi import ContractAbi
 from statechannel.chain.base import Chain, Log, Receipt
 from statechannel.contracts import load
 from statechannel.core.crypto import PrivateKey, Signature
+from statechannel.core.eip712 import dispute_commitment
 from statechannel.core.observed import (
     ChainObserved,
     ChainObservedClose,
@@ -22,8 +23,6 @@ from statechannel.core.observed import (
 )
 from statechannel.core.types import ETH, ChannelParams, Domain, State, Withdrawal, address_from_hex, to_checksum
 
-MASK40 = 2**40 - 1
-MASK48 = 2**48 - 1
 MASK120 = 2**120 - 1
 MASK128 = 2**128 - 1
 
@@ -37,32 +36,40 @@ class Status(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChannelInfo:
-    """The decoded storage word of one channel."""
+    """The decoded storage word of one channel. OPEN and CLOSING share a layout (a close changes only
+    the status), so the ether funded amounts are known through a dispute; CONCLUDED keeps none."""
 
     status: Status
     funded_a: int = 0
     funded_b: int = 0
-    finalizes_at: int = 0
-    version: int = 0
-    record: int = 0
 
     @classmethod
     def from_word(cls, word: int) -> ChannelInfo:
         status = Status(word & 0xFF)
-        if status is Status.OPEN:
+        if status in (Status.OPEN, Status.CLOSING):
             return cls(status, funded_a=(word >> 8) & MASK120, funded_b=word >> 128)
-        if status is Status.CLOSING:
-            return cls(status, finalizes_at=(word >> 8) & MASK40, version=(word >> 48) & MASK48, record=word >> 96)
         return cls(status)
 
 
 @dataclass(frozen=True, slots=True)
 class DisputeRecord:
-    """What a Closed/Challenged event said is recorded; a challenge must quote it."""
+    """What the last Closed/Challenged event said is recorded; a challenge must quote it, and the
+    contract checks it against its stored commitment (`dispute_commitment`)."""
 
-    funded_a: int
-    funded_b: int
+    version: int
+    finalizes_at: int
     state_hash: bytes
+
+    @property
+    def commitment(self) -> bytes:
+        return dispute_commitment(self.state_hash, self.version, self.finalizes_at)
+
+    def as_abi(self) -> tuple[int, int, bytes]:
+        return (self.version, self.finalizes_at, self.state_hash)
+
+    @classmethod
+    def of(cls, event: ChainObservedClose) -> DisputeRecord:
+        return cls(event.version, event.finalizes_at, event.state_hash)
 
 
 def _addr(value: Any) -> bytes:
@@ -135,13 +142,12 @@ class Adjudicator:
             state.as_abi(),
             sig_a.as_abi(),
             sig_b.as_abi(),
-            recorded.funded_a,
-            recorded.funded_b,
-            recorded.state_hash,
+            recorded.as_abi(),
         )
 
-    def settle(self, key: PrivateKey, params: ChannelParams, state: State, funded_a: int, funded_b: int) -> Receipt:
-        return self._send(key, "settle", params.as_abi(), state.as_abi(), funded_a, funded_b)
+    def settle(self, key: PrivateKey, params: ChannelParams, state: State, finalizes_at: int) -> Receipt:
+        """`finalizes_at` is the window's end as the Closed event said (challenges keep it)."""
+        return self._send(key, "settle", params.as_abi(), state.as_abi(), finalizes_at)
 
     def reclaim(self, key: PrivateKey, params: ChannelParams, token: bytes) -> Receipt:
         return self._send(key, "reclaim", params.as_abi(), to_checksum(token))
@@ -152,6 +158,10 @@ class Adjudicator:
     # reads
     def channel(self, channel_id: bytes) -> ChannelInfo:
         return ChannelInfo.from_word(int(self._call("channels", channel_id)[0]))
+
+    def dispute(self, channel_id: bytes) -> bytes:
+        """The stored commitment to the recorded state while CLOSING (32 zero bytes otherwise)."""
+        return bytes(self._call("disputes", channel_id)[0])
 
     def token_funds(self, channel_id: bytes, token: bytes) -> tuple[int, int]:
         word = int(self._call("token_funds", channel_id, to_checksum(token))[0])
@@ -192,8 +202,6 @@ class Adjudicator:
                 f["channel_id"],
                 f["version"],
                 f["finalizes_at"],
-                f["funded_a"],
-                f["funded_b"],
                 f["state_hash"],
                 challenge=name == "Challenged",
             )
@@ -211,6 +219,25 @@ class Adjudicator:
             if record is not None:
                 out.append(record)
         return out
+
+    def recorded(
+        self, channel_id: bytes, from_block: int = 0, to_block: int | None = None
+    ) -> ChainObservedClose | None:
+        """The Closed/Challenged event in [from_block, to_block] whose values hash to the stored commitment:
+        what a challenge must quote, and the recorded version (the channel word no longer holds it).
+        None when the channel is not closing or that event is outside the range."""
+        commitment = self.dispute(channel_id)
+        if commitment == bytes(32):
+            return None
+        found = None
+        for ev in self.events(from_block, to_block):
+            if (
+                isinstance(ev, ChainObservedClose)
+                and ev.channel_id == channel_id
+                and DisputeRecord.of(ev).commitment == commitment
+            ):
+                found = ev
+        return found
 
     def receipt_events(self, receipt: Receipt) -> list[ChainObserved]:
         return [e for e in (self.decode(log) for log in receipt.logs) if e is not None]

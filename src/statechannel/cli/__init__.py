@@ -16,12 +16,17 @@ from statechannel.cli.node import keys, node, peer
 from statechannel.cli.stream import recurring, stream, watch
 from statechannel.cli.trade import trade
 from statechannel.cli.watchtower import watchtower
+from statechannel.runtime import limit_recursion
 
 
 @click.group()
 @click.version_option(package_name="statechannel")
 def main() -> None:
     """Two-party state channels on Ethereum-style chains."""
+    # eth-account (keys, signing) pulls in py_ecc, which raises the recursion limit to 100,000 when first
+    # imported: import it now and put the limit back. py-evm (0.5 s to import) is left to the commands that
+    # run a chain: the daemons, the demo and make_chain restore the limit after importing it.
+    limit_recursion(preload=("py_ecc",))
 
 
 for command in (

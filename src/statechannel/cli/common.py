@@ -45,6 +45,9 @@ REASON_PREFIX = {
 
 
 def make_chain(rpc: str | None) -> Chain:
+    from statechannel.runtime import limit_recursion
+
+    limit_recursion()  # imports py-evm and py_ecc first, so the chain's imports below cannot raise it again
     if rpc:
         from statechannel.chain.rpc import RpcChain
 

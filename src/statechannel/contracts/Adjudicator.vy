@@ -15,17 +15,17 @@
 
         Word layout of channels[id]:
           OPEN       bits 0..7 = 1, 8..127 fundedA (ETH), 128..247 fundedB (ETH)
-          CLOSING    bits 0..7 = 2, 8..47 finalizesAt, 48..95 version,
-                     96..255 = top 160 bits of keccak256(fundedA, fundedB, stateHash)
+          CLOSING    bits 0..7 = 2, the funded amounts as when OPEN (a close changes only the status)
           CONCLUDED  bits 0..7 = 3 (kept, so the same id can never be reopened)
+        While CLOSING, disputes[id] = keccak256(abi.encode(stateHash, version, finalizesAt)) of the
+        recorded state, a full word. Payouts always come from the funded amounts in storage, never from
+        calldata: a close can pay a channel no more than it holds.
 """
 
 MAX_ASSETS: constant(uint256) = 8
 MAX_PERIOD: constant(uint256) = 2**32
 MAX_VERSION: constant(uint256) = 2**48
 MASK8: constant(uint256) = 2**8 - 1
-MASK40: constant(uint256) = 2**40 - 1
-MASK48: constant(uint256) = 2**48 - 1
 MASK120: constant(uint256) = 2**120 - 1
 MASK128: constant(uint256) = 2**128 - 1
 HALF_N: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168  # secp256k1 n / 2
@@ -42,7 +42,7 @@ STATE_TYPEHASH: constant(bytes32) = keccak256(
     "State(bytes32 channelId,uint48 version,bool isFinal,address[] assets,int256[] transfers,bytes32 appData)"
 )
 WITHDRAWAL_TYPEHASH: constant(bytes32) = keccak256(
-    "Withdrawal(bytes32 channelId,uint8 participant,address asset,uint256 amount,uint256 nonce)"
+    "Withdrawal(bytes32 channelId,uint8 participant,address asset,uint256 amount,uint256 nonce,uint256 deadline)"
 )
 
 TRANSFER_SELECTOR: constant(Bytes[4]) = method_id("transfer(address,uint256)")
@@ -76,6 +76,14 @@ struct Withdrawal:
     asset: address
     amount: uint256
     nonce: uint256
+    deadline: uint256  # the last block timestamp at which it pays
+
+
+# what the last Closed or Challenged event of a channel said; challenge quotes it back
+struct DisputeRecord:
+    version: uint256
+    finalizes_at: uint256
+    state_hash: bytes32
 
 
 # A's opening deposit is in the channel word (`channels`), like every funded amount
@@ -106,16 +114,12 @@ event Closed:
     channel_id: indexed(bytes32)
     version: uint256
     finalizes_at: uint256
-    funded_a: uint256
-    funded_b: uint256
     state_hash: bytes32
 
 event Challenged:
     channel_id: indexed(bytes32)
     version: uint256
     finalizes_at: uint256
-    funded_a: uint256
-    funded_b: uint256
     state_hash: bytes32
 
 event Concluded:
@@ -129,6 +133,8 @@ event PayoutDeferred:
 
 
 channels: public(HashMap[bytes32, uint256])
+# while CLOSING: the commitment to the recorded state (see _commitment); zero otherwise
+disputes: public(HashMap[bytes32, bytes32])
 # per channel, per ERC-20: fundedA in the low 128 bits, fundedB in the high 128 bits
 token_funds: public(HashMap[bytes32, HashMap[address, uint256]])
 # payouts whose transfer failed, claimable by the account
@@ -230,8 +236,9 @@ def _split(funded_a: uint256, funded_b: uint256, t: int256) -> (uint256, uint256
 
 @internal
 @pure
-def _record(funded_a: uint256, funded_b: uint256, state_hash: bytes32) -> uint256:
-    return convert(keccak256(abi_encode(funded_a, funded_b, state_hash)), uint256) >> 96
+def _commitment(state_hash: bytes32, version: uint256, finalizes_at: uint256) -> bytes32:
+    """The whole word kept while CLOSING: no funded amount in it, they never leave storage."""
+    return keccak256(abi_encode(state_hash, version, finalizes_at))
 
 
 @internal
@@ -395,7 +402,8 @@ def deposit_token(channel_id: bytes32, participant: uint256, token: address, amo
 
 @external
 def withdraw(p: Params, w: Withdrawal, sig_a: Sig, sig_b: Sig):
-    """Pay part of a participant's funds out of an open channel; each signed withdrawal works once."""
+    """Pay part of a participant's funds out of an open channel; each signed withdrawal works once,
+    and never after its deadline, so a withdrawal that was not sent in time stops binding anyone."""
     self._lock()
     channel_id: bytes32 = self._channel_id(p)
     word: uint256 = self.channels[channel_id]
@@ -403,8 +411,9 @@ def withdraw(p: Params, w: Withdrawal, sig_a: Sig, sig_b: Sig):
         self._status_error(word, OPEN)
     assert w.participant < 2, "participant must be 0 or 1"
     assert w.amount > 0, "zero withdrawal"
+    assert block.timestamp <= w.deadline, "withdrawal expired"
     digest: bytes32 = self._digest(
-        keccak256(abi_encode(WITHDRAWAL_TYPEHASH, channel_id, w.participant, w.asset, w.amount, w.nonce))
+        keccak256(abi_encode(WITHDRAWAL_TYPEHASH, channel_id, w.participant, w.asset, w.amount, w.nonce, w.deadline))
     )
     assert not self.used_withdrawals[digest], "withdrawal already used"
     self._check_sigs(digest, p, sig_a, sig_b)
@@ -440,12 +449,17 @@ def withdraw(p: Params, w: Withdrawal, sig_a: Sig, sig_b: Sig):
 
 @external
 def close_cooperative(p: Params, s: State, sig_a: Sig, sig_b: Sig):
-    """A final state signed by both pays out every asset at once."""
+    """A final state signed by both pays out every asset at once, also during a dispute: both
+    parties agreeing need not wait out the window."""
     self._lock()
     channel_id: bytes32 = self._channel_id(p)
     word: uint256 = self.channels[channel_id]
-    if word & MASK8 != OPEN:
-        self._status_error(word, OPEN)
+    status: uint256 = word & MASK8
+    if status != OPEN:
+        if status != CLOSING:
+            assert status != 0, "unknown channel"
+            raise "channel not open or closing"
+        self.disputes[channel_id] = empty(bytes32)
     assert s.is_final, "state is not final"
     self._check_sigs(self._digest(self._state_hash(channel_id, s)), p, sig_a, sig_b)
     self._conclude(channel_id, p, s, (word >> 8) & MASK120, word >> 128)
@@ -461,47 +475,47 @@ def close(p: Params, s: State, sig_a: Sig, sig_b: Sig):
         self._status_error(word, OPEN)
     state_hash: bytes32 = self._state_hash(channel_id, s)
     self._check_sigs(self._digest(state_hash), p, sig_a, sig_b)
-    funded_a: uint256 = (word >> 8) & MASK120
-    funded_b: uint256 = word >> 128
-    self._check_assets(channel_id, s, funded_a, funded_b)
+    self._check_assets(channel_id, s, (word >> 8) & MASK120, word >> 128)
     finalizes_at: uint256 = block.timestamp + p.challenge_period
-    self.channels[channel_id] = CLOSING | (finalizes_at << 8) | (s.version << 48) | (self._record(funded_a, funded_b, state_hash) << 96)
-    log Closed(channel_id=channel_id, version=s.version, finalizes_at=finalizes_at, funded_a=funded_a, funded_b=funded_b, state_hash=state_hash)
+    self.channels[channel_id] = unsafe_add(word, CLOSING - OPEN)  # status only: funded amounts stay
+    self.disputes[channel_id] = self._commitment(state_hash, s.version, finalizes_at)
+    log Closed(channel_id=channel_id, version=s.version, finalizes_at=finalizes_at, state_hash=state_hash)
 
 
 @external
-def challenge(p: Params, s: State, sig_a: Sig, sig_b: Sig, funded_a: uint256, funded_b: uint256, recorded_hash: bytes32):
+def challenge(p: Params, s: State, sig_a: Sig, sig_b: Sig, recorded: DisputeRecord):
     """Replace the recorded state with a higher version before the window ends.
 
-    funded_a, funded_b and recorded_hash are the values of the last Closed or
-    Challenged event of this channel; they prove what is recorded."""
+    `recorded` is what the last Closed or Challenged event of this channel said; the stored
+    commitment proves it."""
     channel_id: bytes32 = self._channel_id(p)
     word: uint256 = self.channels[channel_id]
     if word & MASK8 != CLOSING:
         self._status_error(word, CLOSING)
-    finalizes_at: uint256 = (word >> 8) & MASK40
-    assert block.timestamp < finalizes_at, "challenge window is over"
-    assert s.version > (word >> 48) & MASK48, "stale version"
-    assert self._record(funded_a, funded_b, recorded_hash) == word >> 96, "recorded state does not match"
+    assert self.disputes[channel_id] == self._commitment(recorded.state_hash, recorded.version, recorded.finalizes_at), "recorded state does not match"
+    assert block.timestamp < recorded.finalizes_at, "challenge window is over"
+    assert s.version > recorded.version, "stale version"
     state_hash: bytes32 = self._state_hash(channel_id, s)
     self._check_sigs(self._digest(state_hash), p, sig_a, sig_b)
-    self._check_assets(channel_id, s, funded_a, funded_b)
-    self.channels[channel_id] = CLOSING | (finalizes_at << 8) | (s.version << 48) | (self._record(funded_a, funded_b, state_hash) << 96)
-    log Challenged(channel_id=channel_id, version=s.version, finalizes_at=finalizes_at, funded_a=funded_a, funded_b=funded_b, state_hash=state_hash)
+    self._check_assets(channel_id, s, (word >> 8) & MASK120, word >> 128)
+    self.disputes[channel_id] = self._commitment(state_hash, s.version, recorded.finalizes_at)
+    log Challenged(channel_id=channel_id, version=s.version, finalizes_at=recorded.finalizes_at, state_hash=state_hash)
 
 
 @external
-def settle(p: Params, s: State, funded_a: uint256, funded_b: uint256):
-    """After the window, pay out by the recorded (highest) state."""
+def settle(p: Params, s: State, finalizes_at: uint256):
+    """After the window, pay out by the recorded (highest) state, from the funded amounts in storage.
+
+    `finalizes_at` is the window's end as the Closed event said; the stored commitment proves it."""
     self._lock()
     channel_id: bytes32 = self._channel_id(p)
     word: uint256 = self.channels[channel_id]
     if word & MASK8 != CLOSING:
         self._status_error(word, CLOSING)
-    assert block.timestamp >= (word >> 8) & MASK40, "challenge window still open"
-    assert s.version == (word >> 48) & MASK48, "state is not the recorded version"
-    assert self._record(funded_a, funded_b, self._state_hash(channel_id, s)) == word >> 96, "state is not the recorded state"
-    self._conclude(channel_id, p, s, funded_a, funded_b)
+    assert self.disputes[channel_id] == self._commitment(self._state_hash(channel_id, s), s.version, finalizes_at), "state is not the recorded state"
+    assert block.timestamp >= finalizes_at, "challenge window still open"
+    self.disputes[channel_id] = empty(bytes32)
+    self._conclude(channel_id, p, s, (word >> 8) & MASK120, word >> 128)
     self._unlock()
 
 

@@ -4,9 +4,10 @@ Blocking calls, meant for a worker thread. A reorg is noticed by remembering the
 blocks read: when one of them is no longer on chain, reading restarts after the last block both
 branches share, and the caller re-checks what it recorded from the abandoned blocks.
 
-A dispute can also be rebuilt from the chain alone (`find_dispute`): the contract keeps only a 160-bit
-commitment to the recorded state, so the values a challenge must quote are found again in the log of
-the close, located by its timestamp (finalizes_at - challenge_period) with a binary search over blocks."""
+A dispute can also be rebuilt from the chain alone (`find_dispute`): the contract keeps only a hash of
+the recorded (state hash, version, window end), so the values a challenge must quote are found again in
+the logs, as the event whose values hash to the stored word. A close whose window is still open was
+logged after head time - challenge_period, so a binary search over block timestamps bounds the scan."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from dataclasses import dataclass
 
 from statechannel.chain.adjudicator import Adjudicator, Status
 from statechannel.chain.base import Block, Chain, ChainError
-from statechannel.core.eip712 import dispute_record
-from statechannel.core.observed import ChainObserved, ChainObservedClose
+from statechannel.core.observed import ChainObserved
 from statechannel.store.base import Checkpoint
 from statechannel.watchtower.records import Dispute, TowerStatus
 
@@ -93,24 +93,22 @@ class ChainWatch:
         return Poll(events, cp, head, fork, caught_up=to >= head.number - self.confirmations)
 
     def find_dispute(self, channel_id: bytes, challenge_period: int) -> tuple[TowerStatus, Dispute | None]:
-        """What the chain records for a channel now, with the event that recorded it when it is closing."""
+        """What the chain records for a channel now, with the event that recorded it when it is closing.
+
+        The dispute is None when the window ended before the head's time and the close is older than
+        the scanned range: no challenge could win any more, so there is nothing to quote."""
         info = self.adj.channel(channel_id)
         if info.status is Status.CONCLUDED:
             return TowerStatus.CLOSED, None
         if info.status is not Status.CLOSING:
             return TowerStatus.WATCHING, None
-        head = self.chain.block().number
-        start = self._first_block_at(info.finalizes_at - challenge_period, head)
+        head = self.chain.block()
+        start = self._first_block_at(max(0, head.timestamp - challenge_period), head.number)
         found: Dispute | None = None
-        for lo in range(start, head + 1, BLOCKS_PER_QUERY):
-            for ev in self.adj.events(lo, min(head, lo + BLOCKS_PER_QUERY - 1)):
-                if (
-                    isinstance(ev, ChainObservedClose)
-                    and ev.channel_id == channel_id
-                    and ev.version == info.version
-                    and dispute_record(ev.funded_a, ev.funded_b, ev.state_hash) == info.record
-                ):
-                    found = Dispute.of(ev)
+        for lo in range(start, head.number + 1, BLOCKS_PER_QUERY):
+            ev = self.adj.recorded(channel_id, lo, min(head.number, lo + BLOCKS_PER_QUERY - 1))
+            if ev is not None:
+                found = Dispute.of(ev)
         return TowerStatus.CHALLENGED, found
 
     def _first_block_at(self, timestamp: int, head: int) -> int:

@@ -25,13 +25,15 @@ from statechannel.chain.rpc import RpcChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.eip712 import domain_separator
 from statechannel.core.types import to_checksum
-from statechannel.runtime import QuietServer, exclusive, loopback_for, signals_set, step
+from statechannel.runtime import QuietServer, exclusive, limit_recursion, loopback_for, signals_set, step
 from statechannel.watchtower.http import create_tower_app
 from statechannel.watchtower.sender import BumpingSender
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlbase import SqlTowerStore
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
 from statechannel.watchtower.storage import TowerStoreError
+
+limit_recursion()  # py_ecc and py-evm, imported now or later (key, chain), raise it: see runtime.SAFE_RECURSION_LIMIT
 
 log = logging.getLogger(__name__)
 TOWER_FILE = "tower.json"
@@ -108,6 +110,7 @@ async def run(
     on_ready: Callable[[TowerFile], None] | None = None,
 ) -> None:
     """Runs the tower until SIGINT/SIGTERM (or `stop`), then stops the API, the tower and the store."""
+    limit_recursion()  # again, in case an import since this module's raised it
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stop = stop or asyncio.Event()

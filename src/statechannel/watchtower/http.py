@@ -21,12 +21,20 @@ from statechannel.core.crypto import Signature
 from statechannel.core.errors import StatechannelError
 from statechannel.core.io import SignedState
 from statechannel.core.types import INT256_MAX, INT256_MIN, UINT256_MAX, ChannelParams, State, to_checksum
+from statechannel.httplimits import BodyLimits
 from statechannel.watchtower.errors import TowerError, TowerReason, from_core
 from statechannel.watchtower.records import WatchedChannel
 from statechannel.watchtower.service import Tower
 
 log = logging.getLogger(__name__)
 _DECIMAL = re.compile(r"-?[0-9]{1,78}")
+
+MAX_BODY_BYTES = 16 * 1024
+"""The largest request body the tower reads, from anyone. A push of one state with all 8 assets a channel
+can hold is about 1.5 KB, a registration 0.2 KB: 16 KiB is ten times the largest, pretty-printed or not.
+Bigger bodies would fail validation anyway (more assets than a channel holds, overlong strings)."""
+MAX_BODY_DEPTH = 16
+"""Bodies nest 2 deep (an object holding the assets); 16 leaves room for new fields."""
 
 
 class _Body(BaseModel):
@@ -186,7 +194,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in {
         404: "unknown_channel: not on chain, or not registered with this tower",
         409: "stale_version: the tower holds a higher version (or another state of this one)",
-        422: "validation, bad_params, bad_state, bad_assets, bad_signature, wrong_signer",
+        413: f"too_large: a request body over {MAX_BODY_BYTES} bytes",
+        415: "bad_encoding: a request body that is not UTF-8",
+        422: "validation, bad_params, bad_state, bad_assets, bad_signature, wrong_signer, too_deep (JSON nested "
+        f"over {MAX_BODY_DEPTH} levels)",
         503: "chain_unavailable or store_unavailable",
     }.items()
 }
@@ -201,6 +212,8 @@ def create_tower_app(tower: Tower) -> FastAPI:
         "with the tower's signed receipt. Amounts are decimal strings.",
         responses=_RESPONSES,
     )
+    # Anyone may call the tower: every body is bounded and its nesting counted before it is parsed.
+    app.add_middleware(BodyLimits, max_bytes=MAX_BODY_BYTES, max_depth=MAX_BODY_DEPTH)
 
     @app.exception_handler(TowerError)
     async def tower_error(_: Request, exc: TowerError) -> JSONResponse:

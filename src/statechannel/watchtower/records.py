@@ -43,8 +43,6 @@ class Dispute:
 
     version: int
     finalizes_at: int
-    funded_a: int
-    funded_b: int
     state_hash: bytes
     block_number: int
     block_hash: bytes
@@ -53,16 +51,7 @@ class Dispute:
     @classmethod
     def of(cls, event: ChainObservedClose) -> Dispute:
         o = event.origin
-        return cls(
-            event.version,
-            event.finalizes_at,
-            event.funded_a,
-            event.funded_b,
-            event.state_hash,
-            o.block_number,
-            o.block_hash,
-            o.log_index,
-        )
+        return cls(event.version, event.finalizes_at, event.state_hash, o.block_number, o.block_hash, o.log_index)
 
     @property
     def position(self) -> tuple[int, int]:
@@ -70,7 +59,8 @@ class Dispute:
 
     @property
     def record(self) -> DisputeRecord:
-        return DisputeRecord(self.funded_a, self.funded_b, self.state_hash)
+        """What a challenge quotes back: the contract checks it against its stored commitment."""
+        return DisputeRecord(self.version, self.finalizes_at, self.state_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +78,7 @@ class WatchedChannel:
 
 # ------------------------------------------------------------------ byte forms
 
-_DISPUTE_LEN = 6 + 8 + 32 + 32 + 32 + 8 + 32 + 4
+_DISPUTE_LEN = 6 + 8 + 32 + 8 + 32 + 4
 
 
 def encode_params(p: ChannelParams) -> bytes:
@@ -134,8 +124,6 @@ def encode_dispute(d: Dispute) -> bytes:
         (
             d.version.to_bytes(6, "big"),
             d.finalizes_at.to_bytes(8, "big"),
-            d.funded_a.to_bytes(32, "big"),
-            d.funded_b.to_bytes(32, "big"),
             d.state_hash,
             d.block_number.to_bytes(8, "big"),
             d.block_hash,
@@ -150,10 +138,8 @@ def decode_dispute(raw: bytes) -> Dispute:
     return Dispute(
         version=int.from_bytes(raw[0:6], "big"),
         finalizes_at=int.from_bytes(raw[6:14], "big"),
-        funded_a=int.from_bytes(raw[14:46], "big"),
-        funded_b=int.from_bytes(raw[46:78], "big"),
-        state_hash=raw[78:110],
-        block_number=int.from_bytes(raw[110:118], "big"),
-        block_hash=raw[118:150],
-        log_index=int.from_bytes(raw[150:154], "big"),
+        state_hash=raw[14:46],
+        block_number=int.from_bytes(raw[46:54], "big"),
+        block_hash=raw[54:86],
+        log_index=int.from_bytes(raw[86:90], "big"),
     )

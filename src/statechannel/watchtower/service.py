@@ -281,9 +281,7 @@ class Tower:
                     s.state.as_abi(),
                     s.sig_a.as_abi(),
                     s.sig_b.as_abi(),
-                    d.funded_a,
-                    d.funded_b,
-                    d.state_hash,
+                    d.record.as_abi(),
                 )
                 log.info("channel 0x%s: chain records version %d, challenging with %d", cid.hex(), d.version, version)
 
