@@ -28,6 +28,7 @@ from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.store.sqlite import SqliteStore
+from tests.terms import TEST_TERMS
 
 T = TypeVar("T")
 TOKEN = "ab" * 32
@@ -56,6 +57,10 @@ class LockedChain:
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:
         with self._lock:
             return self._chain.get_logs(address, from_block, to_block)
+
+    def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
+        with self._lock:
+            return self._chain.transaction(tx_hash)
 
     def block(self, number: int | None = None) -> Block:
         with self._lock:
@@ -118,7 +123,7 @@ async def world(tmp: Path, tcp: bool = False) -> AsyncIterator[World]:
         for k, transport, name in ((ka, transports[0], "a"), (kb, transports[1], "b")):
             store = SqliteStore(tmp / f"{name}.db")
             chainio = ChainIO(chain, adjudicator.address, k)
-            node = Node(k, chainio, store, transport, poll_interval=0.02)
+            node = Node(k, chainio, store, transport, poll_interval=0.02, terms=TEST_TERMS)
             stack.push_async_callback(_stop, node, transport, store, chainio)
             await node.start()
             nodes.append(node)

@@ -40,6 +40,16 @@ class ContractAbi:
         selector, inputs, _ = self.functions[name]
         return selector + abi_encode(inputs, list(args))
 
+    def decode_call(self, data: bytes) -> tuple[str, tuple[Any, ...]] | None:
+        """(function name, arguments) of calldata to this contract, or None if it is not a known call."""
+        for name, (selector, inputs, _) in self.functions.items():
+            if data[:4] == selector:
+                try:
+                    return name, tuple(abi_decode(inputs, data[4:]))
+                except Exception:  # malformed calldata (eth-abi raises several types): not decodable
+                    return None
+        return None
+
     def decode_result(self, name: str, data: bytes) -> tuple[Any, ...]:
         _, _, outputs = self.functions[name]
         return tuple(abi_decode(outputs, data))

@@ -11,6 +11,7 @@ from statechannel.chain.base import Chain, Log, Receipt
 from statechannel.contracts import load
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import dispute_commitment
+from statechannel.core.errors import StatechannelError
 from statechannel.core.observed import (
     ChainObserved,
     ChainObservedClose,
@@ -210,6 +211,28 @@ class Adjudicator:
         if name == "PayoutDeferred":
             return ChainObservedPayoutDeferred(origin, _addr(f["account"]), _addr(f["asset"]), f["amount"])
         return None
+
+    def recorded_state(self, event: ChainObservedClose) -> State | None:
+        """The state a Closed/Challenged event recorded, read from its transaction's calldata (the event
+        carries only its hash). None when the transaction did not call this contract directly."""
+        to, data = self.chain.transaction(event.origin.tx_hash)
+        if to != self.address:
+            return None
+        call = self.abi.decode_call(data)
+        if call is None or call[0] not in ("close", "challenge"):
+            return None
+        version, is_final, assets, transfers, app_data = call[1][1]
+        try:
+            return State(
+                event.channel_id,
+                int(version),
+                tuple(_addr(a) for a in assets),
+                tuple(int(t) for t in transfers),
+                bool(is_final),
+                bytes(app_data),
+            )
+        except StatechannelError:
+            return None
 
     def events(self, from_block: int, to_block: int | None = None) -> list[ChainObserved]:
         end = self.chain.block().number if to_block is None else to_block

@@ -154,6 +154,12 @@ class EmbeddedChain:
         return [self._log(e) for e in entries]
 
     @_locked
+    def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
+        tx = self._tester.get_transaction_by_hash(_hex(tx_hash))
+        to = tx.get("to")
+        return (_bytes(to) if to else None), _bytes(tx["data"])
+
+    @_locked
     def block(self, number: int | None = None) -> Block:
         try:
             b = self._tester.get_block_by_number("latest" if number is None else number)

@@ -141,6 +141,13 @@ class RpcChain:
         query = {"address": to_checksum(address), "fromBlock": hex(from_block), "toBlock": hex(to_block)}
         return [self._log(e) for e in self._rpc("eth_getLogs", [query])]
 
+    def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
+        tx = self._rpc("eth_getTransactionByHash", [_hex(tx_hash)])
+        if not tx:
+            raise ChainError(f"no transaction 0x{tx_hash.hex()}")
+        to = tx.get("to")
+        return (_bytes(to) if to else None), _bytes(tx["input"])
+
     def block(self, number: int | None = None) -> Block:
         b = self._rpc("eth_getBlockByNumber", ["latest" if number is None else hex(number), False])
         if b is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from statechannel.core.types import State
+
 
 @dataclass(frozen=True, slots=True)
 class Origin:
@@ -58,6 +60,8 @@ class ChainObservedClose:
     finalizes_at: int
     state_hash: bytes
     challenge: bool
+    state: State | None = None
+    """The recorded state itself, from the transaction's calldata, when the watcher read it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Status, Token
@@ -155,12 +155,23 @@ class ChainIO:
             if not self._read_time:
                 self._read_time = self.chain.block(max(0, to)).timestamp
             return [], cp, self._read_time, reorged
-        events = self.adj.events(since + 1, to)
+        events = [self._with_state(e) for e in self.adj.events(since + 1, to)]
         block = self.chain.block(to)
         cp = Checkpointed(block.number, block.hash)
         self._recent = [*self._recent[-REORG_DEPTH:], cp]
         self._read_time = block.timestamp
         return events, cp, block.timestamp, reorged
+
+    def _with_state(self, event: ChainObserved) -> ChainObserved:
+        """A close or challenge carries only the recorded state's hash: its calldata has the state, so a
+        node that never held it (an old state settled while it was away) can still say what was paid."""
+        if not isinstance(event, ChainObservedClose):
+            return event
+        try:
+            return replace(event, state=self.adj.recorded_state(event))
+        except Exception as exc:  # the state is a bonus: never let it stop the watcher
+            log.warning("could not read the state of close 0x%s: %s", event.origin.tx_hash.hex()[:12], exc)
+            return event
 
     def read_funds(self, ch: Channel) -> list[ChainFunded]:
         """Every funded amount of a channel as the chain holds it now."""
@@ -186,7 +197,9 @@ def to_inputs(event: ChainObserved) -> tuple[bytes, list[Input]] | None:
         case ChainObservedWithdrawal():
             return event.channel_id, [ChainWithdrawn(event.asset, event.participant, event.funded, event.nonce)]
         case ChainObservedClose():
-            record = ChainDisputeRecorded(event.version, event.finalizes_at, event.state_hash, event.challenge)
+            record = ChainDisputeRecorded(
+                event.version, event.finalizes_at, event.state_hash, event.challenge, event.state
+            )
             return event.channel_id, [record]
         case ChainObservedConcluded():
             return event.channel_id, [ChainConcluded(event.version)]
