@@ -51,7 +51,7 @@ async def setup(tmp: Path, store: str = "sqlite") -> tuple[Node, Node, bytes]:
     port = await b.transport.start()  # type: ignore[attr-defined]
     await a.transport.start()  # type: ignore[attr-defined]
     await a.transport.connect(b.address, "127.0.0.1", port)  # type: ignore[attr-defined]
-    cid = await a.open_channel(b.address, {ETH: (10 * ETHER, 0)}, challenge_period=600)
+    cid = await a.open_channel(b.address, {ETH: (10 * ETHER, 0)}, challenge_period=3600)
     await a.wait_for(cid, Phase.OPEN)
     await b.wait_for(cid, Phase.OPEN)
     return a, b, cid

@@ -54,7 +54,7 @@ def _signed(ch: Channel, version: int) -> SignedState:
 def _proposal(ch: Channel, version: int, sig: Signature, payments: int, swaps: tuple[Swap, ...]) -> Proposal:
     pays = tuple(Payment(f"pay-{version}-{i}", ETH, 10**15 + i) for i in range(payments))
     kind = Kind.SWAP if swaps else Kind.PAY
-    return Proposal(_state(ch, version), sig, kind, version, payments=pays, swaps=swaps)
+    return Proposal(_state(ch, version), sig, kind, version, version - 1, payments=pays, swaps=swaps)
 
 
 def measure(depth: int, payments: int, swap_count: int, rounds: int) -> dict[str, Any]:

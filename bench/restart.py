@@ -210,7 +210,7 @@ def derive(template: Channel, node: PrivateKey, peer: PrivateKey, nonce: int) ->
             swaps.append(replace(s, quote=q, quote_sig=sig, take_id=f"{s.take_id}-{nonce}"))
         st = replace(p.state, channel_id=cid)
         pays = tuple(replace(x, payment_id=f"{x.payment_id}-{nonce}") for x in p.payments)
-        pending.append(Proposal(st, node.sign_digest(template.digest(st)), p.kind, p.pid, pays, tuple(swaps)))
+        pending.append(Proposal(st, node.sign_digest(template.digest(st)), p.kind, p.pid, p.base, pays, tuple(swaps)))
     return replace(template, params=params, latest=latest, pending=tuple(pending), _cid=cid)
 
 

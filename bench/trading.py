@@ -62,7 +62,7 @@ async def setup(tmp: Path, transport: str, store: str) -> tuple[Node, Node, byte
         port = await links[1].start()
         await links[0].start()
         await links[0].connect(b.address, "127.0.0.1", port)
-    cid = await a.open_channel(b.address, {ETH: (10 * ETHER, 0), token.address: (0, 0)}, challenge_period=600)
+    cid = await a.open_channel(b.address, {ETH: (10 * ETHER, 0), token.address: (0, 0)}, challenge_period=3600)
     await a.wait_for(cid, Phase.OPEN)
     await b.wait_for(cid, Phase.OPEN)
     await a.deposit(cid, token.address, TOKENS // 2)

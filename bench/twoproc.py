@@ -185,7 +185,7 @@ async def open_channel(a: Node, api: ApiClient, b_address: bytes, port: int, tok
     """A dials B, opens a channel with 10 ether (and the token, which B funds through its API)."""
     await a.transport.connect(b_address, "127.0.0.1", port)  # type: ignore[attr-defined]
     deposits = {ETH: (10 * ETHER, 0)} | ({token: (0, 0)} if token is not None else {})
-    cid = await a.open_channel(b_address, deposits, challenge_period=600)
+    cid = await a.open_channel(b_address, deposits, challenge_period=3600)
     await a.wait_for(cid, Phase.OPEN)
     path = f"/channels/0x{cid.hex()}"
     deadline = time.monotonic() + 30

@@ -30,6 +30,7 @@ from statechannel.core.crypto import PrivateKey
 from statechannel.core.errors import StatechannelError
 from statechannel.core.hashing import keccak
 from statechannel.core.io import SignedState, SubmitTxClose
+from statechannel.core.machine import Terms
 from statechannel.core.observed import ChainObservedClose
 from statechannel.core.types import ETH
 from statechannel.net.tcp import TcpTransport
@@ -46,6 +47,8 @@ from statechannel.watchtower.sqlite_store import SqliteTowerStore
 limit_recursion()  # py-evm and eth-account, imported above, raised it: see runtime.SAFE_RECURSION_LIMIT
 
 ETHER = 10**18
+DEMO_TERMS = Terms(60, 3600)
+"""The embedded chain's clock moves when the demo says so: a two-minute window is answered at once."""
 TOKEN = 10**18  # the token has 18 decimals too
 
 
@@ -142,7 +145,7 @@ class Demo:
         store = SqliteStore(Path(self.tmp.name) / f"{who}.db")
         towers = TowerClient([self.tower_url], Path(self.tmp.name) / f"{who}-towers.db") if who == "B" else None
         chainio = ChainIO(self.chain, self.adj.address, key)
-        node = Node(key, chainio, store, transport, poll_interval=0.02, towers=towers)
+        node = Node(key, chainio, store, transport, poll_interval=0.02, towers=towers, terms=DEMO_TERMS)
         await node.start()
         self.ports[who] = await transport.start()
         self.nodes[who] = node
@@ -295,7 +298,8 @@ class Demo:
         self.report.check("A's tokens in the end", 10_000 * TOKEN - expect_b[1] + 2_000 * TOKEN, a_tok)
 
     def _recorded_version(self, a: Node, cid: bytes) -> int:
-        return self.adj.channel(cid).version
+        recorded = self.adj.recorded(cid)
+        return recorded.version if recorded is not None else -1
 
     def _challenge_gas(self, cid: bytes) -> int:
         for e in self.adj.events(0):

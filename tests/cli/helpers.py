@@ -85,6 +85,8 @@ def node_command(keystore: Path, data_dir: Path, rpc: str, *extra: str) -> list[
         str(keystore),
         "--data-dir",
         str(data_dir),
+        "--min-challenge-period",  # dev chains move time at will: short windows are fine in tests
+        "1",
         *extra,
     ]
 

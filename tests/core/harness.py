@@ -174,7 +174,4 @@ class Pair:
 def versions_unique(party: Party) -> bool:
     """Invariant 3: this key never signed two different states of one version."""
     by_version: dict[int, State] = {}
-    for state, _ in party.signed:
-        if by_version.setdefault(state.version, state) != state:
-            return False
-    return True
+    return all(by_version.setdefault(state.version, state) == state for state, _ in party.signed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -39,7 +40,7 @@ from statechannel.core.withdrawals import WITHDRAW_TTL
 from tests.core.harness import CHAIN_START, Pair, versions_unique
 
 
-def _sent(party_effects: list[object], kind: type) -> list[object]:
+def _sent(party_effects: Sequence[object], kind: type) -> list[object]:
     return [e for e in party_effects if isinstance(e, SendMessage) and isinstance(e.message, kind)]
 
 
@@ -165,7 +166,7 @@ def test_lost_accept_is_recovered_by_sync() -> None:
     assert len(pair.a.ch.pending) == 1
     pair.disconnect_and_reconnect()
     pair.deliver_all()
-    assert pair.a.ch.pending == () and pair.a.ch.latest == pair.b.ch.latest
+    assert not pair.a.ch.pending and pair.a.ch.latest == pair.b.ch.latest
     assert pair.a.sent == {"A1": 10}
 
 
@@ -286,7 +287,7 @@ def test_withdrawal_needs_both_holds_funds_back_and_expires() -> None:
     assert len(pair.b.ch.withdrawals) == 1  # still valid at its deadline
     for party in (pair.a, pair.b):
         pair.feed(party, ChainTime(CHAIN_START + WITHDRAW_TTL + 1))
-        assert party.ch.withdrawals == ()  # it can never execute now: nothing held back
+        assert not party.ch.withdrawals  # it can never execute now: nothing held back
     pair.feed(pair.b, ActionWithdraw(ETH, 1000))
 
 
@@ -327,7 +328,7 @@ def test_a_withdrawal_that_reverts_because_the_channel_closed_is_cleared() -> No
     pair.feed(pair.b, ChainTxFailed(sub, "withdrawal exceeds funds"))
     assert len(pair.b.ch.withdrawals) == 1  # anyone may still submit it until its deadline
     pair.feed(pair.b, ChainTxFailed(sub, "channel not open"))
-    assert pair.b.ch.withdrawals == ()
+    assert not pair.b.ch.withdrawals
 
 
 def test_payment_of_unknown_asset_or_bad_amount() -> None:

@@ -52,7 +52,9 @@ def state(version: int, transfer: int = 0) -> State:
 
 def proposal(version: int, payments: int = 3) -> Proposal:
     pays = tuple(Payment(f"p{version}-{i}-\u00e9\u2603", ETH, 10**18 + version * 7 + i) for i in range(payments))
-    return Proposal(state=state(version, version * 10**20), sig=SIG, kind=Kind.PAY, pid=version, base=version - 1, payments=pays)
+    return Proposal(
+        state=state(version, version * 10**20), sig=SIG, kind=Kind.PAY, pid=version, base=version - 1, payments=pays
+    )
 
 
 def channel(latest: int, pending: tuple[Proposal, ...] | list[Proposal], **changes: Any) -> Channel:
@@ -163,7 +165,10 @@ def test_ids_reused_after_the_pipeline_moved_on_get_fresh_bytes() -> None:
         parts = [(state(2 + round_ + i, i), proposal(2, payments=i % 4).payments) for i in range(5)]
         pending.clear()
         persist.clear_cache()  # else the cache itself would keep the old ones alive
-        pending += [Proposal(state=s, sig=SIG, kind=Kind.PAY, pid=s.version, base=s.version - 1, payments=pays) for s, pays in parts]
+        pending += [
+            Proposal(state=s, sig=SIG, kind=Kind.PAY, pid=s.version, base=s.version - 1, payments=pays)
+            for s, pays in parts
+        ]
         reused += sum(id(p) in seen for p in pending)
         seen.update(id(p) for p in pending)
         for ch in (channel(1 + round_, pending), channel(1 + round_, pending[1:])):

@@ -19,6 +19,7 @@ from statechannel.net.memory import MemoryTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.store.sqlite import SqliteStore
+from tests.terms import TEST_TERMS
 
 T = TypeVar("T")
 ETHER = 10**18
@@ -37,7 +38,9 @@ class World:
         ta, tb = MemoryTransport.pair(*self.keys)
         for key, transport, name in ((self.keys[0], ta, "a"), (self.keys[1], tb, "b")):
             store = SqliteStore(self.tmp / f"{name}.db")
-            node = Node(key, ChainIO(self.chain, self.adj.address, key), store, transport, poll_interval=0.02)
+            node = Node(
+                key, ChainIO(self.chain, self.adj.address, key), store, transport, poll_interval=0.02, terms=TEST_TERMS
+            )
             await node.start()
             self.nodes.append(node)
         return self.nodes[0], self.nodes[1]
@@ -119,7 +122,7 @@ def test_restart_loses_nothing(tmp_path: Path) -> None:
         latest = a.channel(cid).latest
         await a.store.close()
         transport = a.transport
-        revived = Node(a.key, a.chainio, store, transport, poll_interval=0.02)
+        revived = Node(a.key, a.chainio, store, transport, poll_interval=0.02, terms=TEST_TERMS)
         await revived.start()
         world.nodes[0] = revived
         assert revived.channel(cid).latest == latest
@@ -148,10 +151,15 @@ def test_stale_close_is_challenged_by_the_online_peer(tmp_path: Path) -> None:
         await b.wait_for(cid, Phase.DISPUTE)
         latest = b.channel(cid).latest
         assert latest is not None
-        while (await on_chain(b, lambda: world.adj.channel(cid).version)) != latest.state.version:
+        while (await on_chain(b, lambda: _recorded(world.adj, cid))) != latest.state.version:
             await asyncio.sleep(0.02)
         await on_chain(b, lambda: world.chain.advance_time(61))
         await b.wait_for(cid, Phase.CLOSED)
         assert (await on_chain(b, lambda: world.adj.channel(cid))).status is Status.CONCLUDED
 
     run(tmp_path, scenario)
+
+
+def _recorded(adj: Adjudicator, cid: bytes) -> int:
+    recorded = adj.recorded(cid)
+    return recorded.version if recorded is not None else -1

@@ -18,6 +18,7 @@ from statechannel.node.towers import TowerClient
 from statechannel.node.towerstate import TowerPolicy
 from statechannel.store.sqlite import SqliteStore
 from tests.api.harness import TOKEN, LockedChain, key
+from tests.terms import TEST_TERMS
 from tests.towers.fake import FakeTower, serve
 from tests.towers.test_client import eventually, run
 
@@ -40,7 +41,9 @@ def test_node_offers_durable_states_shows_protection_and_flushes_on_stop(tmp_pat
             nodes = []
             for k, t, name, tc in ((ka, ta, "a", None), (kb, tb, "b", towers)):
                 chainio = ChainIO(chain, adj.address, k)
-                node = Node(k, chainio, SqliteStore(tmp_path / f"{name}.db"), t, poll_interval=0.02, towers=tc)
+                node = Node(
+                    k, chainio, SqliteStore(tmp_path / f"{name}.db"), t, poll_interval=0.02, terms=TEST_TERMS, towers=tc
+                )
                 await node.start()
                 nodes.append(node)
             a, b = nodes

@@ -97,6 +97,15 @@ def on_refuse(ch: Channel, msg: m.Refuse) -> Result:
     return ch, tuple(NotifyTakeFailed(s, why.get(i, msg.reason)) for i, s in enumerate(req.takes))
 
 
+def drop_request(ch: Channel, rid: int, reason: str) -> Result:
+    """My request `rid` fails for good (I refused the state carrying it): nothing of it was signed."""
+    req = next((r for r in ch.requests if r.rid == rid), None)
+    if req is None:
+        return ch, ()
+    ch = replace(ch, requests=tuple(r for r in ch.requests if r.rid != rid))
+    return ch, (*fail(req.payments, reason), *fail_takes(req.takes, reason))
+
+
 def fail_requests(ch: Channel, reason: str) -> Result:
     """Every request still outstanding fails: nothing I will sign can carry it any more."""
     effects: list[Effect] = []

@@ -304,12 +304,11 @@ def on_take_request(ch: Channel, msg: m.TakeRequest, key: PrivateKey, now_ms: in
 
 
 def _seen(ch: Channel, rid: int) -> bool:
-    """A request resent after a reconnect that is still on its way: taken in once only."""
+    """A request resent after a reconnect that is still on its way: taken in once only. (One carried only
+    by a refused proposal is not on its way: it went back to the queue, or was refused.)"""
     if rid > ch.last_rid:
         return False
-    return any(r.rid == rid for r in ch.requests) or any(
-        r.rid == rid for p in (*ch.pending, *ch.rolled) for r in p.requests
-    )
+    return any(r.rid == rid for r in ch.requests) or any(r.rid == rid for p in ch.pending for r in p.requests)
 
 
 def _take_in(ch: Channel, req: Request, key: PrivateKey, now_ms: int) -> Result:

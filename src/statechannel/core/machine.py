@@ -174,7 +174,9 @@ def _receive(ch: Channel, msg: m.Message, key: PrivateKey, now_ms: int) -> Resul
 def receive(ch: Channel, msg: m.Message, key: PrivateKey, now_ms: int = 0) -> Result:
     """Feed a peer message. A proposal the rules refuse is answered with a Reject, a request with a
     Refuse (the protocol owes the peer a reason); other bad messages raise. `now_ms` is the receiver's
-    wall clock, which judges a quote's expiry."""
+    wall clock, which judges a quote's expiry (a take without it raises: our fault, not the peer's)."""
+    if isinstance(msg, m.ProposeSwap | m.TakeRequest) and now_ms <= 0:
+        raise LocalError(Reason.BAD_PARAMS, f"receiving a {type(msg).__name__} needs the receiver's clock (now_ms)")
     try:
         return transition(ch, ReceiveMessage(msg, now_ms), key)
     except (RemoteError, LocalError) as err:
@@ -183,7 +185,9 @@ def receive(ch: Channel, msg: m.Message, key: PrivateKey, now_ms: int = 0) -> Re
             reject = m.Reject(
                 msg.state.channel_id, msg.state.version, msg.pid, str(err.reason), err.detail, take, err.request or 0
             )
-            return ch, (SendMessage(reject),)
+            # a request of mine I blame is dead on both sides: the leader drops it on this Reject
+            new, failed = follower.drop_request(ch, err.request or 0, str(err.reason))
+            return new, (SendMessage(reject), *failed)
         if isinstance(msg, m.PayRequest | m.TakeRequest) and ch.me == LEADER and msg.channel_id == ch.channel_id:
             return ch, (SendMessage(m.Refuse(msg.channel_id, msg.rid, str(err.reason), err.detail)),)
         raise

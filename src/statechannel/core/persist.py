@@ -75,22 +75,6 @@ def _raws(pending: tuple[object, ...], entries: dict[int, _Entry]) -> list[msgsp
     return [entries[id(p)][1] for p in pending]
 
 
-_LEGACY_SWAP = b'"swap":{'
-
-
-def _upgrade(raw: bytes) -> bytes:
-    """A channel stored before takes shared updates: a proposal then carried one `swap` (or null);
-    now a tuple of `swaps`. Without this the take in flight would be read as a plain payment update."""
-    doc = msgspec.json.decode(raw)
-    if not isinstance(doc, dict) or not isinstance(doc.get("pending"), list):
-        return raw
-    for proposal in doc["pending"]:
-        if isinstance(proposal, dict) and "swap" in proposal:
-            swap = proposal.pop("swap")
-            proposal.setdefault("swaps", [swap] if swap is not None else [])
-    return msgspec.json.encode(doc)
-
-
 def clear_cache() -> None:
     """Drop every kept encoding (tests and benchmarks; or to release the memory)."""
     _pipelines.clear()
@@ -98,8 +82,6 @@ def clear_cache() -> None:
 
 def decode_channel(raw: bytes) -> Channel:
     try:
-        if _LEGACY_SWAP in raw:
-            raw = _upgrade(raw)
         return _decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, LocalError) as exc:
         raise LocalError(Reason.BAD_MESSAGE, f"stored channel is unreadable: {exc}") from exc
