@@ -1,8 +1,14 @@
 """Two parties running the pure machine over a two-asset channel (ether and a token), with a clock.
 
-Builds on tests/core/harness.py: the same in-memory link, plus quotes and takes, a wall clock the test
-moves, and a per-asset ledger of what each party was told (sent, received, filled), so a test can check
-that each side's latest state pays it exactly what its own ledger says."""
+Builds on tests/core/harness.py: the same in-memory link (A leads, B follows: decision 0007), plus quotes
+and takes, a wall clock the test moves, and a per-asset ledger of what each party was told (sent,
+received, filled), so a test can check that each side's latest state pays it exactly what its own ledger
+says.
+
+A take goes one of two ways. The leader A takes B's quotes with a `ProposeSwap` it signs, which B (the
+maker) countersigns or refuses with a `Reject` naming the take. The follower B takes A's quotes with a
+`TakeRequest` (nothing signed), which A (the maker) carries in a `ProposeFill` (listing the takes it
+refuses) or refuses whole with a `Refuse`."""
 
 from __future__ import annotations
 
@@ -14,7 +20,6 @@ from eth_hash.auto import keccak
 
 from statechannel.core import messages as m
 from statechannel.core import swaps
-from statechannel.core.channel import Channel
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.errors import LocalError
 from statechannel.core.io import (
@@ -22,6 +27,7 @@ from statechannel.core.io import (
     ActionTake,
     ChainFunded,
     ChainOpened,
+    ChainTime,
     Effect,
     NotifyFailed,
     NotifyFilled,
@@ -31,10 +37,10 @@ from statechannel.core.io import (
     Payment,
     SendMessage,
 )
-from statechannel.core.machine import accept_open, open_channel, receive
+from statechannel.core.machine import accept_open, open_channel
 from statechannel.core.quotes import Quote, Swap
 from statechannel.core.types import ETH, ChannelParams
-from tests.core.harness import DOMAIN, Pair, Party
+from tests.core.harness import CHAIN_START, DOMAIN, TERMS, Pair, Party
 
 TOKEN = b"\x70" * 20
 ASSETS = (ETH, TOKEN)
@@ -53,7 +59,8 @@ class Ledger:
 
 
 class AssetPair(Pair):
-    """A and B in an open channel holding ether and TOKEN; `clock` is both parties' wall clock (ms)."""
+    """A and B in an open channel holding ether and TOKEN; `clock` is both parties' wall clock (ms), the
+    `now_ms` every delivered message is received with."""
 
     def __init__(
         self, eth: tuple[int, int] = (1000, 1000), token: tuple[int, int] = (1000, 1000), seed: str = "swap"
@@ -64,23 +71,36 @@ class AssetPair(Pair):
         self.deposits = (eth[0], eth[1])
         self.links: dict[int, deque[m.Message]] = {0: deque(), 1: deque()}
         self.counter = 0
-        self.clock = START_MS
+        self.now_ms = START_MS
+        self.tolerant = False
+        self.refused = 0
         self.ledgers = (Ledger(), Ledger())
         self._quote_ids = itertools.count(1)
         params = ChannelParams(self.a.key.address, self.b.key.address, 100, 1)
         self.a.channel, effects = open_channel(params, DOMAIN, ASSETS, (eth, token), self.a.key)
-        request = next(e.message for e in effects if isinstance(e, SendMessage))
+        self._run(self.a, effects)
+        request = self.links[1].popleft()
         assert isinstance(request, m.OpenRequest)
-        self.b.channel, effects = accept_open(request, DOMAIN, self.b.key)
+        self.b.channel, effects = accept_open(request, DOMAIN, self.b.key, TERMS)
         self._run(self.b, effects)
         self.deliver_all()
         for party in (self.a, self.b):
+            self.feed(party, ChainTime(CHAIN_START))
             self.feed(party, ChainOpened())
         for asset, pair in self.funds.items():
             for who in (0, 1):
                 for party in (self.a, self.b):
                     self.feed(party, ChainFunded(asset, who, pair[who]))
         self.deliver_all()
+        assert self.open()
+
+    @property
+    def clock(self) -> int:
+        return self.now_ms
+
+    @clock.setter
+    def clock(self, value: int) -> None:
+        self.now_ms = value
 
     def _run(self, party: Party, effects: tuple[Effect, ...]) -> None:
         super()._run(party, effects)
@@ -106,12 +126,6 @@ class AssetPair(Pair):
                 take_id = e.swap.take_id
                 assert take_id not in ledger.filled and take_id not in ledger.refused, "resolved twice"
                 ledger.refused[take_id] = e.reason
-
-    def deliver(self, to: int) -> None:
-        msg = self.links[to].popleft()
-        party = self.party(to)
-        party.channel, effects = receive(party.ch, msg, party.key, self.clock)
-        self._run(party, effects)
 
     def pay_asset(self, i: int, asset: bytes, amount: int) -> None:
         self.counter += 1
@@ -146,7 +160,8 @@ class AssetPair(Pair):
         )
 
     def take(self, taker: int, q: Quote, sig: Signature, base_amount: int) -> Swap:
-        """Propose a take (raises, changing nothing, if the taker's own checks refuse it)."""
+        """Take one quote: the leader proposes it, the follower asks for it (raises, changing nothing,
+        if the taker's own checks refuse it)."""
         self.counter += 1
         swap = Swap(q, sig, base_amount, f"take{self.counter}")
         self.feed(self.party(taker), ActionTake((swap,), self.clock))
@@ -154,9 +169,9 @@ class AssetPair(Pair):
         return swap
 
     def take_many(self, taker: int, offers: list[tuple[Quote, Signature, int]]) -> list[Swap]:
-        """Propose several takes in one update, as the node's swap desk does: a take the taker's own checks
-        refuse is left out (it names it by index) and the rest go ahead. Raises if the whole batch is
-        refused (a full pipeline); returns the takes proposed."""
+        """Several takes in one update (or one take request), as the node's swap desk does: a take the
+        taker's own checks refuse is left out (it names it by index) and the rest go ahead. Raises if the
+        whole batch is refused (a full pipeline); returns the takes sent."""
         batch = []
         for q, sig, amount in offers:
             self.counter += 1
@@ -178,26 +193,22 @@ class AssetPair(Pair):
         assert ch.latest is not None
         return {asset: pair[ch.me] for asset, pair in zip(ch.assets, ch.balances(ch.latest.state), strict=True)}
 
+    def expected(self, i: int) -> dict[bytes, int]:
+        """What party i's ledger says it holds: its deposits plus everything it was told."""
+        return {asset: self.funds[asset][i] + self.ledgers[i].net[asset] for asset in ASSETS}
+
+    def sent(self, i: int) -> list[m.Message]:
+        """Every message party i sent, in order."""
+        return [e.message for e in self.party(i).effects if isinstance(e, SendMessage)]
+
     def rejects(self, i: int) -> list[m.Reject]:
-        """Rejects party i sent."""
-        return [
-            e.message for e in self.party(i).effects if isinstance(e, SendMessage) and isinstance(e.message, m.Reject)
-        ]
+        """Rejects party i sent (only the follower sends them)."""
+        return [msg for msg in self.sent(i) if isinstance(msg, m.Reject)]
+
+    def refuses(self) -> list[m.Refuse]:
+        """Refuses the leader sent (requests it will never carry)."""
+        return [msg for msg in self.sent(0) if isinstance(msg, m.Refuse)]
 
 
 def failed_payments(party: Party) -> set[str]:
     return {p.payment_id for e in party.effects if isinstance(e, NotifyFailed) for p in e.payments}
-
-
-def held_net(ch: Channel) -> dict[bytes, int]:
-    """Per asset, what a side's latest state gives it that it has not been told of yet: receipts and
-    fills as maker held while a rolled-back proposal of its own is not superseded."""
-    net = {asset: 0 for asset in ASSETS}
-    for e in ch.held_received:
-        for asset, amount in e.amounts:
-            net[asset] += amount
-    for f in ch.held_filled:
-        q, bought = f.swap.quote, f.swap.quote.maker_sells != f.maker
-        net[q.base] += f.swap.base_amount if bought else -f.swap.base_amount
-        net[q.quote] += -f.swap.quote_amount if bought else f.swap.quote_amount
-    return net

@@ -18,6 +18,7 @@ from statechannel.core.types import ETH
 from statechannel.node.node import Node, NodeEvent
 from statechannel.node.swapdesk import MAX_TAKES_IN_FLIGHT, Fill, SignedQuote, TakeRefused
 from statechannel.store.sqlite import SqliteStore
+from tests.terms import TEST_TERMS
 from tests.trading.world import TOKENS, World, eventually, open_two_assets, run
 
 
@@ -197,7 +198,7 @@ def test_positions_survive_a_restart_exactly(tmp_path: Path) -> None:
         await b.stop()
         await b.store.close()
         store = SqliteStore(tmp_path / "b.db")
-        again = Node(b.key, b.chainio, store, b.transport, poll_interval=0.02)
+        again = Node(b.key, b.chainio, store, b.transport, poll_interval=0.02, terms=TEST_TERMS)
         await again.start()
         try:
             assert Trader(again).positions(cid) == before
@@ -216,10 +217,10 @@ def test_takes_in_flight_are_bounded_and_the_rest_wait_their_turn(tmp_path: Path
         sq = await a.send_quote(cid, token, ETH, maker_sells=True, base_unit=1, quote_unit=2, size=10**6)
         await quote_seen(b, cid, sq)
         futures = [b.take(cid, sq.quote.quote_id, 1) for _ in range(3 * MAX_TAKES_IN_FLIGHT)]
-        await asyncio.sleep(0)  # the flush ran: as many takes as may be in flight were proposed, no more
-        pending = b.channel(cid).pending
-        assert sum(len(p.swaps) for p in pending) == MAX_TAKES_IN_FLIGHT
-        assert all(0 < len(p.swaps) <= MAX_TAKES for p in pending)
+        await asyncio.sleep(0)  # the flush ran: as many takes as may be in flight were asked for, no more
+        asked = b.channel(cid).requests  # B follows: its takes go to A as take requests
+        assert sum(len(r.takes) for r in asked) == MAX_TAKES_IN_FLIGHT
+        assert all(0 < len(r.takes) <= MAX_TAKES for r in asked)
         fills = await asyncio.gather(*futures)
         assert len({f.take_id for f in fills}) == 3 * MAX_TAKES_IN_FLIGHT
         await b.idle(cid)
@@ -241,7 +242,7 @@ def test_a_restarted_maker_still_lists_its_live_quotes_and_never_reuses_their_id
         await a.stop()
         await a.store.close()
         store = SqliteStore(tmp_path / "a.db")
-        again = Node(a.key, a.chainio, store, a.transport, poll_interval=0.02)
+        again = Node(a.key, a.chainio, store, a.transport, poll_interval=0.02, terms=TEST_TERMS)
         await again.start()
         try:
             assert [(q.quote, filled) for q, filled in again.swaps.my_quotes(cid)] == [(sq.quote, 40)]

@@ -157,16 +157,30 @@ def test_wire_round_trip_and_malformed_quotes() -> None:
     other = Quote(CID, 8, TOKEN, ETH, False, 1, 2, 50, 1_000)
     other_sig = sign_quote(Domain(31337, b"\xad" * 20), other, key)
     takes = (swap, Swap(other, other_sig, 4), Swap(QUOTE, sig, 5))
-    msg = m.ProposeSwap.of(state, sig, 9, takes)
+    msg = m.ProposeSwap.of(state, sig, 9, 1, takes)
     assert len(msg.quotes) == 2 and [t.quote for t in msg.takes] == [0, 1, 0]  # each quote travels once
     back_swap = m.decode(m.encode(msg))
     assert isinstance(back_swap, m.ProposeSwap)
-    assert back_swap.to_swaps() == takes and back_swap.state.to_state() == state and back_swap.pid == 9
+    assert back_swap.to_swaps() == takes and back_swap.state.to_state() == state
+    assert (back_swap.pid, back_swap.base) == (9, 1)
+    request = m.TakeRequest.of(CID, 4, takes)  # the follower's takes: the same packing, no state
+    assert len(request.quotes) == 2 and [t.quote for t in request.takes] == [0, 1, 0]
+    back_request = m.decode(m.encode(request))
+    assert isinstance(back_request, m.TakeRequest) and back_request.rid == 4
+    assert back_request.to_swaps() == takes and m.channel_of(back_request) == CID
+    fill = m.ProposeFill(m.WireState.of(state), sig.to_bytes(), 10, 1, 4, [0, 2], [m.TakeRefusal(1, "expired", "")])
+    assert m.decode(m.encode(fill)) == fill
+    refuse = m.Refuse(CID, 4, "oversize", "no", [m.TakeRefusal(0, "oversize", ""), m.TakeRefusal(1, "expired", "")])
+    assert m.decode(m.encode(refuse)) == refuse
     for broken in (
         msgspec.structs.replace(msg, takes=[]),
         msgspec.structs.replace(msg, takes=[m.WireTake(2, m.u256(1))]),
         msgspec.structs.replace(msg, takes=msg.takes * (MAX_TAKES // 3 + 1)),
         msgspec.structs.replace(msg, quote_sigs=msg.quote_sigs[:1]),
+        msgspec.structs.replace(request, takes=[]),
+        msgspec.structs.replace(request, takes=[m.WireTake(2, m.u256(1))]),
+        msgspec.structs.replace(request, takes=request.takes * (MAX_TAKES // 3 + 1)),
+        msgspec.structs.replace(request, quote_sigs=request.quote_sigs[:1]),
     ):
         with pytest.raises(RemoteError) as err:
             broken.to_swaps()

@@ -27,6 +27,7 @@ from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.store.sqlite import SqliteStore
 from tests.api.harness import LockedChain
+from tests.terms import TEST_TERMS
 
 T = TypeVar("T")
 ETHER = 10**18
@@ -66,7 +67,7 @@ async def world(tmp: Path, tcp: bool = False) -> AsyncIterator[World]:
         for k, transport, name in ((ka, transports[0], "a"), (kb, transports[1], "b")):
             store = SqliteStore(tmp / f"{name}.db")
             chainio = ChainIO(chain, adjudicator.address, k)
-            node = Node(k, chainio, store, transport, poll_interval=0.02)
+            node = Node(k, chainio, store, transport, poll_interval=0.02, terms=TEST_TERMS)
             stack.push_async_callback(_stop, node, transport, store, chainio)
             await node.start()
             nodes.append(node)
