@@ -6,31 +6,15 @@ py_ecc raises the recursion limit to 100,000, and the stdlib JSON parser then ov
 
 from __future__ import annotations
 
-import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 
 from statechannel.api.app import MAX_BODY_BYTES, MAX_BODY_DEPTH
 from tests.api.harness import World, client, error, run
-from tests.cli.helpers import Daemon, make_keystore, start_daemon
-
-DEEP = b'{"state":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-JSON = {"content-type": "application/json"}
-
-
-def nested(depth: int) -> bytes:
-    return b'{"peer":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
-
-
-def alive_after(node: Daemon, what: str, exc: Exception) -> AssertionError:
-    try:
-        code = node.proc.wait(10)
-    except Exception:
-        return AssertionError(f"{what}: the connection failed ({exc!r}) though the node still runs")
-    died = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    return AssertionError(f"{what}: the node process died ({died}):\n{node.log()[-2000:]}")
+from tests.cli.helpers import make_keystore, start_daemon
+from tests.hostile_bodies import DEEP, JSON, nested, probe
 
 
 def test_the_node_process_refuses_a_deep_body_and_keeps_serving(tmp_path: Path) -> None:
@@ -40,26 +24,7 @@ def test_the_node_process_refuses_a_deep_body_and_keeps_serving(tmp_path: Path) 
     try:
         token = (data / "api-token").read_text().strip()
         with httpx.Client(base_url=node.info["api"], timeout=30, headers={"Authorization": f"Bearer {token}"}) as api:
-            try:
-                deep = api.post("/channels", content=DEEP, headers=JSON)
-            except httpx.TransportError as exc:
-                raise alive_after(node, "POST /channels with 100,000 [", exc) from None
-            assert error(deep) == (413, "too_large")
-
-            def streamed(body: bytes) -> Iterator[bytes]:  # chunked, so no Content-Length to refuse it by
-                for at in range(0, len(body), 4096):
-                    yield body[at : at + 4096]
-
-            try:
-                chunked = api.post("/channels", content=streamed(DEEP), headers=JSON)
-                shallow = api.post("/channels", content=streamed(b'"' + b"x" * 200_000 + b'"'), headers=JSON)
-                small_but_deep = api.post("/channels", content=nested(30_000), headers=JSON)  # 60 KB
-            except httpx.TransportError as exc:
-                raise alive_after(node, "a deep body", exc) from None
-            # whichever limit the bytes read so far pass first (uvicorn decides how they are split)
-            assert error(chunked) in {(413, "too_large"), (422, "too_deep")}
-            assert error(shallow) == (413, "too_large")
-            assert error(small_but_deep) == (422, "too_deep")
+            probe(api, "/channels", "peer", 30_000, node.proc, node.log)
             anonymous = httpx.post(f"{node.info['api']}/channels", content=DEEP, headers=JSON, timeout=30)
             assert error(anonymous) == (401, "unauthorized")  # the token is checked first
 
@@ -86,11 +51,11 @@ def test_the_app_bounds_size_and_depth_after_the_token(tmp_path: Path) -> None:
                 yield b" " * 4096
 
         assert error(await api.post("/channels", content=endless(), headers=JSON)) == (413, "too_large")
-        assert error(await api.post("/channels", content=nested(MAX_BODY_DEPTH + 1), headers=JSON)) == (
+        assert error(await api.post("/channels", content=nested("peer", MAX_BODY_DEPTH + 1), headers=JSON)) == (
             422,
             "too_deep",
         )
-        at_limit = await api.post("/channels", content=nested(MAX_BODY_DEPTH), headers=JSON)
+        at_limit = await api.post("/channels", content=nested("peer", MAX_BODY_DEPTH), headers=JSON)
         assert error(at_limit) == (422, "validation")  # parsed: refused as the malformed request it is
         brackets = b'{"peer": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\"{{{{", "deposits": {"eth": "1"}}'
         assert error(await api.post("/channels", content=brackets, headers=JSON)) == (422, "validation")

@@ -179,6 +179,7 @@ def test_attack_5_only_own_funds_are_withdrawn_and_the_contract_pays_them(tmp_pa
         a, b = await w.node(0), await w.node(1)
         cid = await a.open_channel(b.address, {ETH: (2 * ETHER, 0)}, challenge_period=60)
         await b.wait_for(cid, Phase.OPEN)
+        await a.wait_for(cid, Phase.OPEN)
         await b.deposit(cid, ETH, ETHER)
         await until("B's deposit", lambda: a.channel(cid).funded[0] == (2 * ETHER, ETHER))
         await a.pay(cid, ETH, ETHER // 2)
@@ -206,6 +207,7 @@ def test_attack_6_an_old_state_settled_while_away_is_an_alert_not_a_payment(tmp_
         a, b = await w.node(0), await w.node(1)
         cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=60)
         await b.wait_for(cid, Phase.OPEN)
+        await a.wait_for(cid, Phase.OPEN)
         stale = a.channel(cid).latest
         assert stale is not None
         await a.pay(cid, ETH, 6 * ETHER // 10)
@@ -245,6 +247,7 @@ def test_agreement_after_a_unilateral_close_concludes_at_once(tmp_path: Path) ->
         a, b = await w.node(0), await w.node(1)
         cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=10_000)
         await b.wait_for(cid, Phase.OPEN)
+        await a.wait_for(cid, Phase.OPEN)
         await a.pay(cid, ETH, 1234)
         await b.close(cid, cooperative=False)
         await a.wait_for(cid, Phase.DISPUTE)

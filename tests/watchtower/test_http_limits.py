@@ -8,8 +8,7 @@ offline, a party can be robbed by a stale close. Here, against the real process 
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +20,9 @@ from statechannel.chain.rpc import RpcChain
 from statechannel.node.keys import write_keystore
 from statechannel.watchtower.http import MAX_BODY_BYTES, MAX_BODY_DEPTH, create_tower_app
 from tests.anvil import Anvil
+from tests.hostile_bodies import DEEP, JSON, nested, probe, reason
 from tests.watchtower.helpers import deploy, eth_state, open_channel, params_json, running_tower, sign, state_json
-from tests.watchtower.test_process import PASSWORD, TowerProcess, start_tower
-
-DEEP = b'{"state":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-JSON = {"content-type": "application/json"}
-
-
-def nested(depth: int) -> bytes:
-    """A push body whose `state` field nests `depth` - 1 lists deep (the object itself is the first level)."""
-    return b'{"state":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
-
-
-def reason(r: httpx.Response) -> tuple[int, str]:
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"reason", "detail"}, body
-    return r.status_code, body["error"]["reason"]
-
-
-def alive_after(tower: TowerProcess, what: str, exc: Exception) -> AssertionError:
-    try:
-        code = tower.proc.wait(10)
-    except Exception:
-        return AssertionError(f"{what}: the connection failed ({exc!r}) though the tower still runs")
-    died = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    return AssertionError(f"{what}: the tower process died ({died}):\n{tower.log.read_text()[-2000:]}")
+from tests.watchtower.test_process import PASSWORD, start_tower
 
 
 @pytest.mark.anvil
@@ -60,27 +37,11 @@ def test_the_tower_process_refuses_a_deep_body_and_keeps_serving(tmp_path: Path,
     tower = start_tower(tmp_path / "tower-key.json", tmp_path / "tower", anvil.url, s.adj.address)
     try:
         with httpx.Client(base_url=tower.info["api"], timeout=30) as api:
-            try:
-                deep = api.post("/states", content=DEEP, headers=JSON)  # 200 KB: no token, no signature
-            except httpx.TransportError as exc:
-                raise alive_after(tower, "POST /states with 100,000 [", exc) from None
-            assert reason(deep) == (413, "too_large")
-
-            def streamed(body: bytes) -> Iterator[bytes]:  # chunked, so no Content-Length to refuse it by
-                for at in range(0, len(body), 4096):
-                    yield body[at : at + 4096]
-
-            try:
-                chunked = api.post("/states", content=streamed(DEEP), headers=JSON)
-                shallow = api.post("/states", content=streamed(b'"' + b"x" * 200_000 + b'"'), headers=JSON)
-                small_but_deep = api.post("/states", content=nested(5000), headers=JSON)  # 10 KB
-            except httpx.TransportError as exc:
-                raise alive_after(tower, "a deep chunked body", exc) from None
-            # whichever limit the bytes read so far pass first (uvicorn decides how they are split)
-            assert reason(chunked) in {(413, "too_large"), (422, "too_deep")}
-            assert reason(shallow) == (413, "too_large")
-            assert reason(small_but_deep) == (422, "too_deep")
-            assert reason(api.post("/states", content=nested(MAX_BODY_DEPTH), headers=JSON)) == (422, "validation")
+            probe(api, "/states", "state", 5000, tower.proc, tower.log.read_text)
+            assert reason(api.post("/states", content=nested("state", MAX_BODY_DEPTH), headers=JSON)) == (
+                422,
+                "validation",
+            )
 
             assert api.get("/info").status_code == 200  # the same process still answers, and still works:
             assert api.post("/channels", json=params_json(params)).status_code == 201
@@ -121,12 +82,12 @@ def test_the_app_bounds_size_and_depth_before_parsing(tmp_path: Path) -> None:
         assert reason(await client.post("/channels", content=endless(), headers=JSON)) == (413, "too_large")
 
         for path in ("/states", "/channels"):
-            assert reason(await client.post(path, content=nested(MAX_BODY_DEPTH + 1), headers=JSON)) == (
+            assert reason(await client.post(path, content=nested("state", MAX_BODY_DEPTH + 1), headers=JSON)) == (
                 422,
                 "too_deep",
             )
             # exactly at the limit: parsed, and refused by validation as the malformed body it is
-            assert reason(await client.post(path, content=nested(MAX_BODY_DEPTH), headers=JSON)) == (
+            assert reason(await client.post(path, content=nested("state", MAX_BODY_DEPTH), headers=JSON)) == (
                 422,
                 "validation",
             )

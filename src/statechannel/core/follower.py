@@ -117,9 +117,12 @@ def fail_requests(ch: Channel, reason: str) -> Result:
 # ------------------------------------------------------------------ the leader's proposals
 
 
-def _check_proposal(ch: Channel, state: State, sig: Signature, base: int) -> tuple[Channel, bytes] | SendMessage:
+def _check_proposal(
+    ch: Channel, msg: m.Propose | m.ProposeSwap | m.ProposeFill
+) -> tuple[State, Signature, bytes] | SendMessage:
     """The checks every proposal passes before its content: role, version, base, signature. Returns the
-    digest, or the repeated Accept of a retransmission."""
+    state, its signature and digest, or the repeated Accept of a retransmission."""
+    state, sig, base = msg.state.to_state(), m.signature(msg.sig), msg.base
     if ch.me != FOLLOWER:
         raise RemoteError(Reason.WRONG_ROLE, "the follower proposes no states")
     if ch.latest is None:
@@ -139,15 +142,14 @@ def _check_proposal(ch: Channel, state: State, sig: Signature, base: int) -> tup
         raise RemoteError(Reason.CLOSING, "I signed a final state: nothing else")
     digest = ch.digest(state)
     ch.check_peer_sig(state, sig, digest)
-    return ch, digest
+    return state, sig, digest
 
 
 def on_propose(ch: Channel, msg: m.Propose, key: PrivateKey) -> Result:
-    state, sig = msg.state.to_state(), m.signature(msg.sig)
-    checked = _check_proposal(ch, state, sig, msg.base)
+    checked = _check_proposal(ch, msg)
     if isinstance(checked, SendMessage):
         return ch, (checked,)
-    ch, digest = checked
+    state, sig, digest = checked
     assert ch.latest is not None
     latest = ch.latest.state
     if state.is_final:
@@ -220,11 +222,10 @@ def _on_pay(ch: Channel, state: State, sig: Signature, digest: bytes, rids: list
 
 def on_swap(ch: Channel, msg: m.ProposeSwap, key: PrivateKey, now_ms: int) -> Result:
     """The leader takes my quotes: checked against them by my clock, as the maker."""
-    state, sig = msg.state.to_state(), m.signature(msg.sig)
-    checked = _check_proposal(ch, state, sig, msg.base)
+    checked = _check_proposal(ch, msg)
     if isinstance(checked, SendMessage):
         return ch, (checked,)
-    ch, digest = checked
+    state, sig, digest = checked
     assert ch.latest is not None
     takes = msg.to_swaps()
     ch = swaps.accept_takes(ch, ch.latest.state, state, takes, now_ms)
@@ -235,11 +236,10 @@ def on_swap(ch: Channel, msg: m.ProposeSwap, key: PrivateKey, now_ms: int) -> Re
 
 def on_fill(ch: Channel, msg: m.ProposeFill, key: PrivateKey) -> Result:
     """The leader carries my take request: exactly the takes it names, at its quotes; the rest refused."""
-    state, sig = msg.state.to_state(), m.signature(msg.sig)
-    checked = _check_proposal(ch, state, sig, msg.base)
+    checked = _check_proposal(ch, msg)
     if isinstance(checked, SendMessage):
         return ch, (checked,)
-    ch, digest = checked
+    state, sig, digest = checked
     assert ch.latest is not None
     if ch.phase not in (Phase.OPEN, Phase.CLOSING):
         raise RemoteError(Reason.WRONG_PHASE, f"no swaps while {ch.phase}")
