@@ -15,6 +15,7 @@ from statechannel.core.channel import Phase
 from statechannel.core.types import to_checksum
 from statechannel.net.memory import MemoryTransport
 from tests.api.harness import ETHER, TOKEN, World, client, error, eventually, key, run, sse
+from tests.terms import TEST_TERMS
 
 DEPOSIT = 5 * ETHER
 
@@ -49,6 +50,11 @@ def test_every_request_needs_the_token(tmp_path: Path) -> None:
         assert info["adjudicator"] == to_checksum(w.adjudicator.address)
         assert info["chain_id"] == w.chain.chain_id
         assert int(info["eth_balance"]) == w.chain.balance(w.a.address)
+        assert info["terms"] == {  # the challenge periods it accepts (issue 9, attack 3)
+            "min_challenge_period": TEST_TERMS.min_challenge_period,
+            "max_challenge_period": TEST_TERMS.max_challenge_period,
+            "max_unfunded_per_peer": 8,
+        }
 
     run(tmp_path, scenario)
 
