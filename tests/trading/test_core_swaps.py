@@ -155,8 +155,10 @@ class ForgedRequest:
     def reason(self, q: Quote, sig: Signature, base_amount: int) -> str:
         refuse = self.send(Swap(q, sig, base_amount))
         assert isinstance(refuse, m.Refuse)
-        (take,) = refuse.takes
-        assert take.index == 0 and take.reason == refuse.reason
+        if refuse.takes:  # refused as maker, take by take
+            (take,) = refuse.takes
+            assert take.index == 0 and take.reason == refuse.reason
+        # else refused whole at intake (a quote that is not mine is never queued): its reason is every take's
         return refuse.reason
 
 

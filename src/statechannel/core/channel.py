@@ -74,6 +74,8 @@ class Request:
     amounts: tuple[tuple[bytes, int], ...] = ()
     payments: tuple[Payment, ...] = ()
     takes: tuple[Swap, ...] = ()
+    tries: int = 0
+    """Leader: how often a proposal carrying it was refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +113,13 @@ class Dispute:
     challenged: bool = False
     """A challenge was recorded on chain (by anyone)."""
     answered: int = -1
-    """The recorded version I last sent a challenge against (-1: none)."""
-    settle_submitted: bool = False
+    """The recorded version I last sent a challenge against (-1: none)..."""
+    answered_at: int = 0
+    """...and when (chain time): a challenge that did not land is sent again after a while."""
+    settle_at: int = -1
+    """When (chain time) I last sent the settle (-1: never); sent again after a while until concluded."""
+    late: bool = False
+    """Told already that a close recorded below my latest was seen only after its window."""
     state: State | None = None
     """The recorded state, when I know it: my latest, or a proposal of mine the peer countersigned
     without telling me (the chain checked its signature)."""

@@ -76,33 +76,44 @@ def on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
         inp.state_hash,
         challenged=inp.challenge or (prev is not None and prev.challenged),
         answered=prev.answered if prev is not None else -1,
+        answered_at=prev.answered_at if prev is not None else 0,
         state=_known(ch, inp.version, inp.state_hash) or _told(ch, inp),
     )
     # what I had in flight may still be countersigned and recorded: it waits for the conclusion
     ordered = tuple(sorted(_mine(ch), key=lambda p: p.state.version))
     new = replace(ch, phase=Phase.DISPUTE, dispute=d, pending=(), rolled=ordered, deferred=None, withdrawals=())
-    effects: list[Effect] = []
-    if ch.phase is not Phase.DISPUTE:
-        effects.append(NotifyPhase(Phase.DISPUTE))
-    latest = ch.latest
-    if latest is not None and latest.state.version > inp.version and d.answered != inp.version:
-        if ch.now < inp.finalizes_at:
-            effects.append(SubmitTxChallenge(latest, inp.version, inp.finalizes_at, inp.state_hash))
-            new = replace(new, dispute=replace(d, answered=inp.version))
-        else:
-            effects.append(NotifyAlert("too_late", f"version {inp.version} recorded after its window; mine is higher"))
-    new, more = on_time(new)
-    return new, (*effects, *more)
+    new, effects = on_time(new)
+    return new, ((NotifyPhase(Phase.DISPUTE),) if ch.phase is not Phase.DISPUTE else ()) + effects
+
+
+RETRY = 60
+"""Seconds of chain time after which a challenge or settle that has not landed is sent again: a
+transaction lost to an outage must not cost the window (a duplicate only fails its dry run)."""
 
 
 def on_time(ch: Channel) -> Result:
+    """Everything a dispute asks of me by now: challenge a record below my latest while its window is
+    open, settle once it is over (both again after RETRY until the chain shows them done)."""
     ch = expire(ch)
     d = ch.dispute
-    if ch.phase is not Phase.DISPUTE or d is None or d.settle_submitted or ch.now < d.finalizes_at:
+    if ch.phase is not Phase.DISPUTE or d is None:
         return ch, ()
-    if d.state is None:
-        return ch, ()  # the recorded state is not one I know: the peer settles it
-    return replace(ch, dispute=replace(d, settle_submitted=True)), (SubmitTxSettle(d.state, d.finalizes_at),)
+    effects: list[Effect] = []
+    latest = ch.latest
+    if latest is not None and latest.state.version > d.version:
+        if ch.now < d.finalizes_at:
+            if d.answered != d.version or ch.now >= d.answered_at + RETRY:
+                effects.append(SubmitTxChallenge(latest, d.version, d.finalizes_at, d.state_hash))
+                d = replace(d, answered=d.version, answered_at=ch.now)
+        elif not d.late:
+            effects.append(
+                NotifyAlert("too_late", f"version {d.version} recorded and its window is over; mine is higher")
+            )
+            d = replace(d, late=True)
+    if ch.now >= d.finalizes_at and d.state is not None and (d.settle_at < 0 or ch.now >= d.settle_at + RETRY):
+        effects.append(SubmitTxSettle(d.state, d.finalizes_at))
+        d = replace(d, settle_at=ch.now)
+    return replace(ch, dispute=d), tuple(effects)
 
 
 def _concluding(ch: Channel, version: int) -> State | None:
@@ -130,10 +141,27 @@ def _lineage(ch: Channel, state: State) -> tuple[Proposal, ...]:
 
 
 def _paid(ch: Channel, state: State) -> tuple[tuple[int, int], ...] | None:
+    if state.assets != ch.assets:
+        return None
     try:
         return tuple(payout(fa, fb, t) for (fa, fb), t in zip(ch.funded, state.transfers, strict=True))
     except LocalError:
         return None
+
+
+def _delivered(
+    ch: Channel, due: tuple[tuple[int, int], ...] | None, deferred: tuple[tuple[bytes, bytes, int], ...]
+) -> tuple[tuple[int, int], ...] | None:
+    """What reached each side: its payout less what the contract had to keep for it to claim."""
+    if due is None or not deferred:
+        return due
+    out = [list(pair) for pair in due]
+    for account, asset, amount in deferred:
+        if asset in ch.assets:
+            for who in (0, 1):
+                if account == ch.address_of(who):
+                    out[ch.assets.index(asset)][who] -= amount
+    return tuple((a, b) for a, b in out)
 
 
 def on_concluded(ch: Channel, inp: ChainConcluded) -> Result:
@@ -149,13 +177,23 @@ def on_concluded(ch: Channel, inp: ChainConcluded) -> Result:
     latest = ch.latest.state.version if ch.latest is not None else -1
     loss = inp.version < latest
     d = ch.dispute
+    mine = ch.address_of(ch.me)
+    held: dict[bytes, int] = {}
+    for account, asset, amount in inp.deferred:
+        if account == mine:
+            held[asset] = held.get(asset, 0) + amount
     outcome = Outcome(
         version=inp.version,
         cooperative=d is None or d.version != inp.version,
         challenged=d is not None and d.challenged,
-        paid=_paid(ch, state) if state is not None else None,
+        paid=_delivered(ch, _paid(ch, state), inp.deferred) if state is not None else None,
         loss=loss,
+        deferred=tuple(sorted(held.items())),
     )
+    if held:
+        effects.append(
+            NotifyAlert("payout_deferred", f"the contract could not deliver {len(held)} payout(s) of mine: claim them")
+        )
     if loss:
         effects.append(
             NotifyAlert("loss", f"concluded at version {inp.version}, below my latest {latest}: later updates undone")
@@ -224,7 +262,16 @@ def _resolve_leader(ch: Channel, state: State | None) -> tuple[Channel, list[Eff
 
 
 def pending_work(ch: Channel) -> tuple[Effect, ...]:
-    """What a restarted node must (re)do for this channel: computed, never stored."""
+    """What a restarted node must (re)do for this channel: computed, never stored. A challenge or settle
+    sent before a restart may never have landed: sent again (a duplicate fails its dry run, costing no gas)."""
+    d = ch.dispute
+    if ch.phase is Phase.DISPUTE and d is not None:
+        out: list[Effect] = []
+        if ch.latest is not None and ch.latest.state.version > d.version and ch.now < d.finalizes_at:
+            out.append(SubmitTxChallenge(ch.latest, d.version, d.finalizes_at, d.state_hash))
+        if ch.now >= d.finalizes_at and d.state is not None:
+            out.append(SubmitTxSettle(d.state, d.finalizes_at))
+        return tuple(out)
     if ch.phase is Phase.CLOSING and ch.latest is not None and ch.latest.state.is_final and not ch.pending:
         return (SubmitTxCloseCooperative(ch.latest),)
     if ch.phase is Phase.FUNDING and ch.me == LEADER and not ch.opened:

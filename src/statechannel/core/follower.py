@@ -92,9 +92,9 @@ def on_refuse(ch: Channel, msg: m.Refuse) -> Result:
         return ch, ()
     ch = replace(ch, requests=tuple(r for r in ch.requests if r.rid != msg.rid))
     if req.payments:
-        return ch, fail(req.payments, msg.reason)
-    why = {t.index: t.reason for t in msg.takes}
-    return ch, tuple(NotifyTakeFailed(s, why.get(i, msg.reason)) for i, s in enumerate(req.takes))
+        return ch, fail(req.payments, msg.reason[:64])
+    why = {t.index: t.reason[:64] for t in msg.takes}
+    return ch, tuple(NotifyTakeFailed(s, why.get(i, msg.reason[:64])) for i, s in enumerate(req.takes))
 
 
 def drop_request(ch: Channel, rid: int, reason: str) -> Result:

@@ -197,6 +197,7 @@ def on_tx_failed(ch: Channel, inp: ChainTxFailed) -> Result:
 
 
 def abandon(ch: Channel) -> Result:
-    if any(a or b for a, b in ch.funded):
-        raise LocalError(Reason.WRONG_PHASE, "the channel holds deposits: close it (with the pre-fund state) instead")
+    """Only a channel not open on chain: one that is could take a deposit any moment (mine included)."""
+    if ch.opened or any(a or b for a, b in ch.funded):
+        raise LocalError(Reason.WRONG_PHASE, "the channel is open on chain: close it (with the pre-fund state) instead")
     return replace(ch, phase=Phase.CLOSED, opening_sig=None, deferred=None), (NotifyPhase(Phase.CLOSED),)

@@ -124,6 +124,9 @@ class ChainDisputeRecorded:
 @dataclass(frozen=True, slots=True)
 class ChainConcluded:
     version: int
+    deferred: tuple[tuple[bytes, bytes, int], ...] = ()
+    """(account, asset, amount) of each payout of that transaction the recipient (or token) refused:
+    credited to `claimable` in the contract, not delivered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +265,8 @@ class Outcome:
     challenged: bool
     paid: tuple[tuple[int, int], ...] | None
     loss: bool = False
+    deferred: tuple[tuple[bytes, int], ...] = ()
+    """Per asset, what of my payout the contract could not deliver and holds for me to `claim`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from statechannel.core.channel import (
     LEADER,
     MAX_IN_FLIGHT,
     MAX_QUEUED,
+    MAX_ROLLED,
     MAX_TAKES,
     Channel,
     Kind,
@@ -44,10 +45,15 @@ from statechannel.core.io import (
     SubmitTxClose,
     SubmitTxCloseCooperative,
 )
-from statechannel.core.quotes import QuoteFill, Swap
+from statechannel.core.quotes import QuoteFill, Swap, quote_signer
 from statechannel.core.types import State
 
 MAX_REQUESTS_PER_UPDATE = 64
+MAX_QUEUED_TAKES = 4 * 256
+"""Takes the follower may have waiting in my queue, in all its take requests together."""
+MAX_CARRIED = 2
+"""Times a follower's request goes back to my queue after the follower refused a proposal carrying it:
+past that it is refused, so a follower refusing its own requests cannot make me propose forever."""
 """Follower payment requests carried by one update (each already holds up to 512 payments)."""
 
 
@@ -72,8 +78,11 @@ def propose(
         raise LocalError(Reason.WRONG_ROLE, "only the leader proposes states")
     if ch.final_signed:
         raise LocalError(Reason.CLOSING, "a final state is signed: nothing else is")
-    if ch.room() <= 0:
-        raise LocalError(Reason.PIPELINE_FULL, f"{MAX_IN_FLIGHT} updates in flight (or too many refused)")
+    if len(ch.pending) >= MAX_IN_FLIGHT:
+        raise LocalError(Reason.PIPELINE_FULL, f"{MAX_IN_FLIGHT} updates in flight")
+    superseding = is_final or (kind is Kind.PAY and not payments and not requests)
+    if len(ch.rolled) >= MAX_ROLLED and not superseding:  # a final or a bump may still clear them
+        raise LocalError(Reason.PIPELINE_FULL, f"{MAX_ROLLED} refused proposals of mine are still usable")
     head = ch.head
     state = State(head.channel_id, ch.signed_upto + 1, head.assets, transfers, is_final, head.app_data)
     sig = key.sign_digest(ch.digest(state))
@@ -108,7 +117,10 @@ def _pay_state(ch: Channel, payments: tuple[Payment, ...], requests: tuple[Reque
 
 
 def _fits(ch: Channel, transfers: tuple[int, ...], who: int) -> bool:
-    probe = replace(ch.head, transfers=transfers)
+    try:
+        probe = replace(ch.head, transfers=transfers)
+    except LocalError:  # beyond what a state can carry: it cannot fit either
+        return False
     return all(pair[who] >= 0 for pair in ch.balances(probe))
 
 
@@ -288,6 +300,9 @@ def on_pay_request(ch: Channel, msg: m.PayRequest, key: PrivateKey, now_ms: int)
     amounts = tuple((a, m.from_u256(v)) for a, v in zip(msg.assets, msg.amounts, strict=True))
     if any(a not in ch.assets or v <= 0 for a, v in amounts):
         raise RemoteError(Reason.BAD_AMOUNT, "amounts must be positive, of this channel's assets", request=msg.rid)
+    for asset, amount in amounts:
+        if amount > sum(ch.funded[ch.assets.index(asset)]):  # it could never be carried: refused now, not queued
+            raise RemoteError(Reason.INSUFFICIENT_FUNDS, "more than the channel holds", request=msg.rid)
     return _take_in(ch, Request(msg.rid, amounts), key, now_ms)
 
 
@@ -300,6 +315,12 @@ def on_take_request(ch: Channel, msg: m.TakeRequest, key: PrivateKey, now_ms: in
         takes = msg.to_swaps()
     except RemoteError as exc:
         raise RemoteError(exc.reason, exc.detail, request=msg.rid) from exc
+    mine = ch.address_of(ch.me)
+    if not any(  # none of my quotes of this channel: nothing to consider, never queued (each is bounded)
+        s.quote.channel_id == ch.channel_id and quote_signer(ch.domain, s.quote, s.quote_sig) == mine for s in takes
+    ):
+        why = Reason.WRONG_CHANNEL if takes[0].quote.channel_id != ch.channel_id else Reason.BAD_SIGNATURE
+        raise RemoteError(why, "no take of a quote of mine in this channel", request=msg.rid)
     return _take_in(ch, Request(msg.rid, takes=takes), key, now_ms)
 
 
@@ -317,6 +338,8 @@ def _take_in(ch: Channel, req: Request, key: PrivateKey, now_ms: int) -> Result:
         return ch, (_refuse(ch, req.rid, Reason.CLOSING, f"the channel is {ch.phase}"),)
     if len(ch.requests) >= MAX_QUEUED:
         return ch, (_refuse(ch, req.rid, Reason.PIPELINE_FULL, f"{MAX_QUEUED} requests already queued"),)
+    if sum(len(r.takes) for r in ch.requests) + len(req.takes) > MAX_QUEUED_TAKES:
+        return ch, (_refuse(ch, req.rid, Reason.PIPELINE_FULL, f"{MAX_QUEUED_TAKES} takes already queued"),)
     ch = replace(ch, requests=(*ch.requests, req))
     return propose_queued(ch, key, now_ms)
 
@@ -424,12 +447,18 @@ def _rollback(ch: Channel, msg: m.Reject, key: PrivateKey, now_ms: int) -> Resul
         return ch, ()  # about a proposal already rolled back or confirmed
     rejected, later = ch.pending[index], ch.pending[index + 1 :]
     gone = ch.pending[index:]
+    msg = m.Reject(msg.channel_id, msg.version, msg.pid, msg.reason[:64], "", msg.take, msg.request)  # kept: bounded
     ch = replace(ch, pending=ch.pending[:index], rolled=(*ch.rolled, *gone), fills=_unreserve(ch.fills, gone))
     effects: list[Effect] = []
     retry, retry_takes, held, held_takes = _blame(rejected, later, msg)
     effects += [*held, *held_takes]
     # the follower's requests they carried wait again (the one it blamed is dead: it dropped it)
-    back = tuple(r for p in gone for r in p.requests if r.rid != msg.request)
+    back = []
+    for r in (r for p in gone for r in p.requests if r.rid != msg.request):
+        if r.tries + 1 >= MAX_CARRIED:
+            effects.append(_refuse(ch, r.rid, Reason.UNKNOWN_REQUEST, "refused by the follower in every proposal"))
+        else:
+            back.append(replace(r, tries=r.tries + 1))
     ch = replace(ch, requests=tuple(sorted((*back, *ch.requests), key=lambda r: r.rid)))
     if any(p.kind is Kind.FINAL for p in gone) or ch.final_signed:
         # my final is out, so I sign nothing else: close with my latest, which pays the same

@@ -6,12 +6,21 @@ and builds nothing."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from statechannel.core.crypto import Signature
 from statechannel.core.errors import Reason, RemoteError, StatechannelError
 from statechannel.core.quotes import MAX_TAKES, Quote, Swap
 from statechannel.core.types import State
+
+MAX_LIST = 256
+Text = Annotated[str, msgspec.Meta(max_length=64)]
+"""A reason code: every one of ours is a short word. Kept by the receiver, so bounded on the wire."""
+Detail = Annotated[str, msgspec.Meta(max_length=512)]
+Assets = Annotated[list[bytes], msgspec.Meta(max_length=8)]
+Ids = Annotated[list[int], msgspec.Meta(max_length=MAX_LIST)]
 
 
 def u256(value: int) -> bytes:
@@ -38,8 +47,8 @@ class WireState(msgspec.Struct, frozen=True, array_like=True):
     channel_id: bytes
     version: int
     is_final: bool
-    assets: list[bytes]
-    transfers: list[bytes]
+    assets: Assets
+    transfers: Assets
     app_data: bytes
 
     @classmethod
@@ -69,9 +78,9 @@ class OpenRequest(msgspec.Struct, frozen=True, array_like=True, tag="open"):
     b: bytes
     challenge_period: int
     nonce: bytes
-    assets: list[bytes]
-    deposits_a: list[bytes]
-    deposits_b: list[bytes]
+    assets: Assets
+    deposits_a: Assets
+    deposits_b: Assets
     sig: bytes
 
 
@@ -84,7 +93,7 @@ class Propose(msgspec.Struct, frozen=True, array_like=True, tag="propose"):
     sig: bytes
     pid: int
     base: int
-    requests: list[int] = []
+    requests: Ids = []
 
 
 class Accept(msgspec.Struct, frozen=True, array_like=True, tag="accept"):
@@ -99,8 +108,8 @@ class Reject(msgspec.Struct, frozen=True, array_like=True, tag="reject"):
     channel_id: bytes
     version: int
     pid: int
-    reason: str
-    detail: str
+    reason: Text
+    detail: Detail
     take: int = -1
     """For a swap proposal: the index of the take to blame, or -1 when the whole proposal is refused."""
     request: int = 0
@@ -121,14 +130,14 @@ class PayRequest(msgspec.Struct, frozen=True, array_like=True, tag="payreq"):
 
     channel_id: bytes
     rid: int
-    assets: list[bytes]
-    amounts: list[bytes]
+    assets: Assets
+    amounts: Assets
 
 
 class TakeRefusal(msgspec.Struct, frozen=True, array_like=True):
     index: int
-    reason: str
-    detail: str
+    reason: Text
+    detail: Detail
 
 
 class Refuse(msgspec.Struct, frozen=True, array_like=True, tag="refuse"):
@@ -137,9 +146,9 @@ class Refuse(msgspec.Struct, frozen=True, array_like=True, tag="refuse"):
 
     channel_id: bytes
     rid: int
-    reason: str
-    detail: str
-    takes: list[TakeRefusal] = []
+    reason: Text
+    detail: Detail
+    takes: Annotated[list[TakeRefusal], msgspec.Meta(max_length=MAX_LIST)] = []
 
 
 class CloseRequest(msgspec.Struct, frozen=True, array_like=True, tag="closereq"):
@@ -264,9 +273,9 @@ class ProposeSwap(msgspec.Struct, frozen=True, array_like=True, tag="swap"):
     sig: bytes
     pid: int
     base: int
-    quotes: list[WireQuote]
-    quote_sigs: list[bytes]
-    takes: list[WireTake]
+    quotes: Annotated[list[WireQuote], msgspec.Meta(max_length=MAX_LIST)]
+    quote_sigs: Annotated[list[bytes], msgspec.Meta(max_length=MAX_LIST)]
+    takes: Annotated[list[WireTake], msgspec.Meta(max_length=MAX_LIST)]
 
     @property
     def channel_id(self) -> bytes:
@@ -285,9 +294,9 @@ class TakeRequest(msgspec.Struct, frozen=True, array_like=True, tag="takereq"):
 
     channel_id: bytes
     rid: int
-    quotes: list[WireQuote]
-    quote_sigs: list[bytes]
-    takes: list[WireTake]
+    quotes: Annotated[list[WireQuote], msgspec.Meta(max_length=MAX_LIST)]
+    quote_sigs: Annotated[list[bytes], msgspec.Meta(max_length=MAX_LIST)]
+    takes: Annotated[list[WireTake], msgspec.Meta(max_length=MAX_LIST)]
 
     @classmethod
     def of(cls, channel_id: bytes, rid: int, swaps: tuple[Swap, ...]) -> TakeRequest:
@@ -306,8 +315,8 @@ class ProposeFill(msgspec.Struct, frozen=True, array_like=True, tag="fill"):
     pid: int
     base: int
     request: int
-    taken: list[int]
-    refused: list[TakeRefusal] = []
+    taken: Ids
+    refused: Annotated[list[TakeRefusal], msgspec.Meta(max_length=MAX_LIST)] = []
 
 
 Message = (

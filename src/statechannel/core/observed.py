@@ -69,6 +69,9 @@ class ChainObservedConcluded:
     origin: Origin
     channel_id: bytes
     version: int
+    deferred: tuple[tuple[bytes, bytes, int], ...] = ()
+    """(account, asset, amount) of the payouts of the same transaction that were credited to
+    `claimable` instead of delivered (its PayoutDeferred events, which name no channel)."""
 
 
 @dataclass(frozen=True, slots=True)
