@@ -74,6 +74,19 @@ def test_save_and_load_channels(make_store: MakeStore) -> None:
     run(make_store, body)
 
 
+def test_a_forgotten_channel_is_gone_and_a_later_save_brings_it_back(make_store: MakeStore) -> None:
+    async def body(store: Store) -> None:
+        for i in range(3):
+            await store.save(cid(i), blob(i))
+        await asyncio.gather(store.save(cid(1), blob(9)), store.forget(cid(1)))  # in call order: forgotten
+        assert store.load_channels() == {cid(0): blob(0), cid(2): blob(2)}
+        await store.forget(cid(7))  # an unknown one: nothing happens
+        await store.save(cid(1), blob(1))
+        assert store.load_channels() == {cid(i): blob(i) for i in range(3)}
+
+    run(make_store, body)
+
+
 def test_last_write_wins_in_call_order_under_concurrency(make_store: MakeStore) -> None:
     async def body(store: Store) -> None:
         await asyncio.gather(*(store.save(cid(i % 7), blob(i)) for i in range(300)))

@@ -39,6 +39,7 @@ from statechannel.core.observed import (
     ChainObservedConcluded,
     ChainObservedDeposit,
     ChainObservedOpened,
+    ChainObservedPayoutDeferred,
     ChainObservedWithdrawal,
 )
 from statechannel.core.types import ETH
@@ -155,7 +156,7 @@ class ChainIO:
             if not self._read_time:
                 self._read_time = self.chain.block(max(0, to)).timestamp
             return [], cp, self._read_time, reorged
-        events = [self._with_state(e) for e in self.adj.events(since + 1, to)]
+        events = _pair_deferred([self._with_state(e) for e in self.adj.events(since + 1, to)])
         block = self.chain.block(to)
         cp = Checkpointed(block.number, block.hash)
         self._recent = [*self._recent[-REORG_DEPTH:], cp]
@@ -187,6 +188,20 @@ class ChainIO:
         return out
 
 
+def _pair_deferred(events: list[ChainObserved]) -> list[ChainObserved]:
+    """Attach each PayoutDeferred to the Concluded of its transaction, so the channel learns it."""
+    deferred: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
+    for e in events:
+        if isinstance(e, ChainObservedPayoutDeferred):
+            deferred.setdefault(e.origin.tx_hash, []).append((e.account, e.asset, e.amount))
+    if not deferred:
+        return events
+    return [
+        replace(e, deferred=tuple(deferred.get(e.origin.tx_hash, ()))) if isinstance(e, ChainObservedConcluded) else e
+        for e in events
+    ]
+
+
 def to_inputs(event: ChainObserved) -> tuple[bytes, list[Input]] | None:
     """The channel an event is about and the machine inputs it becomes."""
     match event:
@@ -202,7 +217,7 @@ def to_inputs(event: ChainObserved) -> tuple[bytes, list[Input]] | None:
             )
             return event.channel_id, [record]
         case ChainObservedConcluded():
-            return event.channel_id, [ChainConcluded(event.version)]
+            return event.channel_id, [ChainConcluded(event.version, event.deferred)]
     return None
 
 

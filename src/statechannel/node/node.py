@@ -71,6 +71,8 @@ DEFAULT_CHALLENGE_PERIOD = 3600
 MAX_UNFUNDED_PER_PEER = 8
 """Channels a peer may have opened with this node that hold no deposit yet: past it, its requests are
 refused (a request costs the peer nothing, so without a bound it could fill the node for free)."""
+MAX_UNFUNDED_TOTAL = 1024
+"""Unfunded channels from all peers together: peer addresses cost nothing to make."""
 UNFUNDED_TTL = 3600.0
 """Seconds an unfunded channel a peer opened with this node is kept before it is abandoned."""
 
@@ -213,6 +215,8 @@ class Node:
         ch = self.channel(channel_id)
         if asset not in ch.assets or amount <= 0:
             raise NodeError(Reason.BAD_AMOUNT, "deposit needs an asset of the channel and a positive amount")
+        if ch.phase not in (Phase.FUNDING, Phase.OPEN) or ch.latest is None:
+            raise NodeError(Reason.WRONG_PHASE, f"no deposits while {ch.phase}: nothing signed would return them")
         if await self.chainio.submit(ch, SubmitTxDeposit(asset, amount)) is None:
             raise NodeError(Reason.BAD_AMOUNT, "the deposit transaction failed (reverted or the chain is unreachable)")
 
@@ -462,7 +466,7 @@ class Node:
                         )
             elif isinstance(e, NotifyReceived):
                 for asset, amount in e.amounts:
-                    pid = f"in:{channel_id.hex()[:16]}:{e.version}:{asset.hex()[:8]}"
+                    pid = f"in:{channel_id.hex()}:{e.version}:{asset.hex()}"
                     out.append(PaymentRecord(pid, channel_id, "in", asset, amount, "received", e.version, "", now))
         return out
 
@@ -558,28 +562,42 @@ class Node:
     def _on_open_request(self, peer: bytes, msg: m.OpenRequest) -> None:
         if msg.a != peer:
             raise RemoteError(Reason.BAD_PARAMS, "open request for a channel the sender is not A of")
+        params = ChannelParams(msg.a, msg.b, msg.challenge_period, m.from_u256(msg.nonce))
+        cid = params.channel_id(self.domain.chain_id, self.domain.adjudicator)
         try:
+            existing = self.channels.get(cid)
+            if existing is not None:  # A resent its request: the same Accept again, never a second signature
+                self._answer_again(peer, existing, msg)
+                return
             if any(m.from_u256(d) for d in msg.deposits_b):
                 raise RemoteError(Reason.BAD_PARAMS, "this node commits no deposit on request; deposit after opening")
-            unfunded = sum(1 for cid in self._by_peer.get(peer, ()) if cid in self._unfunded_since)
+            unfunded = sum(1 for c in self._by_peer.get(peer, ()) if c in self._unfunded_since)
+            if len(self._unfunded_since) >= MAX_UNFUNDED_TOTAL:
+                raise RemoteError(Reason.TOO_MANY_UNFUNDED, f"{MAX_UNFUNDED_TOTAL} unfunded channels: try later")
             if unfunded >= self.max_unfunded_per_peer:
                 raise RemoteError(
                     Reason.TOO_MANY_UNFUNDED, f"{unfunded} channels from this peer hold no deposit yet: fund those"
                 )
             ch, effects = accept_open(msg, self.domain, self.key, self.terms)
         except StatechannelError as exc:  # tell A, so its channel does not wait forever
-            with contextlib.suppress(StatechannelError):
-                params = ChannelParams(msg.a, msg.b, msg.challenge_period, m.from_u256(msg.nonce))
-                cid = params.channel_id(self.domain.chain_id, self.domain.adjudicator)
-                self._spawn(self.transport.send(peer, m.encode(m.Reject(cid, 0, 0, str(exc.reason), exc.detail))))
+            self._spawn(self.transport.send(peer, m.encode(m.Reject(cid, 0, 0, str(exc.reason), exc.detail))))
             raise
-        if ch.channel_id in self.channels:  # A resent its request: answer again
-            existing = self.channels[ch.channel_id]
-            if existing.latest is not None and existing.latest.state.version == 0:
-                self._commit(ch.channel_id, existing, effects)
-            return
         self._unfunded_since[ch.channel_id] = time.monotonic()
         self._commit(ch.channel_id, ch, effects)
+
+    def _answer_again(self, peer: bytes, existing: Channel, msg: m.OpenRequest) -> None:
+        """Only the very request I accepted gets my pre-fund signature again: the channel id does not
+        cover assets and deposits, and signing other terms would be a second state at version 0."""
+        latest = existing.latest
+        same = (
+            list(existing.assets) == msg.assets
+            and [m.u256(d[0]) for d in existing.deposits] == msg.deposits_a
+            and [m.u256(d[1]) for d in existing.deposits] == msg.deposits_b
+        )
+        if not same or existing.me != 1 or latest is None or latest.state.version != 0:
+            raise RemoteError(Reason.WRONG_CHANNEL, "a channel with this id exists, on other terms")
+        accept = m.Accept(existing.channel_id, 0, latest.sig_b.to_bytes())
+        self._spawn(self.transport.send(peer, m.encode(accept)))
 
     # ------------------------------------------------------------ chain
 
@@ -593,7 +611,6 @@ class Node:
                     functools.partial(self.chainio.poll, since, self.confirmations)
                 )
                 self.chain_head = mark.number
-                self.chain_time = max(self.chain_time, timestamp)
                 for event in events:
                     routed = to_inputs(event)
                     if routed is None or routed[0] not in self.channels:
@@ -603,6 +620,7 @@ class Node:
                         self._feed_quietly(cid, inp)
                     if any(type(i).__name__ == "ChainOpened" for i in inputs) or reorged:
                         await self._refresh_funds(cid)
+                self.chain_time = max(self.chain_time, timestamp)  # only once its events are in
                 for cid in list(self._timed):
                     self._feed_quietly(cid, ChainTime(timestamp))
                 self._expire_unfunded()
@@ -624,11 +642,26 @@ class Node:
         now = time.monotonic()
         for cid, since in list(self._unfunded_since.items()):
             ch = self.channels.get(cid)
-            if ch is None or ch.phase is not Phase.FUNDING or any(a or b for a, b in ch.funded):
-                del self._unfunded_since[cid]
+            if ch is None or ch.phase is not Phase.FUNDING or ch.opened or any(a or b for a, b in ch.funded):
+                del self._unfunded_since[cid]  # open on chain it may hold money at any moment: kept
             elif now - since >= self.unfunded_ttl:
                 del self._unfunded_since[cid]
                 self._feed_quietly(cid, ActionAbandon())
+                if self.channels[cid].phase is Phase.CLOSED:
+                    self._spawn(self._forget(cid))
+
+    async def _forget(self, channel_id: bytes) -> None:
+        """Drop an abandoned channel (never opened, nothing in it) from memory and store, once its last
+        save is done: otherwise every free request would stay in the node for good."""
+        await self.idle(channel_id)
+        ch = self.channels.get(channel_id)
+        if ch is None or ch.phase is not Phase.CLOSED or ch.opened:
+            return
+        del self.channels[channel_id]
+        self._by_peer[ch.peer_address].discard(channel_id)
+        self._timed.discard(channel_id)
+        self._tails.pop(channel_id, None)
+        await self.store.forget(channel_id)
 
     async def _refresh_funds(self, channel_id: bytes) -> None:
         ch = self.channels[channel_id]
@@ -636,10 +669,16 @@ class Node:
             self._feed_quietly(channel_id, inp)
 
     def _feed_quietly(self, channel_id: bytes, inp: Input) -> None:
+        """A chain input for one channel: whatever goes wrong with it (a refusal, or a bug) stays with that
+        channel, never stops the watcher that serves every other one."""
         try:
             self._feed(channel_id, inp)
         except StatechannelError as exc:
             log.warning("chain input %s for 0x%s refused: %s", type(inp).__name__, channel_id.hex()[:12], exc)
+        except Exception:
+            log.exception(
+                "chain input %s for 0x%s failed; the channel is unchanged", type(inp).__name__, channel_id.hex()
+            )
 
     async def submit(self, channel_id: bytes, tx: SubmitTx) -> None:
         await self.chainio.submit(self.channel(channel_id), tx)

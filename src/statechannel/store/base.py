@@ -90,6 +90,10 @@ class Store(Protocol):
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
+    async def forget(self, channel_id: bytes) -> None:
+        """Drop a channel's row for good (one that never opened and holds nothing); its payments stay."""
+        ...
+
     def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]: ...
 
     async def save_quote(self, quote: StoredQuote, now_ms: int) -> None:

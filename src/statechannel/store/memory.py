@@ -104,6 +104,11 @@ class MemoryStore:
         self._prune()
         self._count(saves=1, payment_upserts=len({r.payment_id for r in records}))
 
+    async def forget(self, channel_id: bytes) -> None:
+        check_channel(channel_id, b"")
+        self._check_open()
+        self._channels.pop(channel_id, None)
+
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         check_checkpoint(checkpoint)
         self._check_open()

@@ -111,6 +111,9 @@ _UPSERT_QUOTE = (
 _EXPIRE_QUOTES = "DELETE FROM quotes WHERE expires_at_ms <= ?"
 
 
+_DELETE_CHANNEL = "DELETE FROM channels WHERE channel_id = ?"
+
+
 class _Save(NamedTuple):
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
@@ -119,6 +122,7 @@ class _Save(NamedTuple):
     payments: tuple[PaymentRecord, ...]
     checkpoint: Checkpoint | None  # set only by save_checkpoint, which carries no channel
     quote: tuple[StoredQuote, int] | None = None  # set only by save_quote: the quote and the time it was saved
+    forget: bool = False  # set only by forget: delete the channel
 
 
 class _Stop(NamedTuple):
@@ -218,6 +222,10 @@ class SqliteStore:
         check_checkpoint(checkpoint)
         await self._submit(b"", b"", (), checkpoint)
 
+    async def forget(self, channel_id: bytes) -> None:
+        check_channel(channel_id, b"")
+        await self._submit(channel_id, b"", (), None, forget=True)
+
     async def save_quote(self, quote: StoredQuote, now_ms: int) -> None:
         check_quote(quote, now_ms)
         await self._submit(b"", b"", (), None, (quote, now_ms))
@@ -242,13 +250,15 @@ class SqliteStore:
         records: tuple[PaymentRecord, ...],
         checkpoint: Checkpoint | None,
         quote: tuple[StoredQuote, int] | None = None,
+        *,
+        forget: bool = False,
     ) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._submit_lock:
             if self._stopped is not None:
                 raise StoreClosed(f"store {self.path} is closed; the save was not queued")
-            self._queue.put(_Save(loop, future, channel_id, blob, records, checkpoint, quote))
+            self._queue.put(_Save(loop, future, channel_id, blob, records, checkpoint, quote, forget))
         await future
 
     # ---------------------------------------------------------- writer thread
@@ -272,7 +282,7 @@ class SqliteStore:
                     return
 
     def _commit(self, saves: list[_Save]) -> None:
-        channels: dict[bytes, bytes] = {}
+        channels: dict[bytes, bytes | None] = {}  # None: forget it
         payments: dict[str, PaymentRecord] = {}
         checkpoint: Checkpoint | None = None
         quotes: dict[tuple[bytes, int], StoredQuote] = {}
@@ -285,7 +295,7 @@ class SqliteStore:
                 quotes[(quote.channel_id, quote.quote_id)] = quote
                 now_ms = max(now_ms, at)
             else:
-                channels[op.channel_id] = op.blob  # later saves of a channel overwrite earlier ones
+                channels[op.channel_id] = None if op.forget else op.blob  # later saves overwrite earlier ones
             for record in op.payments:
                 payments[record.payment_id] = record
         error: Exception | None = None
@@ -309,7 +319,7 @@ class SqliteStore:
 
     def _transact(
         self,
-        channels: dict[bytes, bytes],
+        channels: dict[bytes, bytes | None],
         payments: Iterable[PaymentRecord],
         checkpoint: Checkpoint | None,
         quotes: Iterable[StoredQuote] = (),
@@ -321,7 +331,8 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if channels:
-                conn.executemany(_UPSERT_CHANNEL, channels.items())
+                conn.executemany(_UPSERT_CHANNEL, [(c, b) for c, b in channels.items() if b is not None])
+                conn.executemany(_DELETE_CHANNEL, [(c,) for c, b in channels.items() if b is None])
             rows = [
                 (
                     r.channel_id,
