@@ -149,12 +149,18 @@ def _channels_table(chs: list[dict[str, Any]]) -> None:
         peer_text = ch["peer"] + ("" if ch["peer_connected"] else " (offline)")
         # which watchtower holds which version (its receipt is in --json)
         towers = "\n".join(f"v{p['version']} {p['tower']}" for p in ch.get("protection", [])) or "-"
-        for i, bal in enumerate(ch["balances"]):
+        phase, balances = ch["phase"], ch["balances"]
+        outcome = ch.get("outcome")
+        if outcome is not None:  # what the chain concluded and paid, never what this node hoped
+            phase = f"closed at v{outcome['version']}" + (", challenged" if outcome["challenged"] else "")
+            phase += ", LOSS: below my latest" if outcome["loss"] else ""
+            balances = outcome["paid"] or balances
+        for i, bal in enumerate(balances):
             first = i == 0
             table.add_row(
                 ch["channel_id"] if first else "",
                 peer_text if first else "",
-                ch["phase"] if first else "",
+                phase if first else "",
                 version if first else "",
                 bal["asset"],
                 bal["my_balance"],
