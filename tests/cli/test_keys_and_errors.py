@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.types import to_checksum
 from statechannel.node.keys import load_keystore
@@ -141,3 +143,24 @@ def test_node_start_with_the_wrong_password(tmp_path: Path) -> None:
     err = proc.stderr.decode().strip().splitlines()
     assert err == [f"Error: wrong password for keystore {keystore}"]
     assert not (tmp_path / "data" / "node.json").exists()
+
+
+def test_a_closed_channel_lists_what_the_chain_paid(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statechannel.cli.channel import _channels_table
+
+    monkeypatch.setenv("COLUMNS", "200")
+    paid = [{"asset": "eth", "my_balance": "1000", "peer_balance": "0"}]
+    row = {
+        "channel_id": "0xabc",
+        "peer": "0xB",
+        "peer_connected": False,
+        "phase": "closed",
+        "version": 9,
+        "balances": [{"asset": "eth", "my_balance": "400", "peer_balance": "600"}],
+        "outcome": {"version": 1, "challenged": False, "loss": True, "paid": paid},
+    }
+    _channels_table([row])
+    shown = capsys.readouterr().out
+    assert "closed at v1" in shown and "LOSS" in shown and "1000" in shown and "400" not in shown
