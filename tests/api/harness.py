@@ -58,6 +58,10 @@ class LockedChain:
         with self._lock:
             return self._chain.get_logs(address, from_block, to_block)
 
+    def pending(self, address: bytes) -> int:
+        with self._lock:
+            return self._chain.pending(address)
+
     def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
         with self._lock:
             return self._chain.transaction(tx_hash)

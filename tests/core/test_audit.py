@@ -96,3 +96,98 @@ def test_refusal_reasons_are_bounded_in_what_the_leader_keeps() -> None:
         pair.links[1].clear()
     assert len(encode_channel(a.ch)) < 200_000
     a.channel, _ = transition(a.ch, PeerConnected(), a.key)
+
+
+# ------------------------------------------------------------------ a second audit, of the fixes
+
+
+def test_one_honest_refusal_with_a_full_pipeline_does_not_stop_the_leader() -> None:
+    """With 64 in flight one refusal moved them all to the refused ones, which then blocked every
+    proposal (even the bump that would clear them) for the rest of the channel's life."""
+    from statechannel.core.io import ChainFunded
+
+    pair = Pair(seed="wedge")
+    pair.feed(pair.a, ChainFunded(ETH, 0, 2000))  # A saw its top-up, B not yet
+    pair.pay(0, 1500)  # fits for A, overdraws A in B's view: honest B refuses it
+    for _ in range(MAX_IN_FLIGHT - 1):
+        pair.pay(0, 1)
+    pair.deliver_all()
+    pair.feed(pair.b, ChainFunded(ETH, 0, 2000))  # views agree again
+    pair.disconnect_and_reconnect()
+    pair.deliver_all()
+    pair.pay(0, 1)
+    pair.deliver_all()
+    assert pair.a.ch.pending == () and pair.a.ch.rolled == ()
+    assert "A1" in pair.a.failed and len(pair.a.sent) == MAX_IN_FLIGHT  # the 63 retried, and the new one
+
+
+def test_a_deposit_lag_does_not_get_an_honest_followers_request_refused() -> None:
+    """`tries` counted refusals of proposals that failed for the leader's own payments."""
+    from statechannel.core.io import ChainFunded, NotifyFailed
+
+    pair = Pair(seed="tries")
+    pair.feed(pair.a, ChainFunded(ETH, 0, 3000))  # A topped up; B has not read it yet
+    pair.pay(0, 1500)
+    pair.pay(0, 1200)
+    pair.pay(1, 10)
+    pair.deliver_all()
+    assert not [e for e in pair.b.effects if isinstance(e, NotifyFailed)]
+    assert pair.b.sent == {"B3": 10}
+
+
+def test_one_real_take_cannot_carry_junk_takes_into_the_leaders_store() -> None:
+    from statechannel.core.quotes import Quote, Swap
+    from tests.trading.harness import TOKEN, AssetPair
+
+    big = 2**255 - 1
+    pair = AssetPair(seed="bloat4")
+    a = pair.a
+    cid = a.ch.channel_id
+    q, sig = pair.quote(0, maker_sells=True, base_unit=1, quote_unit=1, size=10**6, ttl_ms=3_600_000)
+    junk = [
+        Swap(Quote(cid, 10**9 + k, TOKEN, ETH, True, big, big, big, 2**63), Signature(1, 1, 27), big)
+        for k in range(255)
+    ]
+    msg = m.decode(m.encode(m.TakeRequest.of(cid, 1, (Swap(q, sig, 1), *junk))))
+    a.channel, effects = receive(a.ch, msg, a.key, pair.clock)
+    assert [type(e.message).__name__ for e in effects if isinstance(e, SendMessage)] == ["Refuse"]
+    assert a.ch.requests == () and a.ch.pending == ()
+
+
+def test_one_close_one_challenge() -> None:
+    """The challenge was stamped with the channel's stale clock, so the same poll's clock sent another."""
+    from statechannel.core.eip712 import state_hash
+    from statechannel.core.io import ChainDisputeRecorded, ChainTime, SubmitTxChallenge
+    from tests.core.harness import CHAIN_START
+
+    pair = Pair(seed="double", period=3600)
+    stale = pair.b.ch.latest
+    assert stale is not None
+    pair.pay(0, 5)
+    pair.deliver_all()
+    b = pair.b
+    now = CHAIN_START + 600
+    b.channel, _ = transition(b.ch, ChainTime(now), b.key)  # the node sets a closing channel's clock first
+    record = ChainDisputeRecorded(stale.state.version, now + 3600, state_hash(stale.state), False, stale.state)
+    b.channel, first = transition(b.ch, record, b.key)
+    b.channel, second = transition(b.ch, ChainTime(now), b.key)
+    assert len([e for e in (*first, *second) if isinstance(e, SubmitTxChallenge)]) == 1
+
+
+def test_a_close_seen_while_opening_ends_the_channel() -> None:
+    from eth_hash.auto import keccak
+
+    from statechannel.core.channel import Phase
+    from statechannel.core.crypto import PrivateKey
+    from statechannel.core.eip712 import state_hash
+    from statechannel.core.io import ChainDisputeRecorded, ChainOpened
+    from statechannel.core.machine import open_channel
+    from statechannel.core.types import ChannelParams, State
+    from tests.core.harness import DOMAIN
+
+    a, b = PrivateKey(keccak(b"open A")), PrivateKey(keccak(b"open B"))
+    ch, _ = open_channel(ChannelParams(a.address, b.address, 100, 1), DOMAIN, (ETH,), ((10, 0),), a)
+    ch, _ = transition(ch, ChainOpened(), a)
+    prefund = State(ch.channel_id, 0, (ETH,), (0,))
+    ch, effects = transition(ch, ChainDisputeRecorded(0, 2000, state_hash(prefund), False, prefund), a)
+    assert ch.phase is Phase.CLOSED and any(type(e).__name__ == "NotifyAlert" for e in effects)

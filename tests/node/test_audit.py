@@ -4,14 +4,18 @@ before its fix (the findings and their reproductions are summed up in the closin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from eth_abi.abi import encode as abi_encode
 
 from statechannel.chain.adjudicator import Status, Token
-from statechannel.chain.base import ChainError
+from statechannel.chain.base import ChainError, TransactionReverted
 from statechannel.contracts import load
 from statechannel.core import closing
 from statechannel.core import messages as m
@@ -19,9 +23,9 @@ from statechannel.core.channel import Phase
 from statechannel.core.crypto import PrivateKey, recover
 from statechannel.core.eip712 import state_digest
 from statechannel.core.hashing import keccak
-from statechannel.core.io import NotifyReceived, SendMessage
+from statechannel.core.io import NotifyReceived, SendMessage, SubmitTxCloseCooperative
 from statechannel.core.machine import open_channel
-from statechannel.core.types import ETH, ChannelParams, State
+from statechannel.core.types import ETH, ChannelParams, State, to_checksum
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.store.base import PaymentRecord
@@ -293,3 +297,198 @@ def test_every_received_amount_is_recorded_even_when_asset_addresses_share_a_pre
 
     rows = asyncio.run(store_them())
     assert sorted((r.asset, r.amount) for r in rows) == [(t1, 5), (t2, 7)]
+
+
+# ------------------------------------------------------------------ a second audit, of the fixes
+
+
+class Congested:
+    """The same chain, with a mempool for one kind of transaction while `jam` is set: it is broadcast
+    (counted as pending), the sender gets no receipt in time, and it is mined only at `release`."""
+
+    def __init__(self, chain: Any, adjudicator: bytes, selector: bytes) -> None:
+        self._chain, self.adj, self.selector = chain, adjudicator, selector
+        self.jam = False
+        self.held: list[tuple[Any, bytes, bytes, int, int]] = []
+
+    def send_transaction(self, key: Any, to: Any, data: bytes, value: int = 0, gas: int | None = None) -> Any:
+        if self.jam and to == self.adj and data[:4] == self.selector:
+            est = self._chain._tester.estimate_gas(self._chain._tx(to, data, value, key.address))
+            self.held.append((key, to, data, value, est))
+            raise ChainError("no receipt after 60.0s")  # what rpc.py raises once broadcast
+        return self._chain.send_transaction(key, to, data, value, gas)
+
+    def pending(self, address: bytes) -> int:
+        return sum(1 for key, *_ in self.held if key.address == address)
+
+    def release(self) -> tuple[int, int]:
+        landed = reverted = 0
+        for key, to, data, value, gas in self.held:
+            try:
+                self._chain.send_transaction(key, to, data, value, gas)
+                landed += 1
+            except TransactionReverted:
+                reverted += 1  # mined and reverted: its gas is spent
+        self.held.clear()
+        return landed, reverted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+
+def test_a_jammed_challenge_is_not_sent_again_while_it_is_pending(tmp_path: Path) -> None:
+    """The resend stacked duplicates behind a broadcast but unmined challenge: each passed its dry run
+    and, once the jam cleared, was mined and reverted, paying gas (40 in six minutes)."""
+
+    async def scenario(w: World) -> None:
+        a = await w.node(0)
+        selector = w.adj.abi.functions["challenge"][0]
+        key = w.keys[1]
+        jammed = Congested(w.chain, w.adj.address, selector)
+        store = SqliteStore(w.tmp / "jammed.db")
+        b = Node(key, ChainIO(jammed, w.adj.address, key), store, w.link[1], poll_interval=0.02, terms=TEST_TERMS)
+        await b.start()
+        w.nodes.append(b)
+        cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=3600)
+        await b.wait_for(cid, Phase.OPEN)
+        await a.wait_for(cid, Phase.OPEN)
+        stale = a.channel(cid).latest
+        assert stale is not None
+        await a.pay(cid, ETH, ETHER // 2)
+        await b.idle(cid)
+        await a.stop()
+        jammed.jam = True
+        params = a.channel(cid).params
+        await chain_of(b, lambda: w.adj.close(w.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+        await b.wait_for(cid, Phase.DISPUTE)
+        await until("the challenge is broadcast", lambda: bool(jammed.held), 20)
+        for _ in range(4):  # minutes of chain time while it sits in the mempool
+            await chain_of(b, lambda: w.chain.advance_time(closing.RETRY))
+            await asyncio.sleep(0.5)
+        landed, reverted = await chain_of(b, jammed.release)
+        assert (landed, reverted) == (1, 0)
+        latest = b.channel(cid).latest
+        assert latest is not None
+        await until("recorded", lambda: (r := w.adj.recorded(cid)) is not None and r.version == latest.state.version)
+
+    run(tmp_path, scenario)
+
+
+def _batch(chain: Any, key: PrivateKey) -> bytes:
+    code = subprocess.run(
+        [sys.executable, "-m", "vyper", "-f", "bytecode", str(Path(__file__).parent / "contracts" / "Batch.vy")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    r = chain.send_transaction(key, None, bytes.fromhex(code.removeprefix("0x")))
+    assert r.contract_address is not None
+    return bytes(r.contract_address)
+
+
+def test_payouts_held_back_are_charged_to_their_own_channel_when_one_tx_concludes_two(tmp_path: Path) -> None:
+    """A PayoutDeferred names no channel: paired by transaction only, a batch concluding two channels
+    charged each with the other's, and the report went negative."""
+
+    async def scenario(w: World) -> None:
+        akey = w.keys[0]
+        r = w.chain.send_transaction(akey, None, load("HostileToken").bytecode)
+        assert r.contract_address is not None
+        ht = Token(w.chain, r.contract_address, contract="HostileToken")
+        ht.send(akey, "mint", "0x" + akey.address.hex(), 10_000)
+        batch = _batch(w.chain, akey)
+        a, b = await w.node(0), await w.node(1)
+        real_submit = a._submit
+
+        async def no_coop(cid: bytes, tx: Any) -> None:  # A keeps its finals, to submit them in one batch
+            if not isinstance(tx, SubmitTxCloseCooperative):
+                await real_submit(cid, tx)
+
+        a._submit = no_coop  # type: ignore[method-assign,assignment]
+        cids = []
+        for pay in (200, 300):
+            cid = await a.open_channel(b.address, {ETH: (ETHER, 0), ht.address: (0, 0)}, challenge_period=60)
+            await b.wait_for(cid, Phase.OPEN)
+            await a.wait_for(cid, Phase.OPEN)
+            i = b.channel(cid).assets.index(ht.address)
+            await chain_of(a, lambda cid=cid: w.adj.deposit_token(akey, cid, 0, ht.address, 500))  # type: ignore[misc]
+            await until("deposit", lambda c=cid, i=i: b.channel(c).funded[i] == (500, 0) == a.channel(c).funded[i])  # type: ignore[misc]
+            await a.pay(cid, ht.address, pay)
+            await b.idle(cid)
+            cids.append(cid)
+        for cid in cids:
+            await a.close(cid)
+            await until("final signed", lambda c=cid: (s := b.channel(c).latest) is not None and s.state.is_final)  # type: ignore[misc]
+        await chain_of(a, lambda: ht.send(akey, "arm", "0x" + w.adj.address.hex(), b"", 3))  # it refuses payouts
+        calls = []
+        for cid in cids:
+            s, params = b.channel(cid).latest, b.channel(cid).params
+            assert s is not None
+            calls.append(
+                w.adj.abi.encode_call(
+                    "close_cooperative", params.as_abi(), s.state.as_abi(), s.sig_a.as_abi(), s.sig_b.as_abi()
+                )
+            )
+        data = keccak(b"two(address,bytes,bytes)")[:4] + abi_encode(
+            ["address", "bytes", "bytes"], [to_checksum(w.adj.address), *calls]
+        )
+        await chain_of(a, lambda: w.chain.send_transaction(akey, batch, data))
+        for cid in cids:
+            await b.wait_for(cid, Phase.CLOSED)
+        assert await chain_of(b, lambda: w.adj.claimable(b.address, ht.address)) == 500
+        for cid, pay in zip(cids, (200, 300), strict=True):
+            o = b.channel(cid).outcome
+            i = b.channel(cid).assets.index(ht.address)
+            assert o is not None and o.paid is not None
+            assert o.deferred == ((ht.address, pay),) and o.paid[i] == (0, 0)
+
+    run(tmp_path, scenario)
+
+
+def test_throwaway_keys_cannot_lock_honest_peers_out(tmp_path: Path) -> None:
+    """1,024 free requests from 128 throwaway keys filled the global bound for an hour, at no cost."""
+    from statechannel.core.errors import StatechannelError
+    from statechannel.node.node import MAX_UNFUNDED_PER_PEER, MAX_UNFUNDED_TOTAL
+
+    async def scenario(w: World) -> None:
+        b = await w.node(1)
+        last = b""
+        for k in range(MAX_UNFUNDED_TOTAL // MAX_UNFUNDED_PER_PEER):
+            sybil = PrivateKey(keccak(f"sybil {k}".encode()))
+            for n in range(MAX_UNFUNDED_PER_PEER):
+                params = ChannelParams(sybil.address, b.address, 60, n)
+                _, eff = open_channel(params, b.domain, (ETH,), ((0, 0),), sybil)
+                msg = next(e.message for e in eff if isinstance(e, SendMessage))
+                assert isinstance(msg, m.OpenRequest)
+                with contextlib.suppress(StatechannelError):
+                    b._on_open_request(sybil.address, msg)
+                last = params.channel_id(b.domain.chain_id, b.domain.adjudicator)
+        await b.idle(last)
+        a = RawPeer(w, 0)
+        params = ChannelParams(a.key.address, b.address, 60, 1)
+        _, eff = open_channel(params, b.domain, (ETH,), ((ETHER, 0),), a.key)
+        await a.send(b.address, next(e.message for e in eff if isinstance(e, SendMessage)))
+        await until("B's answer", lambda: bool(a.inbox))
+        assert isinstance(a.inbox[-1], m.Accept), a.inbox[-1]
+
+    run(tmp_path, scenario, timeout=240)
+
+
+def test_an_abandoned_channel_is_not_accepted_again(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        b = await w.node(1)
+        a = RawPeer(w, 0)
+        params = ChannelParams(a.key.address, b.address, 60, 5)
+        cid = params.channel_id(b.domain.chain_id, b.domain.adjudicator)
+        _, effects = open_channel(params, b.domain, (ETH,), ((ETHER, 0),), a.key)
+        request = next(e.message for e in effects if isinstance(e, SendMessage))
+        await a.send(b.address, request)
+        await until("B accepts", lambda: any(isinstance(x, m.Accept) for x in a.inbox))
+        a.inbox.clear()  # that Accept is lost: A is still opening
+        await b.abandon(cid)
+        await b.idle(cid)
+        await a.send(b.address, request)  # A resends on reconnect
+        await until("B's answer", lambda: bool(a.inbox))
+        assert isinstance(a.inbox[-1], m.Reject), "never invite A to fund a channel B has abandoned"
+
+    run(tmp_path, scenario)

@@ -220,13 +220,16 @@ def test_every_refusal_of_the_leader_as_maker_names_its_reason() -> None:
 
     # one request, several takes: those that pass are carried in one fill, the others refused in it
     q2, sig2 = pair.quote(0, size=10)
-    fill = forged.send(Swap(q2, sig2, 4), Swap(q2, sig2, 3), Swap(q2, sig2, 7), Swap(replace(q2, size=11), sig2, 3))
-    assert isinstance(fill, m.ProposeFill) and fill.taken == [0, 1]
-    assert [(r.index, r.reason) for r in fill.refused] == [(2, "oversize"), (3, "bad_signature")]
+    fill = forged.send(Swap(q2, sig2, 4), Swap(q2, sig2, 3), Swap(q2, sig2, 7), Swap(q2, sig2, 1))
+    assert isinstance(fill, m.ProposeFill) and fill.taken == [0, 1, 3]
+    assert [(r.index, r.reason) for r in fill.refused] == [(2, "oversize")]
     # a request none of whose takes pass is refused whole, each take with its reason
-    refuse = forged.send(Swap(q2, sig2, 4), Swap(replace(q2, size=11), sig2, 1))  # 3 left
+    refuse = forged.send(Swap(q2, sig2, 4), Swap(q2, sig2, 5))  # 2 left
     assert isinstance(refuse, m.Refuse) and refuse.reason == "oversize"  # the first take's reason
-    assert [(r.index, r.reason) for r in refuse.takes] == [(0, "oversize"), (1, "bad_signature")]
+    assert [(r.index, r.reason) for r in refuse.takes] == [(0, "oversize"), (1, "oversize")]
+    # a take of a quote that is not mine is refused with its whole request, never queued
+    refuse = forged.send(Swap(q2, sig2, 1), Swap(replace(q2, size=11), sig2, 1))
+    assert isinstance(refuse, m.Refuse) and refuse.reason == "bad_signature" and refuse.takes == []
     # a malformed request is refused whole
     empty = msgspec.structs.replace(m.TakeRequest.of(pair.a.ch.channel_id, 5_000, (Swap(q2, sig2, 1),)), takes=[])
     refuse = forged.send(msg=empty)

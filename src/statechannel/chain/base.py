@@ -74,6 +74,10 @@ class Chain(Protocol):
 
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]: ...
 
+    def pending(self, address: bytes) -> int:
+        """How many transactions of `address` were sent but are not mined yet."""
+        ...
+
     def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
         """(to, input) of a mined transaction: what it called, with which calldata."""
         ...

@@ -153,6 +153,9 @@ class EmbeddedChain:
         entries = self._tester.get_logs(from_block=from_block, to_block=to_block, address=to_checksum(address))
         return [self._log(e) for e in entries]
 
+    def pending(self, address: bytes) -> int:
+        return 0  # every transaction is mined as it is sent
+
     @_locked
     def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
         tx = self._tester.get_transaction_by_hash(_hex(tx_hash))

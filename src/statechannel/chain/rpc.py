@@ -141,6 +141,12 @@ class RpcChain:
         query = {"address": to_checksum(address), "fromBlock": hex(from_block), "toBlock": hex(to_block)}
         return [self._log(e) for e in self._rpc("eth_getLogs", [query])]
 
+    def pending(self, address: bytes) -> int:
+        count = [
+            int(self._rpc("eth_getTransactionCount", [to_checksum(address), tag]), 16) for tag in ("pending", "latest")
+        ]
+        return max(0, count[0] - count[1])
+
     def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
         tx = self._rpc("eth_getTransactionByHash", [_hex(tx_hash)])
         if not tx:

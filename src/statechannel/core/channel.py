@@ -16,7 +16,7 @@ from statechannel.core.types import ChannelParams, Domain, State, Withdrawal
 
 MAX_IN_FLIGHT = 64
 """The leader's proposals in flight, and the follower's requests outstanding, per channel."""
-MAX_ROLLED = 64
+MAX_ROLLED = 2 * 64
 """The leader's refused proposals kept (signed, so still usable by the peer) before it stops proposing."""
 MAX_QUEUED = 256
 """Follower requests the leader holds while its pipeline is full; past it they are refused."""

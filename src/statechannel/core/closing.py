@@ -69,6 +69,9 @@ def _told(ch: Channel, inp: ChainDisputeRecorded) -> State | None:
 def on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
     if ch.phase is Phase.CLOSED:
         return ch, ()
+    if ch.latest is None:  # closed with the pre-fund state before its countersignature reached me
+        alert = NotifyAlert("closed_while_opening", "the peer closed the channel before I held its signature")
+        return replace(ch, phase=Phase.CLOSED, opening_sig=None), (alert, NotifyPhase(Phase.CLOSED))
     prev = ch.dispute
     d = Dispute(
         inp.version,
@@ -180,7 +183,7 @@ def on_concluded(ch: Channel, inp: ChainConcluded) -> Result:
     mine = ch.address_of(ch.me)
     held: dict[bytes, int] = {}
     for account, asset, amount in inp.deferred:
-        if account == mine:
+        if account == mine and asset in ch.assets:
             held[asset] = held.get(asset, 0) + amount
     outcome = Outcome(
         version=inp.version,

@@ -49,12 +49,12 @@ from statechannel.core.quotes import QuoteFill, Swap, quote_signer
 from statechannel.core.types import State
 
 MAX_REQUESTS_PER_UPDATE = 64
+"""Follower payment requests carried by one update (each already holds up to 512 payments)."""
 MAX_QUEUED_TAKES = 4 * 256
 """Takes the follower may have waiting in my queue, in all its take requests together."""
 MAX_CARRIED = 2
-"""Times a follower's request goes back to my queue after the follower refused a proposal carrying it:
-past that it is refused, so a follower refusing its own requests cannot make me propose forever."""
-"""Follower payment requests carried by one update (each already holds up to 512 payments)."""
+"""Times the follower may refuse a proposal of mine that carried nothing but its requests: past that
+they are refused, so a follower refusing its own requests cannot make me propose forever."""
 
 
 # ------------------------------------------------------------------ signing
@@ -316,11 +316,11 @@ def on_take_request(ch: Channel, msg: m.TakeRequest, key: PrivateKey, now_ms: in
     except RemoteError as exc:
         raise RemoteError(exc.reason, exc.detail, request=msg.rid) from exc
     mine = ch.address_of(ch.me)
-    if not any(  # none of my quotes of this channel: nothing to consider, never queued (each is bounded)
-        s.quote.channel_id == ch.channel_id and quote_signer(ch.domain, s.quote, s.quote_sig) == mine for s in takes
-    ):
-        why = Reason.WRONG_CHANNEL if takes[0].quote.channel_id != ch.channel_id else Reason.BAD_SIGNATURE
-        raise RemoteError(why, "no take of a quote of mine in this channel", request=msg.rid)
+    for swap in takes:  # an honest follower takes only my quotes of this channel: anything else, never queued
+        if swap.quote.channel_id != ch.channel_id:
+            raise RemoteError(Reason.WRONG_CHANNEL, "a take of a quote of another channel", request=msg.rid)
+        if quote_signer(ch.domain, swap.quote, swap.quote_sig) != mine:
+            raise RemoteError(Reason.BAD_SIGNATURE, "a take of a quote I did not sign", request=msg.rid)
     return _take_in(ch, Request(msg.rid, takes=takes), key, now_ms)
 
 
@@ -453,12 +453,18 @@ def _rollback(ch: Channel, msg: m.Reject, key: PrivateKey, now_ms: int) -> Resul
     retry, retry_takes, held, held_takes = _blame(rejected, later, msg)
     effects += [*held, *held_takes]
     # the follower's requests they carried wait again (the one it blamed is dead: it dropped it)
-    back = []
+    only_requests = not rejected.payments and rejected.kind in (Kind.PAY, Kind.FILL)  # the refusal is about them
+    back: list[Request] = []
+    queued_takes = sum(len(r.takes) for r in ch.requests)
     for r in (r for p in gone for r in p.requests if r.rid != msg.request):
-        if r.tries + 1 >= MAX_CARRIED:
-            effects.append(_refuse(ch, r.rid, Reason.UNKNOWN_REQUEST, "refused by the follower in every proposal"))
+        tries = r.tries + (1 if only_requests and r in rejected.requests else 0)
+        if tries >= MAX_CARRIED:
+            effects.append(_refuse(ch, r.rid, Reason.UNKNOWN_REQUEST, "refused by the follower each time"))
+        elif len(ch.requests) + len(back) >= MAX_QUEUED or queued_takes + len(r.takes) > MAX_QUEUED_TAKES:
+            effects.append(_refuse(ch, r.rid, Reason.PIPELINE_FULL, "no room to queue it again"))
         else:
-            back.append(replace(r, tries=r.tries + 1))
+            back.append(replace(r, tries=tries))
+            queued_takes += len(r.takes)
     ch = replace(ch, requests=tuple(sorted((*back, *ch.requests), key=lambda r: r.rid)))
     if any(p.kind is Kind.FINAL for p in gone) or ch.final_signed:
         # my final is out, so I sign nothing else: close with my latest, which pays the same
@@ -482,7 +488,7 @@ def _rollback(ch: Channel, msg: m.Reject, key: PrivateKey, now_ms: int) -> Resul
             ch, more = _retake(ch, retry_takes, key)
             again.extend(more)
         effects.extend(again)
-        if not ch.pending and ch.rolled and not _is_bump(rejected) and ch.room() > 0:
+        if not ch.pending and ch.rolled and not _is_bump(rejected):  # a bump may go out even with rolled full
             ch, more = bump(ch, key)
             effects.extend(more)
     else:

@@ -93,6 +93,15 @@ class ChainIO:
         """As `submit`, also saying why it reverted (None: mined, or it never got a verdict)."""
         delay = 0.2
         for attempt in range(RETRIES):
+            if isinstance(tx, SubmitTxChallenge | SubmitTxSettle) and await self._pending():
+                # one of mine is not mined yet (perhaps this very one, sent before a timeout): another would
+                # only be mined after it and revert, paying gas; the machine asks again later
+                log.info(
+                    "%s for 0x%s not sent: a transaction of mine is pending",
+                    type(tx).__name__,
+                    ch.channel_id.hex()[:12],
+                )
+                return None, None
             try:
                 receipt = await self.run(lambda: self._send(ch, tx))
                 self.gas_used.append((type(tx).__name__.removeprefix("SubmitTx"), receipt.gas_used))
@@ -109,6 +118,10 @@ class ChainIO:
                 return None, None
         log.error("%s for channel 0x%s gave up after %d attempts", type(tx).__name__, ch.channel_id.hex(), RETRIES)
         return None, None
+
+    async def _pending(self) -> bool:
+        me = self.key.address
+        return await self.run(lambda: self.chain.pending(me)) > 0
 
     def _send(self, ch: Channel, tx: SubmitTx) -> Receipt:
         adj, key, cid = self.adj, self.key, ch.channel_id
@@ -189,17 +202,30 @@ class ChainIO:
 
 
 def _pair_deferred(events: list[ChainObserved]) -> list[ChainObserved]:
-    """Attach each PayoutDeferred to the Concluded of its transaction, so the channel learns it."""
-    deferred: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
-    for e in events:
-        if isinstance(e, ChainObservedPayoutDeferred):
-            deferred.setdefault(e.origin.tx_hash, []).append((e.account, e.asset, e.amount))
-    if not deferred:
+    """Attach each PayoutDeferred to the Concluded it belongs to, so the channel learns it. They name no
+    channel: in one transaction (which may conclude several), a conclusion logs its deferred payouts just
+    before its Concluded, and a withdrawal logs its one just after its Withdrawn."""
+    if not any(isinstance(e, ChainObservedPayoutDeferred) for e in events):
         return events
-    return [
-        replace(e, deferred=tuple(deferred.get(e.origin.tx_hash, ()))) if isinstance(e, ChainObservedConcluded) else e
-        for e in events
-    ]
+    out: list[ChainObserved] = []
+    held: list[tuple[bytes, bytes, int]] = []
+    tx = b""
+    withdrawn: ChainObservedWithdrawal | None = None
+    for event in sorted(events, key=lambda e: (e.origin.block_number, e.origin.log_index)):
+        if event.origin.tx_hash != tx:
+            tx, held, withdrawn = event.origin.tx_hash, [], None
+        if isinstance(event, ChainObservedPayoutDeferred):
+            if withdrawn is not None and (event.asset, event.amount) == (withdrawn.asset, withdrawn.amount):
+                withdrawn = None  # the withdrawal's own payout
+            else:
+                held.append((event.account, event.asset, event.amount))
+        elif isinstance(event, ChainObservedConcluded):
+            event = replace(event, deferred=tuple(held))  # noqa: PLW2901
+            held, withdrawn = [], None
+        else:
+            withdrawn = event if isinstance(event, ChainObservedWithdrawal) else None
+        out.append(event)
+    return out
 
 
 def to_inputs(event: ChainObserved) -> tuple[bytes, list[Input]] | None:

@@ -29,6 +29,7 @@ from statechannel.core.io import (
     ActionCloseUnilateral,
     ActionPay,
     ActionWithdraw,
+    ChainDisputeRecorded,
     ChainTime,
     ChainTxFailed,
     Effect,
@@ -572,13 +573,13 @@ class Node:
             if any(m.from_u256(d) for d in msg.deposits_b):
                 raise RemoteError(Reason.BAD_PARAMS, "this node commits no deposit on request; deposit after opening")
             unfunded = sum(1 for c in self._by_peer.get(peer, ()) if c in self._unfunded_since)
-            if len(self._unfunded_since) >= MAX_UNFUNDED_TOTAL:
-                raise RemoteError(Reason.TOO_MANY_UNFUNDED, f"{MAX_UNFUNDED_TOTAL} unfunded channels: try later")
             if unfunded >= self.max_unfunded_per_peer:
                 raise RemoteError(
                     Reason.TOO_MANY_UNFUNDED, f"{unfunded} channels from this peer hold no deposit yet: fund those"
                 )
             ch, effects = accept_open(msg, self.domain, self.key, self.terms)
+            if len(self._unfunded_since) >= MAX_UNFUNDED_TOTAL:
+                self._evict_oldest_unfunded()
         except StatechannelError as exc:  # tell A, so its channel does not wait forever
             self._spawn(self.transport.send(peer, m.encode(m.Reject(cid, 0, 0, str(exc.reason), exc.detail))))
             raise
@@ -594,7 +595,13 @@ class Node:
             and [m.u256(d[0]) for d in existing.deposits] == msg.deposits_a
             and [m.u256(d[1]) for d in existing.deposits] == msg.deposits_b
         )
-        if not same or existing.me != 1 or latest is None or latest.state.version != 0:
+        if (
+            not same
+            or existing.me != 1
+            or existing.phase is not Phase.FUNDING
+            or latest is None
+            or latest.state.version != 0
+        ):
             raise RemoteError(Reason.WRONG_CHANNEL, "a channel with this id exists, on other terms")
         accept = m.Accept(existing.channel_id, 0, latest.sig_b.to_bytes())
         self._spawn(self.transport.send(peer, m.encode(accept)))
@@ -616,6 +623,9 @@ class Node:
                     if routed is None or routed[0] not in self.channels:
                         continue
                     cid, inputs = routed
+                    closes = any(isinstance(i, ChainDisputeRecorded) for i in inputs)
+                    if closes and self.channels[cid].now < timestamp:  # a close is judged by the block read
+                        self._feed_quietly(cid, ChainTime(timestamp))
                     for inp in inputs:
                         self._feed_quietly(cid, inp)
                     if any(type(i).__name__ == "ChainOpened" for i in inputs) or reorged:
@@ -649,6 +659,18 @@ class Node:
                 self._feed_quietly(cid, ActionAbandon())
                 if self.channels[cid].phase is Phase.CLOSED:
                     self._spawn(self._forget(cid))
+
+    def _evict_oldest_unfunded(self) -> None:
+        """All unfunded slots are taken (peer addresses cost nothing): the oldest one never opened on
+        chain makes room, so a flood cannot lock honest peers out; an honest opener opens within moments."""
+        for cid in sorted(self._unfunded_since, key=self._unfunded_since.__getitem__):
+            ch = self.channels.get(cid)
+            if ch is not None and ch.phase is Phase.FUNDING and not ch.opened and not any(a or b for a, b in ch.funded):
+                del self._unfunded_since[cid]
+                self._feed_quietly(cid, ActionAbandon())
+                self._spawn(self._forget(cid))
+                return
+        raise RemoteError(Reason.TOO_MANY_UNFUNDED, f"{MAX_UNFUNDED_TOTAL} unfunded channels open on chain: try later")
 
     async def _forget(self, channel_id: bytes) -> None:
         """Drop an abandoned channel (never opened, nothing in it) from memory and store, once its last
