@@ -6,8 +6,9 @@ durable SQLite stores (WAL, fsync), the embedded chain for funding.
 Both nodes run in this one process, so they share one core's worth of Python:
 figures are a floor for two separate processes on two cores.
 
-- round trip: one payment, unloaded, from pay() to the peer's countersignature;
-- updates/s: one payment per update, up to 64 updates in flight;
+- round trip: one payment, unloaded, from pay() to the peer's countersignature; A (the leader)
+  proposes its payment, B (the follower) asks A to propose one (decision 0007), so both are measured;
+- updates/s: one payment per update, up to 64 updates in flight (A's, then B's);
 - payments/s: a burst of small payments, coalesced into updates (<= 512 each).
 """
 
@@ -57,7 +58,7 @@ async def setup(tmp: Path, store: str = "sqlite") -> tuple[Node, Node, bytes]:
     return a, b, cid
 
 
-async def round_trips(a: Node, cid: bytes, n: int) -> dict[str, float]:
+async def round_trips(a: Node, cid: bytes, n: int, prefix: str = "") -> dict[str, float]:
     samples = []
     for _ in range(n):
         t = time.perf_counter()
@@ -65,12 +66,12 @@ async def round_trips(a: Node, cid: bytes, n: int) -> dict[str, float]:
         samples.append((time.perf_counter() - t) * 1000)
     samples.sort()
     return {
-        "round_trip_p50_ms": round(statistics.median(samples), 3),
-        "round_trip_p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+        f"{prefix}round_trip_p50_ms": round(statistics.median(samples), 3),
+        f"{prefix}round_trip_p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
     }
 
 
-async def updates(a: Node, cid: bytes, n: int) -> dict[str, float]:
+async def updates(a: Node, cid: bytes, n: int, prefix: str = "") -> dict[str, float]:
     """Each payment is queued in its own loop turn, so each becomes its own update."""
     v0 = a.channel(cid).latest.state.version  # type: ignore[union-attr]
     in_flight: list[asyncio.Future[Any]] = []
@@ -83,7 +84,7 @@ async def updates(a: Node, cid: bytes, n: int) -> dict[str, float]:
     await asyncio.gather(*in_flight)
     dt = time.perf_counter() - t
     v1 = a.channel(cid).latest.state.version  # type: ignore[union-attr]
-    return {"updates_per_s": round((v1 - v0) / dt), "payments_per_update": round(n / (v1 - v0), 2)}
+    return {f"{prefix}updates_per_s": round((v1 - v0) / dt), f"{prefix}payments_per_update": round(n / (v1 - v0), 2)}
 
 
 async def burst(a: Node, cid: bytes, n: int) -> dict[str, float]:
@@ -104,6 +105,8 @@ async def main(quick: bool, store: str) -> dict[str, Any]:
             out |= await round_trips(a, cid, 200 if quick else 1000)
             out |= await updates(a, cid, 2000 if quick else 10_000)
             out |= await burst(a, cid, 20_000 if quick else 100_000)
+            out |= await round_trips(b, cid, 200 if quick else 1000, "follower_")  # B pays back what it got
+            out |= await updates(b, cid, 2000 if quick else 10_000, "follower_")
             if isinstance(a.store, SqliteStore):
                 stats = a.store.stats()
                 out["store_saves_per_commit_a"] = round(stats["saves"] / max(1, stats["commits"]), 2)
