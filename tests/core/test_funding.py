@@ -110,3 +110,21 @@ def test_abandon_only_what_holds_nothing() -> None:
     funded, _ = transition(b, ChainFunded(ETH, 0, 100), B)
     with pytest.raises(LocalError):
         transition(funded, ActionAbandon(), B)
+
+
+def test_a_restart_replaying_the_open_never_deposits_twice() -> None:
+    """Found by the crash soak: A's open went in, A was killed before it saw `Opened`; restarted, it sent
+    `open` again, which reverted with `channel exists`, and A then deposited its ether a second time."""
+    from statechannel.core.machine import pending_work
+
+    ch, request = _opening()
+    _, (accept, _) = accept_open(request, DOMAIN, B)
+    assert isinstance(accept, SendMessage) and isinstance(accept.message, m.Accept)
+    ch, effects = receive(ch, accept.message, A, 1)
+    assert _deposits(effects) == [SubmitTxOpen(100)] and ch.deposits_sent == (ETH,)
+    assert pending_work(ch) == (SubmitTxOpen(100),)  # the restart sends it again
+    ch, _ = transition(ch, ChainFunded(ETH, 0, 100), A)  # the node reads the funds before the failure
+    ch, effects = transition(ch, ChainTxFailed(SubmitTxOpen(100), "channel exists"), A)
+    assert _deposits(effects) == []
+    ch, effects = transition(ch, ChainOpened(), A)
+    assert _deposits(effects) == [SubmitTxDeposit(TOKEN, 500)]

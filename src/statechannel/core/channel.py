@@ -141,6 +141,9 @@ class Channel:
     opened: bool = False
     open_submitted: bool = False
     """A sent `open` (with its ether); if that reverts because someone else opened first, A deposits."""
+    deposits_sent: tuple[bytes, ...] = ()
+    """The assets whose agreed deposit I submitted (my ether by `open` counts): never twice, whatever a
+    restart replays."""
     signed_upto: int = 0
     """The highest version this key ever signed (invariant 3): it signs only above it."""
     pending: tuple[Proposal, ...] = ()

@@ -122,12 +122,15 @@ def accept_open(request: m.OpenRequest, domain: Domain, key: PrivateKey, terms: 
     return ch, (SendMessage(m.Accept(ch.channel_id, 0, mine.to_bytes())), NotifyPhase(Phase.FUNDING))
 
 
-def _deposits(ch: Channel, with_eth: bool) -> list[Effect]:
-    return [
-        SubmitTxDeposit(asset, pair[ch.me])
-        for asset, pair in zip(ch.assets, ch.deposits, strict=True)
-        if pair[ch.me] and (with_eth or asset != ETH)
-    ]
+def _deposits(ch: Channel, with_eth: bool) -> tuple[Channel, tuple[Effect, ...]]:
+    """My agreed deposits not yet submitted (each once: `deposits_sent` is saved before it goes out)."""
+    out: list[Effect] = []
+    sent = list(ch.deposits_sent)
+    for asset, pair in zip(ch.assets, ch.deposits, strict=True):
+        if pair[ch.me] and (with_eth or asset != ETH) and asset not in sent:
+            out.append(SubmitTxDeposit(asset, pair[ch.me]))
+            sent.append(asset)
+    return replace(ch, deposits_sent=tuple(sent)), tuple(out)
 
 
 def on_open_accepted(ch: Channel, msg: m.Accept) -> Result:
@@ -138,9 +141,11 @@ def on_open_accepted(ch: Channel, msg: m.Accept) -> Result:
     assert ch.opening_sig is not None
     new = replace(ch, latest=SignedState(prefund, ch.opening_sig, theirs), phase=Phase.FUNDING, opening_sig=None)
     if ch.opened:  # someone opened it first (without my deposit): I fund it with deposits
-        return new, (*_deposits(new, True), NotifyPhase(Phase.FUNDING))
+        new, deposits = _deposits(new, True)
+        return new, (*deposits, NotifyPhase(Phase.FUNDING))
     eth = ch.deposits[ch.assets.index(ETH)][0] if ETH in ch.assets else 0
-    return replace(new, open_submitted=True), (SubmitTxOpen(eth), NotifyPhase(Phase.FUNDING))
+    sent = (ETH,) if eth else ()
+    return replace(new, open_submitted=True, deposits_sent=sent), (SubmitTxOpen(eth), NotifyPhase(Phase.FUNDING))
 
 
 def on_opened(ch: Channel) -> Result:
@@ -150,7 +155,7 @@ def on_opened(ch: Channel) -> Result:
     if ch.phase is not Phase.FUNDING:  # no countersigned pre-fund state: nothing goes in (invariant 9)
         return new, ()
     # A's ether went with its open (or goes in by deposit if that open reverts); the tokens follow it
-    return new, tuple(_deposits(new, with_eth=ch.me == FOLLOWER))
+    return _deposits(new, with_eth=ch.me == FOLLOWER)
 
 
 def on_funded(ch: Channel, inp: ChainFunded | ChainWithdrawn, key: PrivateKey) -> Result:
@@ -192,7 +197,11 @@ def on_tx_failed(ch: Channel, inp: ChainTxFailed) -> Result:
     deposit. The other failures change nothing here (withdrawals: see withdrawals.py)."""
     tx = inp.tx
     if isinstance(tx, SubmitTxOpen) and "channel exists" in inp.reason and ch.phase is Phase.FUNDING and tx.eth_deposit:
-        return ch, (SubmitTxDeposit(ETH, tx.eth_deposit),)
+        # the node read the funds from the chain first: if my own earlier open went in (a restart sent it
+        # again), nothing is missing; if someone else opened it, all of it is
+        missing = tx.eth_deposit - ch.funded[ch.assets.index(ETH)][ch.me]
+        if missing > 0:
+            return ch, (SubmitTxDeposit(ETH, missing),)
     return ch, ()
 
 

@@ -400,6 +400,8 @@ class Node:
         if receipt is None and reverted is not None:
             log.info("%s for 0x%s reverted: %s", type(tx).__name__, channel_id.hex()[:12], reverted)
             if isinstance(tx, _TX_FAILURES_FED):
+                if isinstance(tx, SubmitTxOpen):  # what is funded decides what is missing: read it first
+                    await self._refresh_funds(channel_id)
                 self._feed_quietly(channel_id, ChainTxFailed(tx, reverted))
 
     # ------------------------------------------------------------ payments
