@@ -72,6 +72,8 @@ class DaemonConfig:
     tower_policy: TowerPolicy = field(default_factory=TowerPolicy)
     terms: Terms = field(default_factory=Terms)
     """The challenge periods this node accepts in channels opened with it (and opens with)."""
+    recovery_wait: float = 20.0
+    """Seconds a channel restored from a backup waits for the peer's proof of a newer state, then closes."""
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -188,6 +190,7 @@ async def run(
             peer_book=PeerBook(data_dir / PEERS_FILE),
             towers=_tower_client(config),
             terms=config.terms,
+            recovery_wait=config.recovery_wait,
         )
         api: _Api | None = None
         redial: asyncio.Task[None] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from statechannel.cli.backup import backup
 from statechannel.cli.chain import gas
 from statechannel.cli.channel import channel, events, payments
 from statechannel.cli.demo import demo, deploy
@@ -44,6 +45,7 @@ for command in (
     watch,
     trade,
     watchtower,
+    backup,
 ):
     main.add_command(command)
 

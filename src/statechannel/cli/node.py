@@ -65,6 +65,13 @@ def node() -> None:
     type=click.IntRange(1, 2**32 - 1),
     help="s: longest window accepted (how long a counterparty may lock your money)",
 )
+@click.option(
+    "--recovery-wait",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="s: how long a channel restored from a backup waits for the peer's newer state before closing",
+)
 def node_start(
     rpc: str,
     adjudicator: str | None,
@@ -79,6 +86,7 @@ def node_start(
     tower_policy: str,
     min_challenge_period: int,
     max_challenge_period: int,
+    recovery_wait: float,
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
 
@@ -99,6 +107,7 @@ def node_start(
             towers=tuple(tower_url(t) for t in towers),
             tower_policy=TowerPolicy.parse(tower_policy),
             terms=Terms(min_challenge_period, max_challenge_period),
+            recovery_wait=recovery_wait,
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None

@@ -45,6 +45,7 @@ class Phase(StrEnum):
     CLOSING = "closing"  # a final state is being signed or submitted
     DISPUTE = "dispute"  # a unilateral close is recorded on chain
     CLOSED = "closed"
+    RECOVERING = "recovering"  # restored from a backup: learns the highest provable state, signs nothing, closes
 
 
 class Kind(StrEnum):

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from statechannel.core import closing, follower, funding, leader, withdrawals
+from statechannel.core import closing, follower, funding, leader, recovery, withdrawals
 from statechannel.core import messages as m
 from statechannel.core.channel import FOLLOWER, LEADER, Channel, Phase
-from statechannel.core.common import Result
+from statechannel.core.common import Result, sync_message
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.funding import Terms, accept_open, open_channel
@@ -45,7 +45,7 @@ __all__ = ["LEGAL", "Terms", "accept_open", "check_invariants", "open_channel", 
 pending_work = closing.pending_work
 
 _ANY = frozenset(Phase)
-_LIVE = frozenset({Phase.OPENING, Phase.FUNDING, Phase.OPEN, Phase.CLOSING, Phase.DISPUTE})
+_LIVE = frozenset({Phase.OPENING, Phase.FUNDING, Phase.OPEN, Phase.CLOSING, Phase.DISPUTE, Phase.RECOVERING})
 # Which input may arrive in which phase (messages are checked per type and role below).
 LEGAL: dict[type, frozenset[Phase]] = {
     ActionPay: frozenset({Phase.OPEN}),
@@ -53,7 +53,7 @@ LEGAL: dict[type, frozenset[Phase]] = {
     ActionWithdraw: frozenset({Phase.OPEN}),
     ActionAbandon: frozenset({Phase.OPENING, Phase.FUNDING}),
     ActionCloseCooperative: frozenset({Phase.OPEN, Phase.CLOSING, Phase.DISPUTE}),
-    ActionCloseUnilateral: frozenset({Phase.FUNDING, Phase.OPEN, Phase.CLOSING}),
+    ActionCloseUnilateral: frozenset({Phase.FUNDING, Phase.OPEN, Phase.CLOSING, Phase.RECOVERING}),
     ReceiveMessage: _LIVE,
     PeerConnected: _ANY,
     ChainOpened: _ANY,
@@ -116,6 +116,8 @@ def _connected(ch: Channel, key: PrivateKey) -> Result:
         return ch, (SendMessage(funding.open_request(ch)),)
     if ch.phase is Phase.CLOSED:
         return ch, ()
+    if ch.phase is Phase.RECOVERING:
+        return ch, tuple(e for e in (sync_message(ch),) if e is not None)
     effects: tuple[Effect, ...] = leader.resync(ch) if ch.me == LEADER else follower.resync(ch)
     effects = (*effects, *withdrawals.resend(ch))
     new, more = funding.on_connected(ch, key)
@@ -130,6 +132,10 @@ def _receive(ch: Channel, msg: m.Message, key: PrivateKey, now_ms: int) -> Resul
     if m.channel_of(msg) != ch.channel_id:
         raise RemoteError(Reason.WRONG_CHANNEL, "message is for another channel")
     lead = ch.me == LEADER
+    if ch.phase is Phase.RECOVERING:  # a restored node signs nothing: it only learns what can be proven
+        if isinstance(msg, m.Sync):
+            return recovery.on_sync(ch, msg)
+        raise RemoteError(Reason.WRONG_PHASE, "this node is recovering its channel: it signs nothing, it closes")
     match msg:
         case m.WithdrawRequest():
             return withdrawals.on_request(ch, msg, key)

@@ -72,6 +72,8 @@ DEFAULT_CHALLENGE_PERIOD = 3600
 MAX_UNFUNDED_PER_PEER = 8
 """Channels a peer may have opened with this node that hold no deposit yet: past it, its requests are
 refused (a request costs the peer nothing, so without a bound it could fill the node for free)."""
+RECOVERY_WAIT = 20.0
+"""Seconds a channel restored from a backup waits for the peer to prove a newer state before it closes."""
 MAX_UNFUNDED_TOTAL = 1024
 """Unfunded channels from all peers together: peer addresses cost nothing to make."""
 UNFUNDED_TTL = 3600.0
@@ -114,7 +116,9 @@ class Node:
         terms: Terms | None = None,
         max_unfunded_per_peer: int = MAX_UNFUNDED_PER_PEER,
         unfunded_ttl: float = UNFUNDED_TTL,
+        recovery_wait: float = RECOVERY_WAIT,
     ) -> None:
+        self.recovery_wait = recovery_wait
         self.terms = terms or Terms()
         self.max_unfunded_per_peer = max_unfunded_per_peer
         self.unfunded_ttl = unfunded_ttl
@@ -170,6 +174,8 @@ class Node:
         for cid, ch in self.channels.items():
             for effect in pending_work(ch):
                 self._spawn(self._execute(cid, effect))
+            if ch.phase is Phase.RECOVERING:
+                self._spawn(self._recover(cid))
         self._watcher = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
@@ -661,6 +667,27 @@ class Node:
                 self._feed_quietly(cid, ActionAbandon())
                 if self.channels[cid].phase is Phase.CLOSED:
                     self._spawn(self._forget(cid))
+
+    async def _recover(self, channel_id: bytes) -> None:
+        """A channel restored from a backup: give the peer a while to prove a newer state (its Sync on
+        connect), then close with the highest state proven; never sign on it again (core/recovery.py)."""
+        start = self.channel(channel_id).latest
+        await asyncio.sleep(self.recovery_wait)
+        ch = self.channels.get(channel_id)
+        if ch is None or ch.phase is not Phase.RECOVERING or ch.latest is None:
+            return
+        proven = "the backup's" if ch.latest == start else "a newer one the peer proved"
+        log.warning(
+            "channel 0x%s recovered from a backup: closing with version %d (%s); anything newer the peer holds "
+            "was signed by both and may be recorded instead: the outcome will say what the chain paid",
+            channel_id.hex()[:12],
+            ch.latest.state.version,
+            proven,
+        )
+        self._publish(
+            channel_id, NotifyAlert("recovered", f"closing with version {ch.latest.state.version} ({proven})")
+        )
+        self._feed_quietly(channel_id, ActionCloseUnilateral())
 
     def _evict_oldest_unfunded(self) -> None:
         """All unfunded slots are taken (peer addresses cost nothing): the oldest one never opened on
