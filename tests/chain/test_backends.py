@@ -127,11 +127,16 @@ def test_cooperative_close_during_a_dispute_and_withdrawal_deadline(chain: Chain
 
 
 @pytest.mark.parametrize("erc20", [False, True], ids=["eth", "erc20"])
-def test_lifecycle_gas_is_identical_on_every_backend(chain: Chain, erc20: bool) -> None:
-    """Both lifecycles pay out exactly (checked inside) and cost the same gas everywhere."""
+def test_lifecycle_gas_is_the_same_on_every_backend(chain: Chain, erc20: bool) -> None:
+    """Both lifecycles pay out exactly (checked inside) and cost the same gas everywhere,
+    up to the signatures' bytes: their domain holds the chain id and the contract's
+    address (which on a shared anvil depends on what ran before), and a zero byte of
+    calldata costs 12 gas less than another."""
     here = measure(chain, erc20=erc20)
     reference = measure(EmbeddedChain(), erc20=erc20)
-    assert here == reference
+    for step, gas in here.items():
+        # signatures' zero bytes (12 gas each in calldata) and the contract's work on them
+        assert abs(gas - reference[step]) <= 200, (step, gas, reference[step])
     assert here["cooperative_total"] < here["dispute_total"]
     if not erc20:  # DESIGN.md's targets
         assert here["open_with_deposit"] <= 46_000 and here["deposit"] <= 29_000
