@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,8 @@ class Node:
         self._used_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry never pays twice
         self._id_prefix, self._ids = secrets.token_hex(6), itertools.count(1)  # default payment ids
         self._subscribers: list[_Subscriber] = []
+        self.effect_hooks: list[Callable[[bytes, Effect], None]] = []
+        """Called with every effect as it is carried out (after its save): metrics watch the node here."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.chain_head = 0
@@ -378,6 +380,8 @@ class Node:
 
     async def _execute(self, channel_id: bytes, effect: Effect) -> None:
         ch = self.channels[channel_id]
+        for hook in self.effect_hooks:
+            hook(channel_id, effect)
         match effect:
             case SendMessage():
                 with contextlib.suppress(PeerUnreachable):  # resent on reconnect (PeerConnected)
