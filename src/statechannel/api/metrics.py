@@ -69,7 +69,8 @@ class NodeMetrics:
         self.trades = Counter(f"{NS}_trades", "Takes of a quote filled, by this node's side", ["side"], registry=r)
         self.refusals = Counter(
             f"{NS}_refusals",
-            "Refusals by reason; by=peer: the peer (or the protocol) refused ours, by=us: we refused the peer's",
+            "Refusals by reason; by=peer: the peer refused ours, by=us: we refused the peer's, by=local: this node "
+            "refused a payment before proposing it",
             ["by", "reason"],
             registry=r,
         )
@@ -108,6 +109,7 @@ class NodeMetrics:
         """Count what `node` does from now on (its chain calls are counted by a MeteredChain built with
         `observe_chain`, since the chain is wrapped before the node exists)."""
         node.effect_hooks.append(self.on_effect)
+        node.refusal_hooks.append(self.on_local_refusal)
         if isinstance(node.store, SqliteStore):
             node.store.on_commit = self.on_commit
         self.registry.register(_Phases(node))
@@ -129,6 +131,10 @@ class NodeMetrics:
             return
         self.commit_seconds.observe(seconds)
         self.saves_per_commit.observe(saves)
+
+    def on_local_refusal(self, channel_id: bytes, reason: str) -> None:
+        self.refusals.labels("local", reason).inc()
+        self.payments.labels("refused").inc()
 
     def on_effect(self, channel_id: bytes, effect: Effect) -> None:
         try:
