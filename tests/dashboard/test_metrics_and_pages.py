@@ -152,7 +152,7 @@ def test_json_logs_are_one_object_a_line_with_channel_peer_event_reason() -> Non
 
 
 def test_secrets_never_reach_a_log_line() -> None:
-    secret = "correct horse battery staple"
+    secret = "dashboard test secret 7f3a"
     redact(secret)
     for formatter in (JsonFormatter(), TextFormatter()):
         text = formatter.format(_record("oops: %s", secret))
