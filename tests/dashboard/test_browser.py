@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,32 +51,68 @@ def api(node: Daemon) -> httpx.Client:
     return httpx.Client(base_url=node.info["api"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
+@dataclass
+class World:
+    a: Daemon
+    b: Daemon
+    tower: subprocess.Popen[bytes]
+    tower_url: str
+    tower_log: Path
+
+
+def start_tower(tmp: Path, rpc: str, adjudicator: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`statechannel watchtower start --log-format json`, its log in a file."""
+    data_dir, log_path = tmp / "tower", tmp / "tower.log"
+    command = [sys.executable, "-m", "statechannel.cli", "watchtower", "start", "--rpc", rpc, "--adjudicator"]
+    command += [adjudicator, "--keystore", str(tmp / "t.json"), "--data-dir", str(data_dir), "--log-format", "json"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, env={**os.environ, "STATECHANNEL_PASSWORD": PASSWORD}, stdout=subprocess.DEVNULL, stderr=log
+        )
+
+    def written() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        return (data_dir / "tower.json").exists()
+
+    until("tower.json", written)
+    return proc, json.loads((data_dir / "tower.json").read_text())["api"], log_path
+
+
 @pytest.fixture
-def nodes(tmp_path: Path, anvil: Anvil) -> Iterator[tuple[Daemon, Daemon]]:
+def world(tmp_path: Path, anvil: Anvil) -> Iterator[World]:
     rpc = RpcChain(anvil.url)
     deployer = PrivateKey(keccak(b"dashboard deployer"))
     rpc.fund(deployer.address, 10**20)
     adj, _ = Adjudicator.deploy(rpc, deployer)
-    ka, kb = make_keystore(tmp_path / "a.json", "dashboard A"), make_keystore(tmp_path / "b.json", "dashboard B")
-    for k in (ka, kb):
+    keys = [make_keystore(tmp_path / f"{who}.json", f"dashboard {who}") for who in ("a", "b", "t")]
+    for k in keys:
         rpc.fund(k.address, 10**20)
-    common = ("--adjudicator", "0x" + adj.address.hex(), "--log-format", "json")
+    adjudicator = "0x" + adj.address.hex()
+    tower, tower_url, tower_log = start_tower(tmp_path, anvil.url, adjudicator)
+    common = ("--adjudicator", adjudicator, "--log-format", "json")
     port_b = free_port()
-    a = start_daemon(tmp_path / "a.json", tmp_path / "a", anvil.url, *common)
-    b = start_daemon(tmp_path / "b.json", tmp_path / "b", anvil.url, *common, "--listen", f"127.0.0.1:{port_b}")
+    daemons: list[Daemon] = []
     try:
+        daemons.append(start_daemon(tmp_path / "a.json", tmp_path / "a", anvil.url, *common, "--tower", tower_url))
+        daemons.append(
+            start_daemon(tmp_path / "b.json", tmp_path / "b", anvil.url, *common, "--listen", f"127.0.0.1:{port_b}")
+        )
+        a, b = daemons
         with api(a) as client:
             r = client.post("/peers", json={"address": b.info["address"], "host": "127.0.0.1", "port": port_b})
             assert r.status_code == 200, r.text
-        yield a, b
+        yield World(a, b, tower, tower_url, tower_log)
     finally:
-        for d in (a, b):
+        for d in daemons:
             if d.proc.poll() is None:
                 d.stop()
+        if tower.poll() is None:
+            tower.terminate()
+            tower.wait(30)
 
 
-def test_open_pay_stream_and_close_by_clicking(nodes: tuple[Daemon, Daemon]) -> None:
-    a, b = nodes
+def test_open_pay_stream_and_close_by_clicking(world: World) -> None:
+    a, b = world.a, world.b
     token = (a.data_dir / "api-token").read_text().strip()
     shots = ARTIFACTS / "dashboard"
     shots.mkdir(parents=True, exist_ok=True)
@@ -124,6 +163,9 @@ def test_open_pay_stream_and_close_by_clicking(nodes: tuple[Daemon, Daemon]) -> 
         page.locator("#events li[data-kind=sent]").first.wait_for()  # from the event stream
         b_view = node_b.get(f"/channels/{cid}").json()
         assert b_view["balances"][0]["my_balance"] == str(PAY)
+        protected = until("the tower's receipt", lambda: node_a.get(f"/channels/{cid}").json()["protection"])
+        held = f"holds v{protected[0]['version']}"
+        until("the page to show the tower", lambda: held in row.locator("[data-testid=towers]").inner_text())
         page.screenshot(path=str(shots / "3-paid.png"))
 
         # stream (the amount box is the rate per second), then stop it
@@ -155,13 +197,24 @@ def test_open_pay_stream_and_close_by_clicking(nodes: tuple[Daemon, Daemon]) -> 
         assert "closed cooperatively" in row.locator("[data-testid=onchain]").inner_text()
         page.locator("#events li[data-kind=concluded]").first.wait_for()
         page.screenshot(path=str(shots / "5-closed.png"), full_page=True)
+
+        # the tower's page, against the tower's own overview
+        page.goto(world.tower_url + "/")
+        overview = httpx.get(world.tower_url + "/overview", timeout=10).json()
+        assert overview["watched"] == 1 and overview["receipts_issued"] >= 1
+        page.get_by_test_id("watched").filter(has_text="1").wait_for()
+        until("the receipts", lambda: int(page.get_by_test_id("receipts").inner_text() or 0) >= 1)
+        assert page.get_by_test_id("who").inner_text().startswith(overview["address"])
+        page.screenshot(path=str(shots / "6-tower.png"))
         browser.close()
     assert seen_urls and not any(token in url for url in seen_urls)  # not in a single URL the page asked for
 
     a_token, b_token = token, (b.data_dir / "api-token").read_text().strip()
+    world.tower.terminate()
+    world.tower.wait(30)
     for d in (a, b):
         d.stop()
-        log = d.log()
+    for log in (a.log(), b.log(), world.tower_log.read_text()):
         for secret in (PASSWORD, a_token, b_token):
             assert secret not in log
         lines = [line for line in log.splitlines() if line.strip()]
