@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -198,14 +199,32 @@ def test_open_pay_stream_and_close_by_clicking(world: World) -> None:
         page.locator("#events li[data-kind=concluded]").first.wait_for()
         page.screenshot(path=str(shots / "5-closed.png"), full_page=True)
 
+        # a second channel, closed on chain without the peer: the dispute's deadline counts down
+        page.locator("#open-button").click()
+        second = until(
+            "a second channel",
+            lambda: next((c["channel_id"] for c in node_a.get("/channels").json() if c["channel_id"] != cid), None),
+        )
+        row2 = page.locator(f'#channels tbody tr[data-channel="{second}"][data-phase="open"]')
+        row2.wait_for()
+        page.once("dialog", lambda dialog: dialog.accept())
+        row2.locator("[data-testid=force-close]").click()
+        disputed = page.locator(f'#channels tbody tr[data-channel="{second}"][data-phase="dispute"]')
+        disputed.wait_for()
+        dispute = node_a.get(f"/channels/{second}").json()["dispute"]
+        countdown = disputed.locator(".countdown")
+        assert countdown.get_attribute("data-finalizes") == str(dispute["finalizes_at"])
+        assert re.fullmatch(rf"dispute v{dispute['version']}: finalizes in \d+ s", countdown.inner_text())
+        page.screenshot(path=str(shots / "6-dispute.png"), full_page=True)
+
         # the tower's page, against the tower's own overview
         page.goto(world.tower_url + "/")
         overview = httpx.get(world.tower_url + "/overview", timeout=10).json()
-        assert overview["watched"] == 1 and overview["receipts_issued"] >= 1
-        page.get_by_test_id("watched").filter(has_text="1").wait_for()
+        assert overview["watched"] >= 1 and overview["receipts_issued"] >= 1
+        page.get_by_test_id("watched").filter(has_text=str(overview["watched"])).wait_for()
         until("the receipts", lambda: int(page.get_by_test_id("receipts").inner_text() or 0) >= 1)
         assert page.get_by_test_id("who").inner_text().startswith(overview["address"])
-        page.screenshot(path=str(shots / "6-tower.png"))
+        page.screenshot(path=str(shots / "7-tower.png"))
         browser.close()
     assert seen_urls and not any(token in url for url in seen_urls)  # not in a single URL the page asked for
 

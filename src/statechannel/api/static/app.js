@@ -99,6 +99,9 @@ function channelRow(ch) {
     }) }, "Stream /s"));
     actions.append(el("button", { "data-testid": "close", onclick: () => act("close", () =>
       api("POST", `/channels/${cid}/close`, { unilateral: false })) }, "Close"));
+    actions.append(el("button", { "data-testid": "force-close", title: "close on chain without the peer: the challenge window runs",
+      onclick: () => { if (confirm("Close on chain without the peer? The money waits out the challenge window.")) {
+        act("force close", () => api("POST", `/channels/${cid}/close`, { unilateral: true })); } } }, "Force close"));
   }
   return el("tr", { "data-channel": cid, "data-phase": ch.phase },
     el("td", { title: cid }, short(cid)), el("td", { title: ch.peer }, short(ch.peer) + (ch.peer_connected ? "" : " (offline)")),
