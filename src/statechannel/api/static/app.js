@@ -233,6 +233,7 @@ function onEvent(ev) {
   if (ev.kind === "received") bump(1);
   if (ev.kind === "quote") refreshQuotes(ev.channel_id);
   if (ev.kind === "fill") refreshQuotes(ev.channel_id);
+  if (ev.kind === "phase" || ev.kind === "concluded") api("GET", "/node").then((n) => { state.node = n; renderNode(); }).catch(() => {});
   if (ev.kind === "gap") { for (const id of state.channels.keys()) touch(id); return; }
   touch(ev.channel_id);
 }
