@@ -99,6 +99,10 @@ class NodeMetrics:
         self.chain_seconds = Histogram(
             f"{NS}_chain_call_seconds", "Duration of chain calls", ["method"], buckets=LATENCY_BUCKETS, registry=r
         )
+        # children bound once: `labels()` takes a lock and a dict lookup on every call
+        self._ours, self._theirs = self.updates.labels("ours"), self.updates.labels("theirs")
+        self._sent, self._failed = self.payments.labels("sent"), self.payments.labels("failed")
+        self._rtt_leader, self._rtt_follower = self.round_trip.labels("leader"), self.round_trip.labels("follower")
         self._proposed: dict[tuple[bytes, int], float] = {}
         self._requested: dict[bytes, deque[float]] = {}
         self._requests = 0
@@ -153,17 +157,17 @@ class NodeMetrics:
             case SendMessage(message=m.Refuse() as msg):
                 self.refusals.labels("us", str(msg.reason)).inc()
             case NotifySent():
-                self.updates.labels("ours").inc()
-                self.payments.labels("sent").inc(len(effect.payments))
+                self._ours.inc()
+                self._sent.inc(len(effect.payments))
                 self._answered(cid, effect.version, now)
             case NotifyFailed():
-                self.payments.labels("failed").inc(len(effect.payments))
+                self._failed.inc(len(effect.payments))
                 self.refusals.labels("peer", effect.reason).inc()
                 pending = self._requested.get(cid)
                 if pending:
                     pending.popleft()
             case NotifyReceived():
-                self.updates.labels("theirs").inc()
+                self._theirs.inc()
             case NotifyFilled():
                 self.trades.labels("maker" if effect.maker else "taker").inc()
                 if not effect.maker:
@@ -181,11 +185,11 @@ class NodeMetrics:
     def _answered(self, cid: bytes, version: int, now: float) -> None:
         sent = self._proposed.pop((cid, version), None)
         if sent is not None:
-            self.round_trip.labels("leader").observe(now - sent)
+            self._rtt_leader.observe(now - sent)
             return
         pending = self._requested.get(cid)
         if pending:
-            self.round_trip.labels("follower").observe(now - pending.popleft())
+            self._rtt_follower.observe(now - pending.popleft())
 
 
 router = APIRouter()
