@@ -77,6 +77,7 @@ bench: $(BIN)/statechannel $(ANVIL)
 	$(BIN)/python bench/twoproc.py --json
 	$(BIN)/python bench/persist.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/restart.py --json --quick
 
 clean:

@@ -170,3 +170,19 @@ def test_secrets_never_reach_a_log_line() -> None:
     handler.setFormatter(JsonFormatter())
     handler.emit(_record("x %s", secret))
     assert secret not in stream.getvalue() and re.search(r"\[redacted\]", stream.getvalue())
+
+
+def test_every_page_file_ships_in_the_package() -> None:
+    """The pages are served from the installed package: each file must match a package-data glob."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["statechannel"]
+    package = root / "src" / "statechannel"
+    files = [
+        p.relative_to(package).as_posix() for d in ("api/static", "watchtower/static") for p in (package / d).iterdir()
+    ]
+    assert len(files) == 6
+    for name in files:
+        assert any(fnmatch.fnmatch(name, g) for g in globs), name
