@@ -7,8 +7,10 @@ ANVIL := .tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 export ANVIL_BIN := $(abspath $(ANVIL))
 
 PG_FOUND = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+# Playwright drives the system's Chromium (tests/dashboard); it never downloads a browser of its own
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: postgresql install demo gas test lint typecheck importlint artifacts check-artifacts bench clean
+.PHONY: postgresql chromium install demo gas test lint typecheck importlint artifacts check-artifacts bench clean
 
 $(BIN)/statechannel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +30,16 @@ postgresql:
 		{ apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null; }; \
 	}
 
-install: $(BIN)/statechannel $(ANVIL) postgresql
+## the dashboard's browser test drives headless Chromium (Debian package chromium) through Playwright
+chromium:
+	@test -x /usr/bin/chromium || { \
+		[ "$$(id -u)" = 0 ] || { echo "Chromium is missing: install the package chromium (as root)"; exit 1; }; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }; \
+	}
+
+install: $(BIN)/statechannel $(ANVIL) postgresql chromium
 
 ## the main job: the whole product on the embedded chain in well under a minute
 demo: $(BIN)/statechannel
@@ -66,6 +77,7 @@ bench: $(BIN)/statechannel $(ANVIL)
 	$(BIN)/python bench/twoproc.py --json
 	$(BIN)/python bench/persist.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/restart.py --json --quick
 
 clean:

@@ -22,14 +22,17 @@ import uvicorn
 from statechannel.api.app import create_app
 from statechannel.api.auth import TokenFileError, load_or_create_token
 from statechannel.api.discovery import NODE_FILE, NodeFile
+from statechannel.api.metrics import NodeMetrics
 from statechannel.api.routes import ApiContext
 from statechannel.chain.adjudicator import Adjudicator
 from statechannel.chain.base import Chain, ChainError
+from statechannel.chain.metered import MeteredChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.eip712 import domain_separator
 from statechannel.core.errors import LocalError
 from statechannel.core.machine import Terms
 from statechannel.core.types import to_checksum
+from statechannel.logs import redact
 from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
@@ -115,6 +118,13 @@ def _connect_chain(config: DaemonConfig, key: PrivateKey) -> tuple[Chain, bytes]
     return chain, config.adjudicator
 
 
+def _connect_metered(config: DaemonConfig, key: PrivateKey) -> tuple[Chain, bytes, NodeMetrics]:
+    """The chain, wrapped so that the node's metrics count every call to it."""
+    chain, adjudicator = _connect_chain(config, key)
+    metrics = NodeMetrics()
+    return MeteredChain(chain, metrics.observe_chain), adjudicator, metrics
+
+
 def _tower_client(config: DaemonConfig) -> TowerClient | None:
     if not config.towers:
         return None
@@ -132,12 +142,14 @@ class _Api:
     url: str
 
 
-async def _start_api(node: Node, token: str, config: DaemonConfig, listen: str) -> _Api:
+async def _start_api(node: Node, token: str, config: DaemonConfig, listen: str, metrics: NodeMetrics) -> _Api:
     try:
         sock = socket.create_server(config.api)
     except OSError as exc:
         raise DaemonError(f"cannot serve the API on {config.api[0]}:{config.api[1]}: {exc.strerror or exc}") from None
-    app = create_app(node, token, peer_listen=listen, data_dir=config.data_dir)
+    redact(token)  # before anything could log it
+    metrics.watch(node)
+    app = create_app(node, token, peer_listen=listen, data_dir=config.data_dir, metrics=metrics)
     server = QuietServer(
         uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2)
     )
@@ -173,7 +185,7 @@ async def run(
             token = load_or_create_token(data_dir)
         except TokenFileError as exc:
             raise DaemonError(str(exc)) from None
-        chain, adjudicator = await asyncio.to_thread(_connect_chain, config, key)
+        chain, adjudicator, metrics = await asyncio.to_thread(_connect_metered, config, key)
         try:
             store = SqliteStore(data_dir / DB_FILE)
         except (StoreError, OSError) as exc:
@@ -202,7 +214,7 @@ async def run(
                 raise DaemonError(f"cannot listen for peers on {config.listen[0]}:{config.listen[1]}: {exc}") from None
             assert node.peer_book is not None
             redial = asyncio.create_task(node.peer_book.redial(transport.connect, transport.connected))
-            api = await _start_api(node, token, config, listen)
+            api = await _start_api(node, token, config, listen, metrics)
             info = NodeFile(
                 os.getpid(), to_checksum(key.address), api.url, listen, chain.chain_id, to_checksum(adjudicator)
             )

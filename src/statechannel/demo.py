@@ -22,6 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from statechannel.api.app import create_app
+from statechannel.api.auth import load_or_create_token, token_path
+from statechannel.api.events import EventHub
 from statechannel.apps.streams import Stream, StreamStatus
 from statechannel.chain.adjudicator import Adjudicator, Status, Token
 from statechannel.chain.embedded import EmbeddedChain
@@ -37,7 +40,7 @@ from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.node.towers import TowerClient
-from statechannel.runtime import limit_recursion
+from statechannel.runtime import limit_recursion, signals_set
 from statechannel.store.sqlite import SqliteStore
 from statechannel.watchtower.http import create_tower_app
 from statechannel.watchtower.sender import PlainSender
@@ -91,9 +94,12 @@ class Report:
 
 
 class Demo:
-    def __init__(self, console: Console, quiet: bool) -> None:
+    def __init__(self, console: Console, quiet: bool, keep: bool = False) -> None:
         self.console = console
         self.quiet = quiet
+        self.keep = keep
+        self.dashboard_url = ""
+        self._dashboard: tuple[uvicorn.Server, asyncio.Task[None], EventHub] | None = None
         self.report = Report()
         self.tmp = tempfile.TemporaryDirectory(prefix="statechannel-demo-")
         self.chain = EmbeddedChain()
@@ -129,6 +135,41 @@ class Demo:
         await until(lambda: server.started, 10)
         self._tower_server = (server, task)
         self.tower_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def start_dashboard(self) -> None:
+        """Node A's HTTP API, dashboard included, on 127.0.0.1, for as long as the demo runs."""
+        data_dir = Path(self.tmp.name) / "A"
+        token = load_or_create_token(data_dir)
+        app = create_app(self.nodes["A"], token, data_dir=data_dir)
+        sock = socket.create_server(("127.0.0.1", 0))
+        config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=1)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        await until(lambda: server.started, 10)
+        self._dashboard = (server, task, app.state.ctx.hub)
+        self.dashboard_url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        self.console.print(
+            f"[bold]dashboard[/] of node A: {self.dashboard_url}  (token: {token_path(data_dir)}); "
+            f"watchtower: {self.tower_url}/",
+            soft_wrap=True,
+        )
+
+    async def stop_dashboard(self) -> None:
+        if self._dashboard is not None:
+            server, task, hub = self._dashboard
+            await hub.close()  # ends the event streams, or an open page would hold up the stop
+            server.should_exit = True
+            await task
+            self._dashboard = None
+
+    async def hold(self) -> None:
+        """With --keep: leave nodes, tower and dashboard up until Ctrl-C or SIGTERM."""
+        stop = asyncio.Event()
+        self.console.print(
+            f"[bold]--keep[/]: the dashboard stays up at {self.dashboard_url}; Ctrl-C to stop", soft_wrap=True
+        )
+        with signals_set(stop):
+            await stop.wait()
 
     async def stop_tower(self) -> None:
         if self._tower_server is not None:
@@ -316,6 +357,7 @@ class Demo:
         a, b = await self.start_node("A"), await self.start_node("B")
         await self.connect("A", "B")
         try:
+            await self.start_dashboard()
             self.say("deployed the adjudicator and a token; two nodes and a watchtower on 127.0.0.1")
             cid = await self.open_channel(a, b, 5 * ETHER, 5_000 * TOKEN, 2 * ETHER, 2_000 * TOKEN)
             stale = a.channel(cid).latest
@@ -340,7 +382,10 @@ class Demo:
             held_tok = await self.on_chain(a, lambda: self.token.balance_of(self.adj.address))
             self.report.check("the adjudicator holds no ether", 0, held_eth)
             self.report.check("the adjudicator holds no tokens", 0, held_tok)
+            if self.keep:
+                await self.hold()
         finally:
+            await self.stop_dashboard()
             for who in list(self.nodes):
                 await self.stop_node(who)
             await self.stop_tower()
@@ -386,9 +431,9 @@ def render(console: Console, summary: dict[str, Any]) -> None:
     console.print(checks)
 
 
-async def run_demo(console: Console, quiet: bool = False) -> dict[str, Any]:
+async def run_demo(console: Console, quiet: bool = False, keep: bool = False) -> dict[str, Any]:
     limit_recursion()
-    demo = Demo(console, quiet)
+    demo = Demo(console, quiet, keep)
     report = await demo.run()
     return report.as_json()
 

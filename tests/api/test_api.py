@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi.routing import APIRoute
 
 from statechannel.api.events import EventHub
+from statechannel.api.metrics import router as metrics_router
 from statechannel.api.routes import router
 from statechannel.api.streams import router as streams_router
 from statechannel.api.trading import router as trading_router
@@ -63,7 +64,7 @@ def test_openapi_lists_every_endpoint(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         doc = (await w.api_a.get("/openapi.json")).json()
         documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-        routes = [*router.routes, *streams_router.routes, *trading_router.routes]
+        routes = [*router.routes, *streams_router.routes, *trading_router.routes, *metrics_router.routes]
         served = {(route.path, m) for route in routes if isinstance(route, APIRoute) for m in route.methods or ()}
         assert documented == served
         assert served >= {

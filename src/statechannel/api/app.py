@@ -13,8 +13,11 @@ from fastapi.openapi.utils import get_openapi
 
 import statechannel
 from statechannel.api.auth import BearerAuth
+from statechannel.api.dashboard import PUBLIC_PATHS, dashboard_router
 from statechannel.api.errors import install_error_handlers
 from statechannel.api.events import EventHub
+from statechannel.api.metrics import NodeMetrics
+from statechannel.api.metrics import router as metrics_router
 from statechannel.api.models import ErrorResponse
 from statechannel.api.routes import ApiContext, router
 from statechannel.api.streams import StreamService
@@ -46,8 +49,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(node: Node, token: str, *, peer_listen: str | None = None, data_dir: Path | None = None) -> FastAPI:
+def create_app(
+    node: Node,
+    token: str,
+    *,
+    peer_listen: str | None = None,
+    data_dir: Path | None = None,
+    metrics: NodeMetrics | None = None,
+) -> FastAPI:
     """The API of a started `node`. `peer_listen` (host:port) is only reported, so users can tell peers.
+    `metrics`: already counting this node (the daemon builds it first, to count chain calls); else made here.
 
     Serve it with its lifespan (uvicorn does; in tests enter `app.router.lifespan_context(app)`): that
     starts the event buffer, so the event stream can replay what happened before a client connected."""
@@ -79,14 +90,20 @@ def create_app(node: Node, token: str, *, peer_listen: str | None = None, data_d
     )
     app.state.ctx = ApiContext(node, hub, peer_listen)
     app.state.streams = streams
+    if metrics is None:
+        metrics = NodeMetrics()
+        metrics.watch(node)
+    app.state.metrics = metrics
     install_error_handlers(app)
     # Added first, so it runs second: the token is checked before a byte of the body is read.
     app.add_middleware(BodyLimits, max_bytes=MAX_BODY_BYTES, max_depth=MAX_BODY_DEPTH)
-    app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(BearerAuth, token=token, public=PUBLIC_PATHS)  # the dashboard's files: no data
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(router)
     app.include_router(streams_router)  # served once the daemon sets app.state.streams
     app.include_router(trading_router)
+    app.include_router(metrics_router)
+    app.include_router(dashboard_router())
     return app
 
 

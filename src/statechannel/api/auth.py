@@ -61,14 +61,19 @@ def read_token(data_dir: Path) -> str:
 class BearerAuth:
     """Refuses every HTTP request that lacks `Authorization: Bearer <token>` with a 401."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, public: frozenset[str] = frozenset()) -> None:
+        """`public`: exact paths anyone may GET (the dashboard's static files, which hold no data)."""
         if not token:
             raise ValueError("an empty API token would let anyone in")
         self.app = app
         self._token = token.encode()
+        self._public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in self._public:
             await self.app(scope, receive, send)
             return
         problem = self._problem(Headers(scope=scope).get("authorization"))

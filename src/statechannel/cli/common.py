@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import sys
@@ -168,21 +167,37 @@ def kv_table(title: str, rows: dict[str, Any]) -> None:
 def unlock_key(keystore: str, password_file: str | None) -> PrivateKey:
     """The key in `keystore`, or a one-line failure (no file, wrong password)."""
     from statechannel.core.errors import LocalError
+    from statechannel.logs import redact
     from statechannel.node.keys import load_keystore
 
     path = Path(keystore).expanduser()
     if not path.is_file():
         raise fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
     password = ask_password(password_file, confirm=False)
+    redact(password)  # never in a log line, whatever prints it
     try:
         return load_keystore(path, password)
     except LocalError as exc:
         raise fail(exc.detail) from None
 
 
-def run_foreground(main: Coroutine[Any, Any, None], errors: tuple[type[Exception], ...], log_level: str) -> None:
+def log_format_option(f: F) -> F:
+    return click.option(
+        "--log-format",
+        default="text",
+        show_default=True,
+        type=click.Choice(["text", "json"]),
+        help="json: one object per line (ts, level, logger, msg, event, channel, peer, reason)",
+    )(f)
+
+
+def run_foreground(
+    main: Coroutine[Any, Any, None], errors: tuple[type[Exception], ...], log_level: str, log_format: str = "text"
+) -> None:
     """Run a daemon in this process until it stops; its own errors become one line."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from statechannel.logs import setup
+
+    setup(log_level, log_format)
     try:
         asyncio.run(main)
     except errors as exc:

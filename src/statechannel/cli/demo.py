@@ -14,14 +14,15 @@ from statechannel.cli.common import fail, make_chain, unlock_key
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON only")
-def demo(as_json: bool) -> None:
+@click.option("--keep", is_flag=True, help="leave the nodes and the dashboard up afterwards, until Ctrl-C")
+def demo(as_json: bool, keep: bool) -> None:
     """Everything in under a minute on the embedded chain: channels, a stream, trades, a
     stale close defeated by a watchtower, and every final balance checked."""
     from statechannel.demo import DemoFailed, render, run_demo
 
     console = Console(stderr=as_json)
     try:
-        summary = asyncio.run(run_demo(console, quiet=as_json))
+        summary = asyncio.run(run_demo(console, quiet=as_json, keep=keep))
     except DemoFailed as exc:
         raise fail(f"demo failed: {exc}") from None
     if as_json:

@@ -19,6 +19,7 @@ from statechannel.cli.common import (
     data_dir_option,
     fail,
     kv_table,
+    log_format_option,
     node_api,
     out,
     run_foreground,
@@ -43,6 +44,7 @@ def node() -> None:
 @click.option("--api", "api_at", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT", help="HTTP API")
 @click.option("--confirmations", default=0, show_default=True, type=click.IntRange(0, 1000))
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+@log_format_option
 @click.option("--tower", "towers", multiple=True, metavar="URL", help="a watchtower to push states to (repeatable)")
 @click.option(
     "--tower-policy",
@@ -82,6 +84,7 @@ def node_start(
     api_at: str,
     confirmations: int,
     log_level: str,
+    log_format: str,
     towers: tuple[str, ...],
     tower_policy: str,
     min_challenge_period: int,
@@ -112,7 +115,7 @@ def node_start(
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
     key = unlock_key(keystore, password_file)
-    run_foreground(run(config, key), (DaemonError,), log_level)
+    run_foreground(run(config, key), (DaemonError,), log_level, log_format)
 
 
 @node.command("info")

@@ -15,6 +15,7 @@ from statechannel.cli.common import (
     PASSWORD_ENV,
     fail,
     kv_table,
+    log_format_option,
     out,
     run_foreground,
     unlock_key,
@@ -42,6 +43,7 @@ def watchtower() -> None:
 @click.option("--poll-interval", default=0.5, show_default=True, type=click.FloatRange(0.01, 60), help="s")
 @click.option("--bump-after", default=3.0, show_default=True, type=click.FloatRange(0.1, 600), help="s unmined")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+@log_format_option
 def watchtower_start(
     rpc: str,
     adjudicator: str,
@@ -54,6 +56,7 @@ def watchtower_start(
     poll_interval: float,
     bump_after: float,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the watchtower in the foreground until Ctrl-C or SIGTERM."""
 
@@ -76,7 +79,7 @@ def watchtower_start(
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
     key = unlock_key(keystore, password_file)
-    run_foreground(run(config, key), (TowerDaemonError,), log_level)
+    run_foreground(run(config, key), (TowerDaemonError,), log_level, log_format)
 
 
 @watchtower.command("info")

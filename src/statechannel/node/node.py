@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,10 @@ class Node:
         self._used_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry never pays twice
         self._id_prefix, self._ids = secrets.token_hex(6), itertools.count(1)  # default payment ids
         self._subscribers: list[_Subscriber] = []
+        self.effect_hooks: list[Callable[[bytes, Effect], None]] = []
+        """Called with every effect as it is carried out (after its save): metrics watch the node here."""
+        self.refusal_hooks: list[Callable[[bytes, str], None]] = []
+        """Called with the reason of every payment this node refuses before proposing it (no funds, ...)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.chain_head = 0
@@ -378,6 +382,8 @@ class Node:
 
     async def _execute(self, channel_id: bytes, effect: Effect) -> None:
         ch = self.channels[channel_id]
+        for hook in self.effect_hooks:
+            hook(channel_id, effect)
         match effect:
             case SendMessage():
                 with contextlib.suppress(PeerUnreachable):  # resent on reconnect (PeerConnected)
@@ -429,10 +435,10 @@ class Node:
                     try:
                         self._pay_batch(channel_id, [one])
                     except LocalError as e:
-                        self._fail_now(one, e)
+                        self._fail_now(channel_id, one, e)
             else:
                 for one in batch:
-                    self._fail_now(one, exc)
+                    self._fail_now(channel_id, one, exc)
         if self._queued.get(channel_id) and channel_id not in self._flushing:
             self._flushing.add(channel_id)
             asyncio.get_running_loop().call_soon(self._flush, channel_id)
@@ -447,8 +453,12 @@ class Node:
         for r in records:
             self._records[r.payment_id] = r
 
-    def _fail_now(self, item: tuple[Payment, asyncio.Future[PaymentRecord]], exc: StatechannelError) -> None:
+    def _fail_now(
+        self, channel_id: bytes, item: tuple[Payment, asyncio.Future[PaymentRecord]], exc: StatechannelError
+    ) -> None:
         p, fut = item
+        for hook in self.refusal_hooks:
+            hook(channel_id, exc.reason.value)
         self._waiters.pop(p.payment_id, None)
         if not fut.done():
             fut.set_exception(exc)

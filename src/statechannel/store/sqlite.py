@@ -17,7 +17,8 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -148,6 +149,8 @@ class SqliteStore:
         self._submit_lock = threading.Lock()  # orders "is it closed?" against the stop marker in the queue
         self._stopped: concurrent.futures.Future[None] | None = None
         self._queue: queue.SimpleQueue[_Save | _Stop] = queue.SimpleQueue()
+        self.on_commit: Callable[[float, int, bool], None] | None = None
+        """Called on the writer thread after each transaction: (seconds, saves in it, committed)."""
         self._stats_lock = threading.Lock()
         self._stats = {
             "commits": 0,
@@ -299,10 +302,14 @@ class SqliteStore:
             for record in op.payments:
                 payments[record.payment_id] = record
         error: Exception | None = None
+        started = time.perf_counter()
         try:
             count = self._transact(channels, payments.values(), checkpoint, quotes.values(), now_ms)
         except Exception as exc:  # any failure belongs to the callers; the writer keeps serving
             error = exc
+        if self.on_commit is not None:
+            with contextlib.suppress(Exception):  # metrics must never fail a commit
+                self.on_commit(time.perf_counter() - started, len(saves), error is None)
         with self._stats_lock:
             stats = self._stats
             if error is None:

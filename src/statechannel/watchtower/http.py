@@ -23,6 +23,8 @@ from statechannel.core.io import SignedState
 from statechannel.core.types import INT256_MAX, INT256_MIN, UINT256_MAX, ChannelParams, State, to_checksum
 from statechannel.httplimits import BodyLimits
 from statechannel.watchtower.errors import TowerError, TowerReason, from_core
+from statechannel.watchtower.metrics import TowerMetrics
+from statechannel.watchtower.page import install as install_page
 from statechannel.watchtower.records import WatchedChannel
 from statechannel.watchtower.service import Tower
 
@@ -274,4 +276,5 @@ def create_tower_app(tower: Tower) -> FastAPI:
             raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel {channel_id} is not registered with this tower")
         return _view(tower, ch)
 
+    install_page(app, TowerMetrics(tower))  # the page at /, /overview and /metrics (watchtower/page.py)
     return app
