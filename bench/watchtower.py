@@ -35,13 +35,15 @@ from statechannel.chain.embedded import EmbeddedChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.eip712 import state_digest
 from statechannel.core.io import SignedState
-from statechannel.core.types import ETH, ChannelParams, Domain, State
+from statechannel.core.tower import ClientAuth, authorize, push_request, register_request
+from statechannel.core.types import ETH, ChannelParams, Domain, State, to_checksum
 from statechannel.watchtower.errors import TowerError
 from statechannel.watchtower.http import create_tower_app
-from statechannel.watchtower.records import WatchedChannel
+from statechannel.watchtower.records import HeldState, WatchedChannel
 from statechannel.watchtower.sender import PlainSender
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
+from statechannel.watchtower.storage import Quotas
 
 PERIOD = 3600
 FILL_CHUNK = 50_000
@@ -67,6 +69,14 @@ def channel_id(domain: Domain, nonce: int) -> bytes:
     return keccak(b"".join((*words, bytes(12) + B.address, PERIOD.to_bytes(32, "big"), nonce.to_bytes(32, "big"))))
 
 
+UNLIMITED = Quotas(channels=2**40, bytes=2**60)
+
+
+def as_b(tower: Tower, cid: bytes, request: bytes) -> ClientAuth:
+    """B's signature on a request to `tower` (what every node adds to each registration and push)."""
+    return authorize(B, tower.domain, tower.address, cid, request, int(time.time()))
+
+
 def signed(domain: Domain, cid: bytes, version: int) -> SignedState:
     state = State(cid, version, (ETH,), (version * 1000,))
     digest = state_digest(domain, state)
@@ -86,7 +96,7 @@ async def fill(store: SqliteTowerStore, domain: Domain, n: int) -> float:
                 WatchedChannel(
                     cid,
                     ChannelParams(A.address, B.address, PERIOD, nonce),
-                    latest=SignedState(state, template.sig_a, template.sig_b),
+                    states=(HeldState(1, SignedState(state, template.sig_a, template.sig_b)),),
                 )
             )
         await store.bulk_register(rows)
@@ -108,8 +118,16 @@ async def store_puts(store: SqliteTowerStore, domain: Domain, n: int, count: int
     ]
     started = time.perf_counter()
     for lo in range(0, count, 1000):
-        await asyncio.gather(*(store.put_state(s) for s in states[lo : lo + 1000]))
+        await asyncio.gather(*(store.put_state(s, 1, B.address, UNLIMITED) for s in states[lo : lo + 1000]))
     return count / (time.perf_counter() - started)
+
+
+def auth_fields(auth: ClientAuth) -> dict[str, Any]:
+    return {
+        "client": to_checksum(auth.client),
+        "timestamp": auth.timestamp,
+        "auth": "0x" + auth.signature.to_bytes().hex(),
+    }
 
 
 async def http_pushes(tower: Tower, domain: Domain, n: int, count: int) -> float:
@@ -128,6 +146,7 @@ async def http_pushes(tower: Tower, domain: Domain, n: int, count: int) -> float
                 "app_data": "0x" + s.state.app_data.hex(),
                 "sig_a": "0x" + s.sig_a.to_bytes().hex(),
                 "sig_b": "0x" + s.sig_b.to_bytes().hex(),
+                **auth_fields(as_b(tower, s.state.channel_id, push_request(s))),
             }
         )
     transport = httpx.ASGITransport(app=create_tower_app(tower))
@@ -152,8 +171,9 @@ async def close_to_challenge(tower: Tower, chain: EmbeddedChain, adj: Adjudicato
     params = ChannelParams(A.address, B.address, PERIOD, 10**12 + trial)
     cid = adj.channel_id(params)
     await asyncio.to_thread(adj.open, A, params, 10**18)
-    await tower.register(params)
-    await tower.push(signed(adj.domain, cid, 5))
+    await tower.register(params, as_b(tower, cid, register_request(params)))
+    new = signed(adj.domain, cid, 5)
+    await tower.push(new, as_b(tower, cid, push_request(new)))
     old = signed(adj.domain, cid, 2)
     await asyncio.to_thread(adj.close, A, params, old.state, old.sig_a, old.sig_b)
     closed = time.perf_counter()
@@ -178,12 +198,13 @@ async def probe(path: Path) -> int:
     """RSS of a tower process that has started over the store at `path` and served a few pushes."""
     chain, adj = deployed()
     store = SqliteTowerStore(path, chain.chain_id, adj.address)
-    tower = Tower(chain, adj.address, TOWER, store, PlainSender(chain, TOWER), poll_interval=0.05)
+    tower = Tower(chain, adj.address, TOWER, store, PlainSender(chain, TOWER), poll_interval=0.05, quotas=UNLIMITED)
     await tower.start()
     n = max(store.count(), 1)
     for i in range(100):
         with contextlib.suppress(TowerError):  # the empty store knows no channel
-            await tower.push(signed(adj.domain, channel_id(adj.domain, i % n), 10**6 + i))
+            s = signed(adj.domain, channel_id(adj.domain, i % n), 10**6 + i)
+            await tower.push(s, as_b(tower, s.state.channel_id, push_request(s)))
     await asyncio.sleep(0.5)
     await tower.stop()
     gc.collect()
@@ -207,7 +228,9 @@ async def scale(n: int, pushes: int, workdir: Path) -> dict[str, Any]:
     store = SqliteTowerStore(path, chain.chain_id, adj.address)
     fill_s = await fill(store, adj.domain, n)
     size = await asyncio.to_thread(file_bytes, path)
-    tower = Tower(chain, adj.address, TOWER, store, PlainSender(chain, TOWER), poll_interval=POLL_INTERVAL)
+    tower = Tower(
+        chain, adj.address, TOWER, store, PlainSender(chain, TOWER), poll_interval=POLL_INTERVAL, quotas=UNLIMITED
+    )
     await tower.start()
     try:
         puts = await store_puts(store, adj.domain, n, pushes)

@@ -4,7 +4,8 @@ The real tower (statechannel.watchtower) runs in the end-to-end tests; this one 
 cannot be made to do on demand: answer unknown_channel a set number of times, sign receipts with the wrong
 key, watch another chain, hold a newer version than the client, or go down and come back. It checks what it
 is sent as strictly as a real tower would (both signatures, decimal-string transfers), so the client's wire
-format is tested too. The receipt digest is computed here independently from the contract's text."""
+format is tested too, and the client's request signatures are checked. The typed digests of requests and
+receipts are computed here independently, from the EIP-712 rules and their type strings."""
 
 from __future__ import annotations
 
@@ -17,22 +18,66 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from statechannel.core.crypto import PrivateKey, Signature, recover
-from statechannel.core.eip712 import state_digest
+from statechannel.core.eip712 import state_digest, state_hash
 from statechannel.core.types import ChannelParams, Domain, State, address_from_hex, to_checksum
 
 
-def receipt_digest(domain: Domain, channel_id: bytes, version: int) -> bytes:
+def _typed(domain: Domain, struct: bytes) -> bytes:
+    separator = keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [
+                keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak(b"statechannel"),
+                keccak(b"1"),
+                domain.chain_id,
+                domain.adjudicator,
+            ],
+        )
+    )
+    return keccak(b"\x19\x01" + separator + struct)
+
+
+def receipt_digest(domain: Domain, channel_id: bytes, version: int, state: bytes, tower: bytes, block: int) -> bytes:
+    typehash = keccak(
+        b"TowerReceipt(bytes32 channelId,uint48 version,bytes32 stateHash,address tower,uint64 fromBlock)"
+    )
+    return _typed(
+        domain,
+        keccak(
+            abi_encode(
+                ["bytes32", "bytes32", "uint48", "bytes32", "address", "uint64"],
+                [typehash, channel_id, version, state, tower, block],
+            )
+        ),
+    )
+
+
+def request_digest(domain: Domain, tower: bytes, channel_id: bytes, request: bytes, timestamp: int) -> bytes:
+    typehash = keccak(b"TowerRequest(address tower,bytes32 channelId,bytes32 request,uint64 timestamp)")
+    return _typed(
+        domain,
+        keccak(
+            abi_encode(
+                ["bytes32", "address", "bytes32", "bytes32", "uint64"],
+                [typehash, tower, channel_id, request, timestamp],
+            )
+        ),
+    )
+
+
+def register_request(p: ChannelParams) -> bytes:
     return keccak(
-        b"statechannel-tower-receipt"
-        + domain.chain_id.to_bytes(32, "big")
-        + domain.adjudicator
-        + channel_id
-        + version.to_bytes(32, "big")
+        abi_encode(
+            ["bytes32", "address", "address", "uint256", "uint256"],
+            [keccak(b"statechannel-tower-register"), p.a, p.b, p.challenge_period, p.nonce],
+        )
     )
 
 
@@ -52,12 +97,25 @@ class FakeTower:
     """Report this chain id in /info instead of the domain's."""
     unavailable: bool = False
     """Answer every request with 503."""
+    bad_receipt: str | None = None
+    """Answer with a receipt that names something else than what was pushed: 'version', 'state' or 'tower'."""
     held: dict[bytes, int] = field(default_factory=dict)
+    clients: dict[bytes, set[bytes]] = field(default_factory=dict)
+    """Per channel, the participants whose signed requests came in."""
     params: dict[bytes, ChannelParams] = field(default_factory=dict)
     requests: list[tuple[str, int | None]] = field(default_factory=list)
 
     def states_posted(self) -> list[int]:
         return [v for path, v in self.requests if path == "/states" and v is not None]
+
+    def _client(self, body: dict[str, Any], p: ChannelParams, request: bytes) -> bytes | None:
+        client = address_from_hex(body["client"])
+        cid = p.channel_id(self.domain.chain_id, self.domain.adjudicator)
+        digest = request_digest(self.domain, self.key.address, cid, request, int(body["timestamp"]))
+        if client not in (p.a, p.b) or recover(digest, Signature.from_bytes(bytes.fromhex(body["auth"][2:]))) != client:
+            return None
+        self.clients.setdefault(cid, set()).add(client)
+        return client
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -87,6 +145,8 @@ class FakeTower:
                 address_from_hex(body["a"]), address_from_hex(body["b"]), body["challenge_period"], int(body["nonce"])
             )
             assert isinstance(body["nonce"], str)
+            if self._client(body, p, register_request(p)) is None:
+                return _error(401, "unauthorized", "not signed by a participant")
             if self.unknown_for > 0:
                 self.unknown_for -= 1
                 return _error(404, "unknown_channel", "not on chain yet")
@@ -112,6 +172,8 @@ class FakeTower:
                 body["is_final"],
                 bytes.fromhex(body["app_data"][2:]),
             )
+            if self._client(body, p, state_hash(state)) is None:
+                return _error(401, "unauthorized", "not signed by a participant")
             digest = state_digest(self.domain, state)
             for who, sig in ((p.a, body["sig_a"]), (p.b, body["sig_b"])):
                 if recover(digest, Signature.from_bytes(bytes.fromhex(sig[2:]))) != who:
@@ -119,12 +181,21 @@ class FakeTower:
             if self.held.get(cid, -1) >= state.version:
                 return _error(409, "stale_version", f"holding {self.held[cid]}")
             self.held[cid] = state.version
-            sig = (self.signer or self.key).sign_digest(receipt_digest(self.domain, cid, state.version))
+            version, named, tower = state.version, state_hash(state), self.key.address
+            if self.bad_receipt == "version":
+                version += 1
+            elif self.bad_receipt == "state":
+                named = keccak(named)
+            elif self.bad_receipt == "tower":
+                tower = (self.signer or self.key).address
+            sig = (self.signer or self.key).sign_digest(receipt_digest(self.domain, cid, version, named, tower, 7))
             return JSONResponse(
                 {
                     "channel_id": body["channel_id"],
-                    "version": state.version,
-                    "tower": to_checksum(self.key.address),
+                    "version": version,
+                    "state_hash": "0x" + named.hex(),
+                    "tower": to_checksum(tower),
+                    "from_block": 7,
                     "receipt": "0x" + sig.to_bytes().hex(),
                 }
             )

@@ -15,7 +15,7 @@ from eth_hash.auto import keccak
 
 from statechannel.core.channel import Channel, Phase
 from statechannel.core.crypto import PrivateKey, Signature, recover
-from statechannel.core.eip712 import state_digest
+from statechannel.core.eip712 import state_digest, state_hash
 from statechannel.core.errors import LocalError
 from statechannel.core.io import SignedState
 from statechannel.core.types import ETH, ChannelParams, Domain, State
@@ -72,15 +72,18 @@ def test_every_update_reaches_the_tower_with_a_verified_receipt(tmp_path: Path) 
         tower = FakeTower(DOMAIN)
         async with serve(tower.app()) as url:
             client = TowerClient([url + "/"], tmp_path / "towers.db", FAST)
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             for v in range(1, 21):
                 client.offer(channel(v))
                 await asyncio.sleep(0.002)
             client.offer(channel(7))  # a save that completed late: never replaces a newer state
             await eventually(lambda: [p.version for p in client.protection(CID)] == [20])
             [p] = client.protection(CID)
-            assert (p.tower, p.address, p.version) == (url, tower.key.address, 20)
-            assert recover(receipt_digest(DOMAIN, CID, 20), Signature.from_bytes(p.receipt)) == tower.key.address
+            named = state_hash(channel(20).latest.state)  # type: ignore[union-attr]
+            assert (p.tower, p.address, p.version, p.state_hash, p.from_block) == (url, tower.key.address, 20, named, 7)
+            digest = receipt_digest(DOMAIN, CID, 20, named, tower.key.address, 7)
+            assert recover(digest, Signature.from_bytes(p.receipt)) == tower.key.address
+            assert tower.clients[CID] == {KB.address}  # every request was signed by this node's key
             posted = tower.states_posted()
             assert posted == sorted(set(posted)), "each version at most once, newest last"
             await client.close()
@@ -94,7 +97,7 @@ def test_every_n_updates_pushes_only_the_newest_then_flushes_on_close(tmp_path: 
         tower = FakeTower(DOMAIN)
         async with serve(tower.app()) as url:
             client = TowerClient([url], tmp_path / "towers.db", TowerPolicy(every_updates=3, flush_timeout=2))
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             for v in range(1, 8):  # released at the 3rd and 6th offer; the worker only ever sees the newest
                 client.offer(channel(v))
             await eventually(lambda: tower.held.get(CID) == 6)
@@ -111,7 +114,7 @@ def test_every_t_ms_coalesces_a_burst_into_one_push(tmp_path: Path) -> None:
         tower = FakeTower(DOMAIN)
         async with serve(tower.app()) as url:
             client = TowerClient([url], tmp_path / "towers.db", TowerPolicy(every_ms=600))
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             for v in range(1, 11):
                 client.offer(channel(v))
             await asyncio.sleep(0.15)
@@ -128,7 +131,7 @@ def test_registration_is_retried_while_the_tower_has_not_seen_the_open(tmp_path:
         tower = FakeTower(DOMAIN, unknown_for=3)
         async with serve(tower.app()) as url:
             client = TowerClient([url], tmp_path / "towers.db", FAST)
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             client.offer(channel(1))
             await eventually(lambda: client.protection(CID) != [])
             assert tower.requests.count(("/channels", None)) == 4
@@ -143,7 +146,7 @@ def test_a_tower_holding_a_newer_version_counts_as_done_and_is_not_retried(tmp_p
         tower = FakeTower(DOMAIN, held={CID: 10}, params={CID: PARAMS})
         async with serve(tower.app()) as url:
             client = TowerClient([url], tmp_path / "towers.db", FAST)
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             client.offer(channel(5))
             await eventually(lambda: tower.states_posted() == [5])
             await asyncio.sleep(0.5)
@@ -160,7 +163,7 @@ def test_a_receipt_not_signed_by_the_towers_key_is_not_protection(tmp_path: Path
         tower = FakeTower(DOMAIN, signer=PrivateKey(keccak(b"someone else")))
         async with serve(tower.app()) as url:
             client = TowerClient([url], tmp_path / "towers.db", FAST)
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             client.offer(channel(1))
             await eventually(lambda: tower.states_posted() == [1])
             await asyncio.sleep(0.5)
@@ -175,12 +178,35 @@ def test_a_receipt_not_signed_by_the_towers_key_is_not_protection(tmp_path: Path
     run(scenario)
 
 
+@pytest.mark.parametrize("lie", ["version", "state", "tower"])
+def test_a_receipt_that_names_something_else_is_an_error_not_protection(tmp_path: Path, lie: str) -> None:
+    """Issue 10, deliverable 3: the tower's key signed it, but for another version, state or tower."""
+
+    async def scenario() -> None:
+        tower = FakeTower(DOMAIN, bad_receipt=lie, signer=PrivateKey(keccak(b"other")) if lie == "tower" else None)
+        async with serve(tower.app()) as url:
+            client = TowerClient([url], tmp_path / "towers.db", FAST)
+            await client.start(DOMAIN, [], KB)
+            client.offer(channel(1))
+            await eventually(lambda: client.receipt_errors(CID) != [])
+            assert client.protection(CID) == []
+            [(where, why)] = client.receipt_errors(CID)
+            assert where == url and why
+            tower.bad_receipt, tower.signer = None, None
+            client.offer(channel(2))
+            await eventually(lambda: [p.version for p in client.protection(CID)] == [2])
+            assert client.receipt_errors(CID) == []
+            await client.close()
+
+    run(scenario)
+
+
 def test_a_tower_on_another_chain_gets_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
         tower = FakeTower(DOMAIN, chain_id=1)
         async with serve(tower.app()) as url:
             client = TowerClient([url], tmp_path / "towers.db", TowerPolicy(flush_timeout=0.3))
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             client.offer(channel(1))
             await eventually(lambda: ("/info", None) in tower.requests)
             await asyncio.sleep(0.3)
@@ -200,7 +226,7 @@ def test_the_queue_and_the_receipts_survive_a_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
         # the tower is down: the flush gives up at its bound and the state stays queued on disk
         client = TowerClient([url], journal, TowerPolicy(every_updates=100, flush_timeout=0.5))
-        await client.start(DOMAIN, [])
+        await client.start(DOMAIN, [], KB)
         client.offer(channel(3))
         started = time.monotonic()
         await client.close()
@@ -209,19 +235,19 @@ def test_the_queue_and_the_receipts_survive_a_restart(tmp_path: Path) -> None:
         tower = FakeTower(DOMAIN)
         async with serve(tower.app(), port):
             client = TowerClient([url], journal, FAST)
-            await client.start(DOMAIN, [])  # no channel offered: the journal alone knows what is pending
+            await client.start(DOMAIN, [], KB)  # no channel offered: the journal alone knows what is pending
             await eventually(lambda: client.protection(CID) != [])
             await client.close()
 
             client = TowerClient([url], journal, FAST)
-            await client.start(DOMAIN, [channel(3)])
+            await client.start(DOMAIN, [channel(3)], KB)
             assert [p.version for p in client.protection(CID)] == [3]
             await asyncio.sleep(0.3)
             assert tower.states_posted() == [3], "an acknowledged version is not pushed again"
             await client.close()
 
             client = TowerClient([url], journal, FAST)  # a newer state the policy held back when the node died
-            await client.start(DOMAIN, [channel(4)])
+            await client.start(DOMAIN, [channel(4)], KB)
             await eventually(lambda: [p.version for p in client.protection(CID)] == [4])
             await client.close()
 
@@ -236,7 +262,7 @@ def test_a_hanging_tower_slows_neither_offers_nor_the_other_tower(tmp_path: Path
             async with serve(tower.app()) as url:
                 policy = TowerPolicy(flush_timeout=1.0, request_timeout=0.5)
                 client = TowerClient([dead, url], tmp_path / "towers.db", policy)
-                await client.start(DOMAIN, [])
+                await client.start(DOMAIN, [], KB)
                 chans = [channel(v) for v in range(1, 301)]
                 spent = 0.0
                 for ch in chans:
@@ -259,7 +285,7 @@ def test_an_outage_is_retried_with_backoff_until_the_tower_answers(tmp_path: Pat
         tower = FakeTower(DOMAIN, unavailable=True)
         async with serve(tower.app()) as url:
             client = TowerClient([url], tmp_path / "towers.db", FAST)
-            await client.start(DOMAIN, [])
+            await client.start(DOMAIN, [], KB)
             client.offer(channel(1))
             await asyncio.sleep(1.0)
             tower.unavailable = False

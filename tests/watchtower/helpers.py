@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,13 @@ from eth_hash.auto import keccak
 
 from statechannel.chain.adjudicator import Adjudicator
 from statechannel.chain.base import Chain
-from statechannel.core.crypto import PrivateKey
+from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import state_digest
 from statechannel.core.io import SignedState
 from statechannel.core.observed import ChainObservedClose
+from statechannel.core.tower import ClientAuth, Receipt, authorize, push_request, register_request
 from statechannel.core.types import ETH, ChannelParams, Domain, State, to_checksum
+from statechannel.watchtower.records import WatchedChannel
 from statechannel.watchtower.sender import PlainSender, Sender
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
@@ -67,22 +69,43 @@ def eth_state(cid: bytes, version: int, transfer: int) -> State:
     return State(cid, version, (ETH,), (transfer,))
 
 
-def state_json(signed: SignedState, channel_id: bytes | None = None) -> dict[str, Any]:
-    s = signed.state
+def _auth_json(s: Setup, by: PrivateKey | None, channel_id: bytes, request: bytes) -> dict[str, Any]:
+    who = by or s.b
+    auth = authorize(who, s.adj.domain, s.tower_key.address, channel_id, request, int(time.time()))
     return {
-        "channel_id": "0x" + (channel_id or s.channel_id).hex(),
-        "version": s.version,
-        "is_final": s.is_final,
-        "assets": [to_checksum(x) for x in s.assets],
-        "transfers": [str(t) for t in s.transfers],
-        "app_data": "0x" + s.app_data.hex(),
-        "sig_a": "0x" + signed.sig_a.to_bytes().hex(),
-        "sig_b": "0x" + signed.sig_b.to_bytes().hex(),
+        "client": to_checksum(who.address),
+        "timestamp": auth.timestamp,
+        "auth": "0x" + auth.signature.to_bytes().hex(),
     }
 
 
-def params_json(p: ChannelParams) -> dict[str, Any]:
-    return {"a": to_checksum(p.a), "b": to_checksum(p.b), "challenge_period": p.challenge_period, "nonce": str(p.nonce)}
+def state_json(
+    signed: SignedState, s: Setup, channel_id: bytes | None = None, by: PrivateKey | None = None
+) -> dict[str, Any]:
+    """A push body, signed by participant `by` (B unless told) for the setup's tower."""
+    st = signed.state if channel_id is None else replace(signed.state, channel_id=channel_id)
+    return {
+        "channel_id": "0x" + st.channel_id.hex(),
+        "version": st.version,
+        "is_final": st.is_final,
+        "assets": [to_checksum(x) for x in st.assets],
+        "transfers": [str(t) for t in st.transfers],
+        "app_data": "0x" + st.app_data.hex(),
+        "sig_a": "0x" + signed.sig_a.to_bytes().hex(),
+        "sig_b": "0x" + signed.sig_b.to_bytes().hex(),
+        **_auth_json(s, by, st.channel_id, push_request(SignedState(st, signed.sig_a, signed.sig_b))),
+    }
+
+
+def params_json(p: ChannelParams, s: Setup, by: PrivateKey | None = None) -> dict[str, Any]:
+    cid = p.channel_id(s.chain.chain_id, s.adj.address)
+    return {
+        "a": to_checksum(p.a),
+        "b": to_checksum(p.b),
+        "challenge_period": p.challenge_period,
+        "nonce": str(p.nonce),
+        **_auth_json(s, by, cid, register_request(p)),
+    }
 
 
 def close_with(s: Setup, params: ChannelParams, signed: SignedState) -> None:
@@ -91,6 +114,22 @@ def close_with(s: Setup, params: ChannelParams, signed: SignedState) -> None:
 
 def closes(s: Setup, cid: bytes, since: int = 0) -> list[ChainObservedClose]:
     return [e for e in s.adj.events(since) if isinstance(e, ChainObservedClose) and e.channel_id == cid]
+
+
+def auth_for(tower: Tower, by: PrivateKey, channel_id: bytes, request: bytes, at: int | None = None) -> ClientAuth:
+    when = int(time.time()) if at is None else at
+    return authorize(by, tower.domain, tower.address, channel_id, request, when)
+
+
+async def register(tower: Tower, params: ChannelParams, by: PrivateKey) -> tuple[bool, WatchedChannel]:
+    """Register as participant `by` (a request signed for this tower, now)."""
+    cid = params.channel_id(tower.domain.chain_id, tower.domain.adjudicator)
+    return await tower.register(params, auth_for(tower, by, cid, register_request(params)))
+
+
+async def push(tower: Tower, signed: SignedState, by: PrivateKey) -> tuple[WatchedChannel, Receipt, Signature]:
+    """Push as participant `by`."""
+    return await tower.push(signed, auth_for(tower, by, signed.state.channel_id, push_request(signed)))
 
 
 @asynccontextmanager

@@ -7,7 +7,17 @@ from pathlib import Path
 
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.watchtower.records import TowerStatus, WatchedChannel
-from tests.watchtower.helpers import closes, deploy, eth_state, eventually, open_channel, running_tower, sign
+from tests.watchtower.helpers import (
+    closes,
+    deploy,
+    eth_state,
+    eventually,
+    open_channel,
+    push,
+    register,
+    running_tower,
+    sign,
+)
 
 
 def test_stale_close_is_challenged_and_settles_by_the_newer_state(tmp_path: Path) -> None:
@@ -19,9 +29,9 @@ def test_stale_close_is_challenged_and_settles_by_the_newer_state(tmp_path: Path
 
     async def scenario() -> None:
         async with running_tower(s, tmp_path / "t.db") as tower:
-            created, _ = await tower.register(params)
+            created, _ = await register(tower, params, s.b)
             assert created
-            await tower.push(new)
+            await push(tower, new, s.b)
             s.adj.close(s.a, params, old.state, old.sig_a, old.sig_b)
             await eventually("the challenge", lambda: any(e.version == 5 for e in closes(s, cid)))
             await eventually("the tower to see it", lambda: _recorded(tower.store.get(cid)) == 5)

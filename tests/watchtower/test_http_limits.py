@@ -44,8 +44,8 @@ def test_the_tower_process_refuses_a_deep_body_and_keeps_serving(tmp_path: Path,
             )
 
             assert api.get("/info").status_code == 200  # the same process still answers, and still works:
-            assert api.post("/channels", json=params_json(params)).status_code == 201
-            pushed = api.post("/states", json=state_json(signed))
+            assert api.post("/channels", json=params_json(params, s)).status_code == 201
+            pushed = api.post("/states", json=state_json(signed, s))
             assert pushed.status_code == 200 and pushed.json()["version"] == 3, pushed.text
         assert tower.proc.poll() is None
     finally:
@@ -99,9 +99,9 @@ def test_the_app_bounds_size_and_depth_before_parsing(tmp_path: Path) -> None:
             "bad_encoding",
         )
         params = open_channel(s, 7)
-        assert (await client.post("/channels", json=params_json(params))).status_code == 201
+        assert (await client.post("/channels", json=params_json(params, s))).status_code == 201
         signed = sign(s.adj.domain, eth_state(s.adj.channel_id(params), 1, 5), s.a, s.b)
-        pushed = await client.post("/states", json=state_json(signed))
+        pushed = await client.post("/states", json=state_json(signed, s))
         assert pushed.status_code == 200, pushed.text
 
     run_app(tmp_path, scenario)

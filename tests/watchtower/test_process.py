@@ -20,7 +20,8 @@ import pytest
 
 from statechannel.chain.rpc import RpcChain
 from statechannel.core.crypto import Signature
-from statechannel.core.tower import receipt_signer
+from statechannel.core.eip712 import state_hash
+from statechannel.core.tower import Receipt
 from statechannel.core.types import to_checksum
 from statechannel.node.keys import write_keystore
 from statechannel.watchtower.daemon import TowerConfig, TowerFile, run
@@ -97,12 +98,15 @@ def test_restarted_tower_process_challenges_a_close_made_while_it_was_down(tmp_p
         info = cli("watchtower", "info", "--data-dir", str(data_dir), "--json")
         assert info.exit_code == 0 and json.loads(info.stdout)["address"] == to_checksum(s.tower_key.address)
         with httpx.Client(base_url=tower.info["api"], timeout=30) as api:
-            assert api.post("/channels", json=params_json(params)).status_code == 201
+            assert api.post("/channels", json=params_json(params, s)).status_code == 201
             for signed in (old, new):
-                r = api.post("/states", json=state_json(signed))
+                r = api.post("/states", json=state_json(signed, s))
                 assert r.status_code == 200, r.text
-            receipt = Signature.from_bytes(bytes.fromhex(r.json()["receipt"][2:]))
-            assert receipt_signer(s.adj.domain, cid, 7, receipt) == s.tower_key.address
+            got = r.json()
+            receipt = Receipt(cid, 7, state_hash(signed.state), s.tower_key.address, got["from_block"])
+            assert receipt.signer(s.adj.domain, Signature.from_bytes(bytes.fromhex(got["receipt"][2:]))) == (
+                s.tower_key.address
+            )
     finally:
         assert tower.stop() == 0, tower.log.read_text()
     assert not (data_dir / "tower.json").exists()
@@ -165,7 +169,7 @@ def test_daemon_on_postgresql_serves_and_cleans_up(tmp_path: Path, anvil: Anvil,
             assert not task.done(), task
             await asyncio.sleep(0.02)
         async with httpx.AsyncClient(base_url=ready[0].api, timeout=30) as api:
-            assert (await api.post("/channels", json=params_json(params))).status_code == 201
+            assert (await api.post("/channels", json=params_json(params, s))).status_code == 201
             assert (await api.get("/info")).json()["channels"] == 1
         assert (tmp_path / "t" / "tower.json").exists()
         stop.set()

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from eth_abi.abi import encode as abi_encode
 from hypothesis import given
 from hypothesis import strategies as st
 
 from statechannel.chain.adjudicator import DisputeRecord
-from statechannel.core.errors import Reason, RemoteError
-from statechannel.core.tower import Action, check_pushed, decide, receipt_digest, receipt_signer, sign_receipt
+from statechannel.core.eip712 import domain_separator
+from statechannel.core.errors import LocalError, Reason, RemoteError
+from statechannel.core.hashing import keccak
+from statechannel.core.tower import (
+    MAX_AUTH_SKEW,
+    Action,
+    Receipt,
+    authorize,
+    check_client,
+    check_pushed,
+    decide,
+    register_request,
+)
 from statechannel.core.types import ETH, ChannelParams, Domain, State
 from statechannel.watchtower.records import (
     Dispute,
@@ -44,21 +58,62 @@ def test_decide_challenges_exactly_when_it_could_win(held: int | None, recorded:
     assert (decide(held, recorded, now, end) is Action.CHALLENGE) == could_win
 
 
-def test_receipt_binds_chain_contract_channel_and_version() -> None:
-    digest = receipt_digest(5, DOMAIN.adjudicator, CID, 7)
-    assert digest == receipt_digest(5, DOMAIN.adjudicator, CID, 7)
+def test_receipt_binds_chain_contract_channel_version_state_tower_and_block() -> None:
+    r = Receipt(CID, 7, b"\x33" * 32, TOWER.address, 100)
+    digest = r.digest(DOMAIN)
     others = {
-        receipt_digest(6, DOMAIN.adjudicator, CID, 7),
-        receipt_digest(5, b"\x12" * 20, CID, 7),
-        receipt_digest(5, DOMAIN.adjudicator, b"\x00" * 32, 7),
-        receipt_digest(5, DOMAIN.adjudicator, CID, 8),
+        r.digest(Domain(6, DOMAIN.adjudicator)),
+        r.digest(Domain(5, b"\x12" * 20)),
+        replace(r, channel_id=b"\x00" * 32).digest(DOMAIN),
+        replace(r, version=8).digest(DOMAIN),
+        replace(r, state_hash=b"\x34" * 32).digest(DOMAIN),
+        replace(r, tower=A.address).digest(DOMAIN),
+        replace(r, from_block=101).digest(DOMAIN),
     }
-    assert digest not in others and len(others) == 4
-    receipt = sign_receipt(TOWER, DOMAIN, CID, 7)
-    assert receipt_signer(DOMAIN, CID, 7, receipt) == TOWER.address
-    assert receipt_signer(DOMAIN, CID, 8, receipt) != TOWER.address
+    assert digest not in others and len(others) == 7
+    sig = r.sign(TOWER, DOMAIN)
+    assert r.signer(DOMAIN, sig) == TOWER.address
+    assert replace(r, version=8).signer(DOMAIN, sig) != TOWER.address
+    with pytest.raises(LocalError):
+        r.sign(A, DOMAIN)  # a tower never signs a receipt naming another tower
     with pytest.raises(RemoteError):
-        receipt_digest(5, b"\x01", CID, 7)
+        Receipt(CID, 7, b"\x01", TOWER.address, 0)
+
+
+def test_receipt_digest_is_eip712_typed_data() -> None:
+    """Recomputed from the EIP-712 rules with eth_abi, independently of core.tower."""
+    r = Receipt(CID, 7, b"\x33" * 32, TOWER.address, 100)
+    typehash = keccak(
+        b"TowerReceipt(bytes32 channelId,uint48 version,bytes32 stateHash,address tower,uint64 fromBlock)"
+    )
+    struct = keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "uint48", "bytes32", "address", "uint64"],
+            [typehash, CID, 7, b"\x33" * 32, TOWER.address, 100],
+        )
+    )
+    assert r.digest(DOMAIN) == keccak(b"\x19\x01" + domain_separator(DOMAIN) + struct)
+
+
+def test_client_auth_names_participant_tower_request_and_time() -> None:
+    request = register_request(PARAMS)
+    auth = authorize(B, DOMAIN, TOWER.address, CID, request, 1_000)
+    assert check_client(DOMAIN, TOWER.address, PARAMS, request, auth, 1_100) == 1
+    assert (
+        check_client(
+            DOMAIN, TOWER.address, PARAMS, request, authorize(A, DOMAIN, TOWER.address, CID, request, 1_000), 1_000
+        )
+        == 0
+    )
+    for bad, tower, req, now in [
+        (authorize(TOWER, DOMAIN, TOWER.address, CID, request, 1_000), TOWER.address, request, 1_000),  # no party
+        (auth, A.address, request, 1_000),  # for another tower
+        (auth, TOWER.address, b"\x00" * 32, 1_000),  # another request
+        (auth, TOWER.address, request, 1_000 + MAX_AUTH_SKEW + 1),  # too old
+        (replace(auth, client=A.address), TOWER.address, request, 1_000),  # B's signature claimed as A's
+    ]:
+        with pytest.raises(RemoteError):
+            check_client(DOMAIN, tower, PARAMS, req, bad, now)
 
 
 def test_check_pushed_needs_both_participants_on_this_channel() -> None:

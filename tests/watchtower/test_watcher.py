@@ -27,6 +27,8 @@ from tests.watchtower.helpers import (
     eth_state,
     eventually,
     open_channel,
+    push,
+    register,
     running_tower,
     sign,
 )
@@ -65,8 +67,8 @@ def test_events_handled_twice_change_nothing_and_send_nothing(tmp_path: Path) ->
 
     async def scenario() -> None:
         async with running_tower(s, tmp_path / "t.db", sender=sender) as tower:
-            await tower.register(params)
-            await tower.push(sign(s.adj.domain, eth_state(cid, 5, 10), s.a, s.b))
+            await register(tower, params, s.b)
+            await push(tower, sign(s.adj.domain, eth_state(cid, 5, 10), s.a, s.b), s.b)
             close_with(s, params, sign(s.adj.domain, eth_state(cid, 2, 0), s.a, s.b))
             await eventually("the challenge", lambda: len(closes(s, cid)) == 2)
             await eventually("the tower to record it", lambda: _recorded(tower.store.get(cid)) == 5)
@@ -95,8 +97,8 @@ def test_restarted_tower_catches_up_and_challenges(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with running_tower(s, tmp_path / "t.db") as tower:
-            await tower.register(params)
-            await tower.push(sign(s.adj.domain, eth_state(cid, 4, 10), s.a, s.b))
+            await register(tower, params, s.b)
+            await push(tower, sign(s.adj.domain, eth_state(cid, 4, 10), s.a, s.b), s.b)
         close_with(s, params, sign(s.adj.domain, eth_state(cid, 3, 0), s.a, s.b))
         s.chain.mine(5)
         async with running_tower(s, tmp_path / "t.db") as tower:
@@ -130,8 +132,8 @@ def test_reorg_undoing_a_close_is_noticed_and_the_close_answered_again(tmp_path:
 
     async def scenario(snap: str) -> None:
         async with running_tower(s, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
-            await tower.register(params)
-            await tower.push(sign(s.adj.domain, eth_state(cid, 5, 10), s.a, s.b))
+            await register(tower, params, s.b)
+            await push(tower, sign(s.adj.domain, eth_state(cid, 5, 10), s.a, s.b), s.b)
             fork = s.chain.block().number
             close_with(s, params, stale)
             await eventually("the first challenge", lambda: _recorded(tower.store.get(cid)) == 5)
@@ -164,8 +166,8 @@ def test_unmined_challenge_is_replaced_with_higher_fees(tmp_path: Path, anvil: A
     async def scenario() -> None:
         sender = CountingSender(BumpingSender(rpc, s.tower_key, bump_after=0.5))
         async with running_tower(s, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
-            await tower.register(params)
-            await tower.push(sign(s.adj.domain, eth_state(cid, 5, 10), s.a, s.b))
+            await register(tower, params, s.b)
+            await push(tower, sign(s.adj.domain, eth_state(cid, 5, 10), s.a, s.b), s.b)
         close_with(s, params, sign(s.adj.domain, eth_state(cid, 2, 0), s.a, s.b))
         rpc._rpc("evm_setAutomine", [False])  # from here on nothing is mined until the test says so
         async with running_tower(s, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
@@ -206,8 +208,8 @@ def test_a_challenge_someone_else_made_first_is_not_retried(tmp_path: Path) -> N
 
     async def scenario() -> None:
         async with running_tower(s, tmp_path / "t.db", sender=sender) as tower:
-            await tower.register(params)
-            await tower.push(newer)
+            await register(tower, params, s.b)
+            await push(tower, newer, s.b)
             close_with(s, params, sign(s.adj.domain, eth_state(cid, 2, 0), s.a, s.b))
             await eventually(
                 "the attempt", lambda: cid in tower.challenges and tower.challenges[cid].outcome != "pending"
@@ -241,9 +243,9 @@ def test_a_channel_registered_during_its_dispute_is_found_by_the_commitment_and_
 
     async def scenario() -> None:
         async with running_tower(s, tmp_path / "t.db") as tower:
-            created, row = await tower.register(params)
+            created, row = await register(tower, params, s.b)
             assert created and row.status is TowerStatus.CHALLENGED and row.dispute == found
-            await tower.push(sign(s.adj.domain, eth_state(cid, 6, 40), s.a, s.b))
+            await push(tower, sign(s.adj.domain, eth_state(cid, 6, 40), s.a, s.b), s.b)
             await eventually("the challenge", lambda: [e.version for e in closes(s, cid)] == [2, 3, 6])
             await eventually("the tower to record it", lambda: _recorded(tower.store.get(cid)) == 6)
 

@@ -195,12 +195,22 @@ class TermsView(_Response):
 
 
 class ProtectionView(_Response):
-    """A watchtower's signed receipt: proof, checked against the tower's key, that it holds this version."""
+    """A watchtower's EIP-712 receipt, verified by this node: the tower's key signed that it holds exactly the
+    state this node pushed and answers a stale close from `from_block` on."""
 
     tower: str = Field(description="URL of the watchtower.")
     address: str = Field(description="The tower's signing address, as its /info reported it.")
     version: int = Field(description="The channel version the tower signed for.")
-    receipt: str = Field(description="0x-hex 65-byte signature of the tower over the receipt digest.")
+    state_hash: str = Field(description="0x-hex EIP-712 struct hash of that state, as pushed.")
+    from_block: int = Field(description="The block from which the tower protects it.")
+    receipt: str = Field(description="0x-hex 65-byte signature of the tower over the typed TowerReceipt.")
+
+
+class TowerProblemView(_Response):
+    """A tower whose last receipt for this channel did not verify: it counts as no protection."""
+
+    tower: str
+    detail: str
 
 
 class ChannelView(_Response):
@@ -218,9 +228,18 @@ class ChannelView(_Response):
     protection: list[ProtectionView] = Field(
         default_factory=list, description="Which watchtower holds which version (empty without towers)."
     )
+    tower_errors: list[TowerProblemView] = Field(
+        default_factory=list, description="Towers whose receipt did not verify (not counted as protection)."
+    )
 
     @classmethod
-    def of(cls, ch: Channel, peer_connected: bool, protection: Sequence[Protection] = ()) -> ChannelView:
+    def of(
+        cls,
+        ch: Channel,
+        peer_connected: bool,
+        protection: Sequence[Protection] = (),
+        tower_errors: Sequence[tuple[str, str]] = (),
+    ) -> ChannelView:
         pairs = ch.balances(ch.latest.state) if ch.latest is not None else ch.funded
         me, peer = ch.me, ch.peer
         balances = [
@@ -250,10 +269,16 @@ class ChannelView(_Response):
             outcome=_outcome(ch),
             protection=[
                 ProtectionView(
-                    tower=p.tower, address=to_checksum(p.address), version=p.version, receipt="0x" + p.receipt.hex()
+                    tower=p.tower,
+                    address=to_checksum(p.address),
+                    version=p.version,
+                    state_hash="0x" + p.state_hash.hex(),
+                    from_block=p.from_block,
+                    receipt="0x" + p.receipt.hex(),
                 )
                 for p in protection
             ],
+            tower_errors=[TowerProblemView(tower=t, detail=d) for t, d in tower_errors],
         )
 
 

@@ -55,7 +55,8 @@ class ApiContext:
     def view(self, ch: Channel) -> ChannelView:
         towers = self.node.towers
         protection = towers.protection(ch.channel_id) if towers is not None else ()
-        return ChannelView.of(ch, self.node.transport.connected(ch.peer_address), protection)
+        errors = towers.receipt_errors(ch.channel_id) if towers is not None else ()
+        return ChannelView.of(ch, self.node.transport.connected(ch.peer_address), protection, errors)
 
     def require_peer(self, ch: Channel, doing: str) -> None:
         if not self.node.transport.connected(ch.peer_address):

@@ -131,6 +131,28 @@ def channel_close(channel_id: str, unilateral: bool, wait: float | None, data_di
     out(as_json, ch, lambda: _channels_table([ch]))
 
 
+@channel.command("show")
+@click.argument("channel_id")
+@client_options
+def channel_show(channel_id: str, data_dir: str, as_json: bool) -> None:
+    """One channel, and every watchtower receipt the node verified for it (or why one did not verify)."""
+    with node_api(data_dir) as api:
+        ch = api.get(f"/channels/{channel_id_arg(channel_id)}")
+    out(as_json, ch, lambda: _show(ch))
+
+
+def _show(ch: dict[str, Any]) -> None:
+    _channels_table([ch])
+    table = Table(title="watchtower receipts (verified)")
+    for name in ("tower", "address", "version", "from block", "state hash"):
+        table.add_column(name, overflow="fold")
+    for p in ch.get("protection", []):
+        table.add_row(p["tower"], p["address"], str(p["version"]), str(p["from_block"]), p["state_hash"])
+    Console().print(table if ch.get("protection") else "no watchtower receipt")
+    for e in ch.get("tower_errors", []):
+        Console().print(f"[red]tower {e['tower']}: receipt does not verify, no protection: {e['detail']}[/red]")
+
+
 @channel.command("list")
 @client_options
 def channel_list(data_dir: str, as_json: bool) -> None:

@@ -42,6 +42,18 @@ def watchtower() -> None:
 @click.option("--confirmations", default=0, show_default=True, type=click.IntRange(0, 1000))
 @click.option("--poll-interval", default=0.5, show_default=True, type=click.FloatRange(0.01, 60), help="s")
 @click.option("--bump-after", default=3.0, show_default=True, type=click.FloatRange(0.1, 600), help="s unmined")
+@click.option(
+    "--min-challenge-period",
+    default=60,
+    show_default=True,
+    type=click.IntRange(1, 2**32 - 1),
+    help="s; shorter: refused",
+)
+@click.option("--max-channels-per-client", default=10_000, show_default=True, type=click.IntRange(1, None))
+@click.option(
+    "--states-per-client", default=3, show_default=True, type=click.IntRange(1, 64), help="kept per channel, best first"
+)
+@click.option("--max-bytes-per-client", default=32 * 1024 * 1024, show_default=True, type=click.IntRange(1024, None))
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
 @log_format_option
 def watchtower_start(
@@ -55,6 +67,10 @@ def watchtower_start(
     confirmations: int,
     poll_interval: float,
     bump_after: float,
+    min_challenge_period: int,
+    max_channels_per_client: int,
+    states_per_client: int,
+    max_bytes_per_client: int,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -64,6 +80,7 @@ def watchtower_start(
     from statechannel.core.types import address_from_hex
     from statechannel.daemon import parse_hostport
     from statechannel.watchtower.daemon import TowerConfig, TowerDaemonError, run
+    from statechannel.watchtower.storage import Quotas
 
     try:
         config = TowerConfig(
@@ -75,6 +92,8 @@ def watchtower_start(
             confirmations=confirmations,
             poll_interval=poll_interval,
             bump_after=bump_after,
+            min_challenge_period=min_challenge_period,
+            quotas=Quotas(max_channels_per_client, states_per_client, max_bytes_per_client),
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
@@ -97,4 +116,38 @@ def watchtower_info(data_dir: str, as_json: bool) -> None:
         raise fail(f"no running tower found through {path}: {exc}") from None
     except httpx.HTTPError as exc:
         raise fail(f"the tower at {path} did not answer: {exc}") from None
-    out(as_json, info, lambda: kv_table("watchtower", info))
+    out(as_json, info, lambda: kv_table("watchtower", _flat(info)))
+
+
+def _flat(info: dict[str, object]) -> dict[str, object]:
+    quotas = info.get("quotas")
+    rest = {k: v for k, v in info.items() if k != "quotas"}
+    if isinstance(quotas, dict):
+        rest |= {f"per client: {k}": v for k, v in quotas.items()}
+    return rest
+
+
+@watchtower.command("channel")
+@click.argument("channel_id")
+@click.option("--data-dir", default=DEFAULT_TOWER_DIR, show_default=True, help="the running tower's data directory")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def watchtower_channel(channel_id: str, data_dir: str, as_json: bool) -> None:
+    """What the running tower holds for one channel: each participant's states, the dispute, its challenge."""
+    import httpx
+
+    path = Path(data_dir).expanduser() / "tower.json"
+    try:
+        url = json.loads(path.read_text())["api"]
+        r = httpx.get(f"{url}/channels/{channel_id}", timeout=10)
+    except (OSError, ValueError, KeyError) as exc:
+        raise fail(f"no running tower found through {path}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise fail(f"the tower at {path} did not answer: {exc}") from None
+    try:
+        view = r.json()
+    except ValueError:
+        raise fail(f"the tower answered HTTP {r.status_code} without JSON") from None
+    if r.status_code != 200:
+        raise fail(str(view.get("error", {}).get("detail", view)) if isinstance(view, dict) else str(view))
+    held = ", ".join(f"v{h['version']} ({h['client'].upper()})" for h in view.get("held", [])) or "-"
+    out(as_json, view, lambda: kv_table("channel", {**{k: v for k, v in view.items() if k != "held"}, "held": held}))

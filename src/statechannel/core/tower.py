@@ -5,16 +5,15 @@ chain, the store and the clock it runs against: the caller passes chain time in,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from statechannel.core.crypto import PrivateKey, Signature, recover, verify_signer
-from statechannel.core.eip712 import state_digest
-from statechannel.core.errors import Reason, RemoteError
+from statechannel.core.eip712 import state_digest, state_hash, typed_digest
+from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.hashing import keccak
 from statechannel.core.io import SignedState
-from statechannel.core.types import ChannelParams, Domain
-
-RECEIPT_TAG = b"statechannel-tower-receipt"
+from statechannel.core.types import MAX_VERSION, ChannelParams, Domain
 
 
 class Action(StrEnum):
@@ -44,21 +43,128 @@ def decide(held_version: int | None, recorded_version: int, now: int, finalizes_
     return Action.CHALLENGE
 
 
-def receipt_digest(chain_id: int, adjudicator: bytes, channel_id: bytes, version: int) -> bytes:
-    """What a tower signs when it takes a state: a user who holds it can prove the tower had that version
-    (for that chain and contract) if the tower then fails to answer a stale close."""
-    if len(adjudicator) != 20 or len(channel_id) != 32:
-        raise RemoteError(Reason.BAD_PARAMS, "adjudicator must be 20 bytes and channel id 32 bytes")
-    return keccak(RECEIPT_TAG + chain_id.to_bytes(32, "big") + adjudicator + channel_id + version.to_bytes(32, "big"))
+RECEIPT_TYPE = b"TowerReceipt(bytes32 channelId,uint48 version,bytes32 stateHash,address tower,uint64 fromBlock)"
+RECEIPT_TYPEHASH = keccak(RECEIPT_TYPE)
+REQUEST_TYPE = b"TowerRequest(address tower,bytes32 channelId,bytes32 request,uint64 timestamp)"
+REQUEST_TYPEHASH = keccak(REQUEST_TYPE)
+REGISTER_TAG = keccak(b"statechannel-tower-register")
+MAX_AUTH_SKEW = 300
+"""Seconds a request's timestamp may differ from the tower's clock: a captured request replays only for that
+long, and a replay repeats a request the client made (registering or pushing the same state again)."""
 
 
-def sign_receipt(key: PrivateKey, domain: Domain, channel_id: bytes, version: int) -> Signature:
-    return key.sign_digest(receipt_digest(domain.chain_id, domain.adjudicator, channel_id, version))
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
 
 
-def receipt_signer(domain: Domain, channel_id: bytes, version: int, receipt: Signature) -> bytes:
-    """The address that issued `receipt`: a client compares it with the tower it pushed to."""
-    return recover(receipt_digest(domain.chain_id, domain.adjudicator, channel_id, version), receipt)
+def _address_word(address: bytes) -> bytes:
+    if len(address) != 20:
+        raise RemoteError(Reason.BAD_ADDRESS, "an address is 20 bytes")
+    return bytes(12) + address
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A tower's EIP-712 statement (under the adjudicator's domain, so it names chain and contract): it holds
+    `state_hash` as `version` of `channel_id`, and answers a stale close from block `from_block` on."""
+
+    channel_id: bytes
+    version: int
+    state_hash: bytes
+    tower: bytes
+    from_block: int
+
+    def __post_init__(self) -> None:
+        if len(self.channel_id) != 32 or len(self.state_hash) != 32 or len(self.tower) != 20:
+            raise RemoteError(Reason.BAD_PARAMS, "a receipt names a 32-byte channel id and state hash, a 20-byte tower")
+        if not 0 <= self.version <= MAX_VERSION or not 0 <= self.from_block < 2**64:
+            raise RemoteError(Reason.BAD_PARAMS, "a receipt's version or block is out of range")
+
+    def digest(self, domain: Domain) -> bytes:
+        return typed_digest(
+            domain,
+            keccak(
+                RECEIPT_TYPEHASH
+                + self.channel_id
+                + _word(self.version)
+                + self.state_hash
+                + _address_word(self.tower)
+                + _word(self.from_block)
+            ),
+        )
+
+    def sign(self, key: PrivateKey, domain: Domain) -> Signature:
+        if key.address != self.tower:
+            raise LocalError(Reason.WRONG_SIGNER, "a tower signs receipts that name its own address")
+        return key.sign_digest(self.digest(domain))
+
+    def signer(self, domain: Domain, signature: Signature) -> bytes:
+        return recover(self.digest(domain), signature)
+
+
+def receipt_for(tower: bytes, signed: SignedState, from_block: int) -> Receipt:
+    s = signed.state
+    return Receipt(s.channel_id, s.version, state_hash(s), tower, from_block)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """A client's proof that it is `client`: its signature over the tower, the channel, the request and a time."""
+
+    client: bytes
+    timestamp: int
+    signature: Signature
+
+
+def register_request(params: ChannelParams) -> bytes:
+    """What a registration asks for, as the 32 bytes a client signs: the channel's parameters."""
+    return keccak(
+        REGISTER_TAG
+        + _address_word(params.a)
+        + _address_word(params.b)
+        + _word(params.challenge_period)
+        + _word(params.nonce)
+    )
+
+
+def push_request(signed: SignedState) -> bytes:
+    """What a push asks for: the state's EIP-712 struct hash (its signatures are checked on their own)."""
+    return state_hash(signed.state)
+
+
+def request_digest(domain: Domain, tower: bytes, channel_id: bytes, request: bytes, timestamp: int) -> bytes:
+    if len(channel_id) != 32 or len(request) != 32 or not 0 <= timestamp < 2**64:
+        raise RemoteError(Reason.BAD_PARAMS, "a request names a 32-byte channel and request hash, a uint64 time")
+    return typed_digest(
+        domain, keccak(REQUEST_TYPEHASH + _address_word(tower) + channel_id + request + _word(timestamp))
+    )
+
+
+def authorize(
+    key: PrivateKey, domain: Domain, tower: bytes, channel_id: bytes, request: bytes, timestamp: int
+) -> ClientAuth:
+    """A client's side: sign a request for one tower (a request to another tower does not verify here)."""
+    return ClientAuth(
+        key.address, timestamp, key.sign_digest(request_digest(domain, tower, channel_id, request, timestamp))
+    )
+
+
+def check_client(
+    domain: Domain, tower: bytes, params: ChannelParams, request: bytes, auth: ClientAuth, now: int
+) -> int:
+    """The participant (0 = A, 1 = B) that signed this request for this tower, within MAX_AUTH_SKEW of `now`;
+    anyone else (another address, another tower's request, an old one) is refused."""
+    if auth.client not in (params.a, params.b):
+        raise RemoteError(Reason.WRONG_SIGNER, "the client is not a participant of the channel")
+    if abs(auth.timestamp - now) > MAX_AUTH_SKEW:
+        raise RemoteError(
+            Reason.BAD_PARAMS, f"the request's timestamp is more than {MAX_AUTH_SKEW} s from the tower's clock"
+        )
+    cid = params.channel_id(domain.chain_id, domain.adjudicator)
+    verify_signer(
+        request_digest(domain, tower, cid, request, auth.timestamp), auth.signature, auth.client, "the client"
+    )
+    return 0 if auth.client == params.a else 1
 
 
 def check_pushed(domain: Domain, params: ChannelParams, signed: SignedState) -> None:

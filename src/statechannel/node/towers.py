@@ -5,12 +5,15 @@ A tower is a separate service reached over HTTP only. Nothing here is on the pat
 offers a state in O(1) and one background worker per tower pushes it, so a slow or dead tower delays only its
 own queue. Only the newest state of a channel is ever pushed (older ones are worthless to a tower). What each
 tower acknowledged, and the state still to push, live in their own SQLite file so the queue survives a
-restart; a receipt counts as protection only once its signature recovers to the tower's advertised key."""
+restart. Every request is signed by this node's key (a fresh timestamp, for that tower only), so a tower keeps
+this node's states apart from the peer's. A receipt counts as protection only once it names exactly the state
+pushed and the tower's advertised key signed it; one that does not is logged and kept as the tower's error."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -22,9 +25,10 @@ from typing import Any
 import httpx
 
 from statechannel.core.channel import Channel, Phase
-from statechannel.core.crypto import Signature
+from statechannel.core.crypto import PrivateKey, Signature
+from statechannel.core.eip712 import state_hash
 from statechannel.core.errors import LocalError, Reason, RemoteError
-from statechannel.core.tower import receipt_signer
+from statechannel.core.tower import Receipt, authorize, push_request, register_request
 from statechannel.core.types import Domain, address_from_hex, to_checksum
 from statechannel.node.towerstate import Journal, Protection, Push, TowerPolicy, tower_url
 
@@ -55,6 +59,7 @@ class _Tower:
         self.due: set[bytes] = set()
         self.later: dict[bytes, tuple[float, float]] = {}  # unknown to the tower yet: (retry at, delay)
         self.refused: dict[bytes, int] = {}  # a version the tower refused for good: not retried
+        self.errors: dict[bytes, str] = {}  # the last receipt of a channel that did not verify, and why
         self.inflight = 0
         self.resume_at = 0.0
         self.backoff = MIN_BACKOFF
@@ -78,6 +83,7 @@ class TowerClient:
             raise LocalError(Reason.BAD_PARAMS, "a tower client needs at least one tower")
         self.journal_path = journal
         self.domain: Domain | None = None
+        self.key: PrivateKey | None = None
         self._held: dict[bytes, Channel] = {}  # newest offered, not yet released by the policy
         self._counts: dict[bytes, int] = {}
         self._released: dict[bytes, Channel] = {}  # newest released: what the workers push
@@ -93,16 +99,17 @@ class TowerClient:
 
     # ------------------------------------------------------------ lifecycle (called by the node)
 
-    async def start(self, domain: Domain, channels: Iterable[Channel]) -> None:
+    async def start(self, domain: Domain, channels: Iterable[Channel], key: PrivateKey) -> None:
         """Resume the journalled queue, then queue every channel whose newest state some tower lacks (a state
-        held back by the policy when the node last died would otherwise never be pushed)."""
-        self.domain = domain
+        held back by the policy when the node last died would otherwise never be pushed). `key` is the node's:
+        it signs every request, proving to the tower which participant asks."""
+        self.domain, self.key = domain, key
         loop = asyncio.get_running_loop()
         self._journal = await loop.run_in_executor(self._io, Journal, self.journal_path)
         pending, acked = await loop.run_in_executor(self._io, self._journal.load)
         for cid, version, register, state in pending:
             self._bodies[cid] = Push(cid, version, register, state)
-        for url, cid, version, registered, r_version, address, receipt in acked:
+        for url, cid, version, registered, r_version, address, receipt, r_hash, from_block in acked:
             t = self.towers.get(url)
             if t is None:
                 continue  # a tower no longer configured
@@ -110,7 +117,7 @@ class TowerClient:
             if registered:
                 t.registered.add(cid)
             if receipt is not None:
-                t.receipts[cid] = Protection(url, address, r_version, receipt)
+                t.receipts[cid] = Protection(url, address, r_version, receipt, r_hash, from_block)
         for cid, push in self._bodies.items():
             self._mark_due(cid, push.version)
         for ch in channels:
@@ -172,6 +179,10 @@ class TowerClient:
     def protection(self, channel_id: bytes) -> list[Protection]:
         """The newest verified receipt of each tower for this channel."""
         return [t.receipts[channel_id] for t in self.towers.values() if channel_id in t.receipts]
+
+    def receipt_errors(self, channel_id: bytes) -> list[tuple[str, str]]:
+        """(tower, why) for each tower whose last receipt for this channel did not verify: no protection."""
+        return [(t.url, t.errors[channel_id]) for t in self.towers.values() if channel_id in t.errors]
 
     # ------------------------------------------------------------ policy
 
@@ -279,6 +290,19 @@ class TowerClient:
         t.address = address
         log.info("tower %s: key %s", t.url, to_checksum(address))
 
+    def _signed_body(self, t: _Tower, body: str, cid: bytes, request: bytes) -> str:
+        """The request body with this node's signature for tower `t`, made now."""
+        assert self.key is not None and self.domain is not None
+        if t.address is None:  # its key is being read again (a bad receipt): wait for it
+            raise TowerUnavailable(Reason.BAD_MESSAGE, "the tower's key is not known yet")
+        auth = authorize(self.key, self.domain, t.address, cid, request, int(time.time()))
+        fields = {
+            "client": to_checksum(auth.client),
+            "timestamp": auth.timestamp,
+            "auth": "0x" + auth.signature.to_bytes().hex(),
+        }
+        return json.dumps({**json.loads(body), **fields})
+
     async def _post(self, t: _Tower, path: str, body: str) -> tuple[int, dict[str, Any], str]:
         assert self._http is not None
         try:
@@ -301,7 +325,8 @@ class TowerClient:
         if push is None or t.acked.get(cid, -1) >= push.version or t.refused.get(cid) == push.version:
             return
         if cid not in t.registered:
-            status, data, reason = await self._post(t, "/channels", push.register)
+            body = self._signed_body(t, push.register, cid, register_request(push.params()))
+            status, data, reason = await self._post(t, "/channels", body)
             if reason == "unknown_channel":
                 self._retry_later(t, cid)
                 return
@@ -310,38 +335,60 @@ class TowerClient:
                 return
             t.registered.add(cid)
             self._unsaved_acks.add((t.url, cid))
-        status, data, reason = await self._post(t, "/states", push.state)
+        signed = push.signed_state()
+        status, data, reason = await self._post(
+            t, "/states", self._signed_body(t, push.state, cid, push_request(signed))
+        )
         if reason == "unknown_channel":  # the tower forgot it (a fresh database): register again
             t.registered.discard(cid)
             self._retry_later(t, cid)
             return
         t.later.pop(cid, None)
         if status == 409 and reason == "stale_version":
-            t.acked[cid] = push.version  # it holds this version or a newer one: nothing left to push
+            t.acked[cid] = push.version  # it holds this version or newer ones of ours: nothing left to push
         elif status == 200:
             try:
-                t.receipts[cid] = self._check_receipt(t, cid, push.version, data)
+                t.receipts[cid] = self._check_receipt(t, cid, push.version, state_hash(signed.state), data)
             except TowerError as exc:
+                t.errors[cid] = exc.detail
+                log.error(
+                    "tower %s: the receipt for version %d of 0x%s does not verify, so it protects nothing: %s",
+                    t.url,
+                    push.version,
+                    cid.hex()[:12],
+                    exc.detail,
+                )
                 t.address = None  # read its key again: it may have been replaced
                 self._refuse(t, push, exc.detail)
                 return
+            t.errors.pop(cid, None)
             t.acked[cid] = push.version
         else:
             self._refuse(t, push, f"HTTP {status} {data}")
             return
         self._unsaved_acks.add((t.url, cid))
 
-    def _check_receipt(self, t: _Tower, cid: bytes, version: int, data: dict[str, Any]) -> Protection:
+    def _check_receipt(self, t: _Tower, cid: bytes, version: int, pushed: bytes, data: dict[str, Any]) -> Protection:
+        """The receipt must name the channel, version and state hash pushed and this tower, and be signed by the
+        key its /info gave."""
         assert t.address is not None and self.domain is not None
         try:
-            said = (bytes.fromhex(str(data["channel_id"])[2:]), int(data["version"]), address_from_hex(data["tower"]))
-            receipt = bytes.fromhex(str(data["receipt"]).removeprefix("0x"))
-            signer = receipt_signer(self.domain, cid, version, Signature.from_bytes(receipt))
+            r = Receipt(
+                bytes.fromhex(str(data["channel_id"]).removeprefix("0x")),
+                int(data["version"]),
+                bytes.fromhex(str(data["state_hash"]).removeprefix("0x")),
+                address_from_hex(str(data["tower"])),
+                int(data["from_block"]),
+            )
+            sig = bytes.fromhex(str(data["receipt"]).removeprefix("0x"))
+            signer = r.signer(self.domain, Signature.from_bytes(sig))
         except (KeyError, ValueError, TypeError, AttributeError, LocalError, RemoteError) as exc:
             raise TowerError(Reason.BAD_SIGNATURE, f"unreadable receipt: {exc!r}") from exc
-        if said != (cid, version, t.address) or signer != t.address:
+        if (r.channel_id, r.version, r.state_hash, r.tower) != (cid, version, pushed, t.address):
+            raise TowerError(Reason.WRONG_CHANNEL, f"the receipt does not name the state pushed (version {version})")
+        if signer != t.address:
             raise TowerError(Reason.WRONG_SIGNER, f"receipt for version {version} is not signed by the tower's key")
-        return Protection(t.url, t.address, version, receipt)
+        return Protection(t.url, t.address, version, sig, r.state_hash, r.from_block)
 
     def _retry_later(self, t: _Tower, cid: bytes) -> None:
         _, delay = t.later.get(cid, (0.0, MIN_BACKOFF / 2))
@@ -370,7 +417,7 @@ class TowerClient:
                 p = t.receipts.get(cid)
                 rows.append(
                     (url, cid, t.acked.get(cid, -1), cid in t.registered)
-                    + ((p.version, p.address, p.receipt) if p else (None, None, None))
+                    + ((p.version, p.address, p.receipt, p.state_hash, p.from_block) if p else (None,) * 5)
                 )
             try:
                 await asyncio.get_running_loop().run_in_executor(self._io, self._journal.write, pending, rows)

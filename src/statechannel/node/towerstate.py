@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from statechannel.core.channel import Channel
+from statechannel.core.crypto import Signature
 from statechannel.core.errors import LocalError, Reason
-from statechannel.core.types import to_checksum
+from statechannel.core.io import SignedState
+from statechannel.core.types import ChannelParams, State, address_from_hex, to_checksum
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+"""2: receipts are EIP-712 `TowerReceipt`s (state hash, block); version-1 acknowledgements are dropped and re-pushed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,16 @@ def tower_url(raw: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Protection:
-    """A tower's signed statement that it holds `version` of a channel, checked against its key."""
+    """A tower's signed receipt (core.tower.Receipt) that it holds this state of a channel and answers a stale
+    close from `from_block` on; its signature recovered to the key the tower's /info gave."""
 
     tower: str
     address: bytes
     version: int
     receipt: bytes
+    """The tower's 65-byte signature over the typed receipt."""
+    state_hash: bytes = bytes(32)
+    from_block: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,25 @@ class Push:
     version: int
     register: str
     state: str
+    """Unsigned bodies: the client's signature (fresh, for one tower) is added as each request leaves."""
+
+    def params(self) -> ChannelParams:
+        body = json.loads(self.register)
+        a, b = address_from_hex(body["a"]), address_from_hex(body["b"])
+        return ChannelParams(a, b, int(body["challenge_period"]), int(body["nonce"]))
+
+    def signed_state(self) -> SignedState:
+        body = json.loads(self.state)
+        state = State(
+            bytes.fromhex(body["channel_id"][2:]),
+            int(body["version"]),
+            tuple(address_from_hex(a) for a in body["assets"]),
+            tuple(int(t) for t in body["transfers"]),
+            bool(body["is_final"]),
+            bytes.fromhex(body["app_data"][2:]),
+        )
+        sig_a, sig_b = (Signature.from_bytes(bytes.fromhex(body[k][2:])) for k in ("sig_a", "sig_b"))
+        return SignedState(state, sig_a, sig_b)
 
     @classmethod
     def of(cls, ch: Channel) -> Push:
@@ -107,23 +133,28 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         found = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if found not in (0, JOURNAL_VERSION):
+        if found not in (0, 1, JOURNAL_VERSION):
             raise LocalError(Reason.BAD_PARAMS, f"{path} has tower journal version {found}, not {JOURNAL_VERSION}")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS pending (channel_id BLOB PRIMARY KEY, version INTEGER NOT NULL, "
             "register TEXT NOT NULL, state TEXT NOT NULL)"
         )
+        if found == 1:  # receipts of the old form prove less: forget them, so every state is pushed again
+            self.db.execute("DROP TABLE IF EXISTS acked")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS acked (tower TEXT NOT NULL, channel_id BLOB NOT NULL, version INTEGER NOT NULL,"
-            " registered INTEGER NOT NULL, receipt_version INTEGER, address BLOB, receipt BLOB, "
-            "PRIMARY KEY (tower, channel_id))"
+            " registered INTEGER NOT NULL, receipt_version INTEGER, address BLOB, receipt BLOB, state_hash BLOB, "
+            "from_block INTEGER, PRIMARY KEY (tower, channel_id))"
         )
         self.db.execute(f"PRAGMA user_version={JOURNAL_VERSION}")
 
     def load(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         return (
             self.db.execute("SELECT channel_id, version, register, state FROM pending").fetchall(),
-            self.db.execute("SELECT * FROM acked").fetchall(),
+            self.db.execute(
+                "SELECT tower, channel_id, version, registered, receipt_version, address, receipt, state_hash, "
+                "from_block FROM acked"
+            ).fetchall(),
         )
 
     def write(self, pending: list[Push], acked: list[tuple[Any, ...]]) -> None:
@@ -133,7 +164,7 @@ class Journal:
                 "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
                 [(p.channel_id, p.version, p.register, p.state) for p in pending],
             )
-            self.db.executemany("INSERT OR REPLACE INTO acked VALUES (?, ?, ?, ?, ?, ?, ?)", acked)
+            self.db.executemany("INSERT OR REPLACE INTO acked VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", acked)
 
     def close(self) -> None:
         self.db.close()

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -28,10 +28,10 @@ from statechannel.core.types import to_checksum
 from statechannel.runtime import QuietServer, exclusive, limit_recursion, loopback_for, signals_set, step
 from statechannel.watchtower.http import create_tower_app
 from statechannel.watchtower.sender import BumpingSender
-from statechannel.watchtower.service import Tower
+from statechannel.watchtower.service import MIN_CHALLENGE_PERIOD, Tower
 from statechannel.watchtower.sqlbase import SqlTowerStore
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
-from statechannel.watchtower.storage import TowerStoreError
+from statechannel.watchtower.storage import Quotas, TowerStoreError
 
 limit_recursion()  # py_ecc and py-evm, imported now or later (key, chain), raise it: see runtime.SAFE_RECURSION_LIMIT
 
@@ -59,6 +59,9 @@ class TowerConfig:
     poll_interval: float = 0.5
     bump_after: float = 3.0
     """Seconds a challenge may wait unmined before it is resent with higher fees."""
+    min_challenge_period: int = MIN_CHALLENGE_PERIOD
+    """Seconds: channels with a shorter window are refused at registration (shown in /info)."""
+    quotas: Quotas = field(default_factory=Quotas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,8 @@ async def run(
             sender,
             confirmations=config.confirmations,
             poll_interval=config.poll_interval,
+            min_challenge_period=config.min_challenge_period,
+            quotas=config.quotas,
         )
         server: QuietServer | None = None
         serving: asyncio.Task[None] | None = None

@@ -15,6 +15,10 @@ class TowerReason(StrEnum):
     BAD_ASSETS = "bad_assets"
     BAD_PARAMS = "bad_params"
     STALE_VERSION = "stale_version"
+    UNAUTHORIZED = "unauthorized"
+    """The request is not signed by a participant of the channel (or not for this tower, or not recently)."""
+    QUOTA_EXCEEDED = "quota_exceeded"
+    PERIOD_TOO_SHORT = "period_too_short"
     VALIDATION = "validation"
     NOT_FOUND = "not_found"
     CHAIN_UNAVAILABLE = "chain_unavailable"
@@ -26,6 +30,8 @@ HTTP_STATUS: dict[TowerReason, int] = {
     TowerReason.UNKNOWN_CHANNEL: 404,
     TowerReason.NOT_FOUND: 404,
     TowerReason.STALE_VERSION: 409,
+    TowerReason.UNAUTHORIZED: 401,
+    TowerReason.QUOTA_EXCEEDED: 403,
     TowerReason.CHAIN_UNAVAILABLE: 503,
     TowerReason.STORE_UNAVAILABLE: 503,
     TowerReason.INTERNAL: 500,

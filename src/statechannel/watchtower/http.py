@@ -1,8 +1,8 @@
 """The tower's HTTP API (FastAPI, so the OpenAPI document comes with it).
 
-No bearer token: anyone may push a state, because only a state signed by both participants of a
-registered channel is taken, so the signatures are the authentication. Bind it to loopback unless the
-tower serves others. Every refusal is `{"error": {"reason", "detail"}}`; amounts are decimal strings."""
+No bearer token: every registration and push carries a signature by a participant of the channel over (this tower,
+the channel, the request, a timestamp), so the tower knows which participant asks and keeps each one's states apart
+under its own quotas. Every refusal is `{"error": {"reason", "detail"}}`; amounts are decimal strings."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import statechannel
 from statechannel.core.crypto import Signature
 from statechannel.core.errors import StatechannelError
 from statechannel.core.io import SignedState
+from statechannel.core.tower import ClientAuth
 from statechannel.core.types import INT256_MAX, INT256_MIN, UINT256_MAX, ChannelParams, State, to_checksum
 from statechannel.httplimits import BodyLimits
 from statechannel.watchtower.errors import TowerError, TowerReason, from_core
@@ -47,7 +48,16 @@ Short = Annotated[str, Field(max_length=200)]
 """Every string field is bounded, so an anonymous push cannot make the tower parse megabytes."""
 
 
-class RegisterBody(_Body):
+class _Authed(_Body):
+    client: Short
+    """The participant asking (0x address); `auth` must be its signature."""
+    timestamp: int
+    """Unix seconds; the tower refuses a request more than core.tower.MAX_AUTH_SKEW from its clock."""
+    auth: Short
+    """65-byte signature over core.tower.request_digest(tower, channel, request, timestamp)."""
+
+
+class RegisterBody(_Authed):
     a: Short
     b: Short
     challenge_period: int
@@ -55,7 +65,7 @@ class RegisterBody(_Body):
     """Decimal: a uint256 does not survive JSON numbers."""
 
 
-class StateBody(_Body):
+class StateBody(_Authed):
     channel_id: Short
     version: int
     is_final: bool
@@ -67,12 +77,20 @@ class StateBody(_Body):
     sig_b: Short
 
 
+class QuotaView(BaseModel):
+    channels: int = Field(description="Channels one client may register.")
+    states: int = Field(description="States kept per channel for each participant (its best ones).")
+    bytes: int = Field(description="Bytes of kept states per client.")
+
+
 class Info(BaseModel):
     address: str
     chain_id: int
     adjudicator: str
     channels: int
     head: int
+    min_challenge_period: int = Field(description="The shortest challenge period (seconds) this tower protects.")
+    quotas: QuotaView
 
 
 class Registered(BaseModel):
@@ -81,11 +99,20 @@ class Registered(BaseModel):
 
 
 class Receipt(BaseModel):
+    """The tower's EIP-712 `TowerReceipt` (core.tower.RECEIPT_TYPE) under the adjudicator's domain."""
+
     channel_id: str
     version: int
+    state_hash: str = Field(description="EIP-712 struct hash of the state held (as the contract's events name it).")
     tower: str
+    from_block: int = Field(description="The tower answers a stale close from this block on.")
     receipt: str
-    """65-byte signature of the tower over core.tower.receipt_digest(chain, adjudicator, channel, version)."""
+    """65-byte signature of the tower over the typed receipt's digest."""
+
+
+class HeldView(BaseModel):
+    client: str = Field(description="'a' or 'b': the participant that pushed it.")
+    version: int
 
 
 class Challenge(BaseModel):
@@ -99,6 +126,7 @@ class Challenge(BaseModel):
 class ChannelView(BaseModel):
     channel_id: str
     version: int | None
+    held: list[HeldView]
     status: str
     a: str
     b: str
@@ -146,6 +174,17 @@ def _params(body: RegisterBody) -> ChannelParams:
         raise TowerError(TowerReason.BAD_PARAMS, exc.detail) from None
 
 
+def _auth(body: _Authed) -> ClientAuth:
+    client = _hex(body.client, 20, TowerReason.UNAUTHORIZED, "client")
+    if not 0 <= body.timestamp < 2**64:
+        raise TowerError(TowerReason.UNAUTHORIZED, "timestamp is out of range")
+    try:
+        sig = Signature.from_bytes(_hex(body.auth, 65, TowerReason.UNAUTHORIZED, "auth"))
+    except StatechannelError as exc:
+        raise TowerError(TowerReason.UNAUTHORIZED, exc.detail) from None
+    return ClientAuth(client, body.timestamp, sig)
+
+
 def _signed(body: StateBody) -> SignedState:
     cid = _hex(body.channel_id, 32, TowerReason.BAD_STATE, "channel_id")
     assets = tuple(_hex(a, 20, TowerReason.BAD_ASSETS, "an asset") for a in body.assets)
@@ -168,6 +207,7 @@ def _view(tower: Tower, ch: WatchedChannel) -> ChannelView:
     return ChannelView(
         channel_id="0x" + ch.channel_id.hex(),
         version=ch.version,
+        held=[HeldView(client="ab"[h.client], version=h.version) for h in ch.states],
         status=ch.status.value,
         a=to_checksum(ch.params.a),
         b=to_checksum(ch.params.b),
@@ -194,11 +234,14 @@ def _error(status: int, reason: str, detail: str) -> JSONResponse:
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        401: "unauthorized: not signed by a participant of the channel, for this tower, within the allowed skew",
+        403: "quota_exceeded: the client holds as many channels or bytes as this tower allows one client",
         404: "unknown_channel: not on chain, or not registered with this tower",
-        409: "stale_version: the tower holds a higher version (or another state of this one)",
+        409: "stale_version: the tower holds higher versions from this client (or another state of this one)",
         413: f"too_large: a request body over {MAX_BODY_BYTES} bytes",
         415: "bad_encoding: a request body that is not UTF-8",
-        422: "validation, bad_params, bad_state, bad_assets, bad_signature, wrong_signer, too_deep (JSON nested "
+        422: "validation, bad_params, period_too_short, bad_state, bad_assets, bad_signature, wrong_signer, too_deep "
+        "(JSON nested "
         f"over {MAX_BODY_DEPTH} levels)",
         503: "chain_unavailable or store_unavailable",
     }.items()
@@ -209,9 +252,10 @@ def create_tower_app(tower: Tower) -> FastAPI:
     app = FastAPI(
         title="statechannel watchtower",
         version=statechannel.__version__,
-        description="Register a channel, then push every state both participants signed. The tower keeps "
-        "the highest and challenges any close on chain that records a lower one; each push is answered "
-        "with the tower's signed receipt. Amounts are decimal strings.",
+        description="Register a channel, then push every state both participants signed, each request signed "
+        "by the participant making it. The tower keeps each participant's best few states apart and answers a "
+        "close on chain that records a lower version with the best one that passes a dry run; each push is "
+        "answered with the tower's EIP-712 receipt. Amounts are decimal strings.",
         responses=_RESPONSES,
     )
     # Anyone may call the tower: every body is bounded and its nesting counted before it is parsed.
@@ -247,25 +291,29 @@ def create_tower_app(tower: Tower) -> FastAPI:
             adjudicator=to_checksum(tower.domain.adjudicator),
             channels=tower.store.count(),
             head=tower.head,
+            min_challenge_period=tower.min_challenge_period,
+            quotas=QuotaView(channels=tower.quotas.channels, states=tower.quotas.states, bytes=tower.quotas.bytes),
         )
 
     @app.post("/channels", response_model=Registered, status_code=201, responses={200: {"model": Registered}})
     async def register(body: RegisterBody, response: Response) -> Registered:
         """Watch a channel that exists on chain. Registering it again answers 200 and changes nothing."""
-        created, ch = await tower.register(_params(body))
+        created, ch = await tower.register(_params(body), _auth(body))
         response.status_code = 201 if created else 200
         return Registered(channel_id="0x" + ch.channel_id.hex(), status=ch.status.value)
 
     @app.post("/states", response_model=Receipt)
     async def push(body: StateBody) -> Receipt:
-        """Hand the tower a state both participants signed; only a higher version replaces the held one."""
+        """Hand the tower a state both participants signed; it joins the pushing participant's best few."""
         signed = _signed(body)
-        ch, receipt = await tower.push(signed)
+        _, r, sig = await tower.push(signed, _auth(body))
         return Receipt(
-            channel_id="0x" + ch.channel_id.hex(),
-            version=signed.state.version,
-            tower=to_checksum(tower.address),
-            receipt="0x" + receipt.to_bytes().hex(),
+            channel_id="0x" + r.channel_id.hex(),
+            version=r.version,
+            state_hash="0x" + r.state_hash.hex(),
+            tower=to_checksum(r.tower),
+            from_block=r.from_block,
+            receipt="0x" + sig.to_bytes().hex(),
         )
 
     @app.get("/channels/{channel_id}", response_model=ChannelView)

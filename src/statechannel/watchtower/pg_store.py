@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from statechannel.watchtower.sqlbase import SqlTowerStore
+from statechannel.watchtower.sqlbase import SCHEMA_VERSION, SqlTowerStore
 from statechannel.watchtower.storage import Row, TowerStoreError, Tx
 
 SCHEMA = (
@@ -20,11 +20,21 @@ SCHEMA = (
         channel_id BYTEA PRIMARY KEY,
         params BYTEA NOT NULL,
         status SMALLINT NOT NULL,
-        version BIGINT,
-        state BYTEA,
         dispute BYTEA
     )""",
     "CREATE INDEX IF NOT EXISTS tw_disputed ON tw_channels (status) WHERE status = 1",
+    """CREATE TABLE IF NOT EXISTS tw_states (
+        channel_id BYTEA NOT NULL,
+        client SMALLINT NOT NULL,
+        version BIGINT NOT NULL,
+        state BYTEA NOT NULL,
+        PRIMARY KEY (channel_id, client, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS tw_clients (
+        address BYTEA PRIMARY KEY,
+        channels BIGINT NOT NULL,
+        bytes BIGINT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoint (
         one SMALLINT PRIMARY KEY CHECK (one = 1),
         block_number BIGINT NOT NULL,
@@ -33,7 +43,8 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tw_meta (
         one SMALLINT PRIMARY KEY CHECK (one = 1),
         chain_id TEXT NOT NULL,
-        adjudicator BYTEA NOT NULL
+        adjudicator BYTEA NOT NULL,
+        schema_version INTEGER NOT NULL
     )""",
 )
 
@@ -82,8 +93,9 @@ class PostgresTowerStore(SqlTowerStore):
             for statement in SCHEMA:
                 self._writer.execute(statement)
             self._writer.execute(
-                "INSERT INTO tw_meta (one, chain_id, adjudicator) VALUES (1, %s, %s) ON CONFLICT (one) DO NOTHING",
-                (str(chain_id), adjudicator),
+                "INSERT INTO tw_meta (one, chain_id, adjudicator, schema_version) VALUES (1, %s, %s, %s) "
+                "ON CONFLICT (one) DO NOTHING",
+                (str(chain_id), adjudicator, SCHEMA_VERSION),
             )
             self._writer.commit()
             self._reader = psycopg.connect(dsn, autocommit=True)

@@ -1,9 +1,10 @@
 """What a tower keeps per channel, and its compact byte form.
 
-One row per channel, whatever the number of updates: the parameters (to rebuild the challenge call), the
-highest both-signed state, what the chain last recorded. The encodings are fixed-width binary rather
-than JSON or msgpack because bytes per watched channel is the number that decides how many channels
-one tower can hold."""
+One row per channel, whatever the number of updates: the parameters (to rebuild the challenge call) and what the
+chain last recorded; beside it, a few of the best both-signed states of each participant, kept apart so that what
+one pushes never displaces what the other pushed (at most twice `Quotas.states` per channel). The encodings are
+fixed-width binary rather than JSON or msgpack because bytes per watched channel is the number that decides how many
+channels one tower can hold."""
 
 from __future__ import annotations
 
@@ -64,16 +65,50 @@ class Dispute:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldState:
+    """A both-signed state, and which participant pushed it (0 = A, 1 = B)."""
+
+    client: int
+    signed: SignedState
+
+    @property
+    def version(self) -> int:
+        return self.signed.state.version
+
+
+@dataclass(frozen=True, slots=True)
 class WatchedChannel:
     channel_id: bytes
     params: ChannelParams
     status: TowerStatus = TowerStatus.WATCHING
-    latest: SignedState | None = None
+    states: tuple[HeldState, ...] = ()
+    """Every participant's kept states, highest version first."""
     dispute: Dispute | None = None
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.states, key=lambda h: (-h.version, h.client)))
+        if ordered != self.states:
+            object.__setattr__(self, "states", ordered)
+
+    def candidates(self) -> list[SignedState]:
+        """The distinct states held, best (highest version) first: what a challenge tries, in order."""
+        out: list[SignedState] = []
+        for h in self.states:
+            if h.signed not in out:
+                out.append(h.signed)
+        return out
+
+    def of_client(self, client: int) -> list[SignedState]:
+        return [h.signed for h in self.states if h.client == client]
+
+    @property
+    def latest(self) -> SignedState | None:
+        """The highest version held, whoever pushed it."""
+        return self.states[0].signed if self.states else None
 
     @property
     def version(self) -> int | None:
-        return None if self.latest is None else self.latest.state.version
+        return self.states[0].version if self.states else None
 
 
 # ------------------------------------------------------------------ byte forms

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -20,22 +21,45 @@ from typing import TypeVar
 from statechannel.chain.adjudicator import Adjudicator, Status
 from statechannel.chain.base import Chain, ChainError, TransactionReverted
 from statechannel.core.crypto import PrivateKey, Signature
+from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import StatechannelError
 from statechannel.core.io import SignedState
 from statechannel.core.observed import ChainObserved, ChainObservedClose, ChainObservedConcluded
-from statechannel.core.tower import Action, check_pushed, decide, sign_receipt
+from statechannel.core.tower import (
+    Action,
+    ClientAuth,
+    Receipt,
+    check_client,
+    check_pushed,
+    decide,
+    push_request,
+    receipt_for,
+    register_request,
+)
 from statechannel.core.types import ChannelParams
 from statechannel.store.base import Checkpoint
 from statechannel.watchtower.chainwatch import ChainWatch
 from statechannel.watchtower.errors import TowerError, TowerReason, from_core
 from statechannel.watchtower.records import Dispute, TowerStatus, WatchedChannel
 from statechannel.watchtower.sender import Sender, SentTx
-from statechannel.watchtower.storage import PutOutcome, TowerStore, TowerStoreError
+from statechannel.watchtower.storage import PutOutcome, QuotaExceeded, Quotas, TowerStore, TowerStoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SEND_RETRIES = 5
 STOP_TIMEOUT = 10.0
+MIN_CHALLENGE_PERIOD = 60
+"""Seconds: the shortest window a tower takes on by default (a few blocks to see a close and get an answer in)."""
+RECORD_REVERTS = frozenset(
+    {
+        "recorded state does not match",
+        "challenge window is over",
+        "channel not closing",
+        "stale version",
+        "unknown channel",
+    }
+)
+"""Revert reasons about the chain's record, not the state offered: another candidate would fare no better."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +88,9 @@ class Tower:
         *,
         confirmations: int = 0,
         poll_interval: float = 0.5,
+        min_challenge_period: int = MIN_CHALLENGE_PERIOD,
+        quotas: Quotas | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.chain = chain
         self.adj = Adjudicator(chain, adjudicator)
@@ -72,6 +99,12 @@ class Tower:
         self.store = store
         self.sender = sender
         self.poll_interval = poll_interval
+        self.min_challenge_period = min_challenge_period
+        self.quotas = quotas or Quotas()
+        self.clock = clock
+        """Wall time, only to judge how fresh a client's signed request is."""
+        self.unusable: dict[bytes, dict[bytes, str]] = {}
+        """Per channel, the states (by digest) a dry run or a mined challenge showed the chain rejects, and why."""
         self.watch = ChainWatch(chain, self.adj, confirmations)
         self.head = 0
         self.now = 0
@@ -119,8 +152,22 @@ class Tower:
 
     # ------------------------------------------------------------ requests
 
-    async def register(self, params: ChannelParams) -> tuple[bool, WatchedChannel]:
-        """Watch a channel that exists on chain; (created, row). Registering again changes nothing."""
+    def _client(self, params: ChannelParams, request: bytes, auth: ClientAuth) -> int:
+        try:
+            return check_client(self.domain, self.address, params, request, auth, int(self.clock()))
+        except StatechannelError as exc:
+            raise TowerError(TowerReason.UNAUTHORIZED, exc.detail) from exc
+
+    async def register(self, params: ChannelParams, auth: ClientAuth) -> tuple[bool, WatchedChannel]:
+        """Watch a channel that exists on chain, for a participant who proves it is one; (created, row).
+        Registering again changes nothing."""
+        self._client(params, register_request(params), auth)
+        if params.challenge_period < self.min_challenge_period:
+            raise TowerError(
+                TowerReason.PERIOD_TOO_SHORT,
+                f"challenge period {params.challenge_period} s is below the {self.min_challenge_period} s this "
+                "tower protects",
+            )
         cid = params.channel_id(self.domain.chain_id, self.domain.adjudicator)
         existing = self.row(cid)
         if existing is not None:
@@ -135,28 +182,83 @@ class Tower:
                     status, dispute = await self._read(self.watch.find_dispute, cid, params.challenge_period)
             except ChainError as exc:
                 raise TowerError(TowerReason.CHAIN_UNAVAILABLE, str(exc)) from exc
-            return await self._stored(self.store.register(WatchedChannel(cid, params, status, None, dispute)))
+            row = WatchedChannel(cid, params, status, (), dispute)
+            return await self._stored(self.store.register(row, auth.client, self.quotas))
 
-    async def push(self, signed: SignedState) -> tuple[WatchedChannel, Signature]:
-        """Keep a both-signed state if it is the highest seen; returns the row and a signed receipt."""
+    async def push(self, signed: SignedState, auth: ClientAuth) -> tuple[WatchedChannel, Receipt, Signature]:
+        """Keep a both-signed state among the pushing participant's best few; returns the row and the signed
+        receipt. What one participant pushes never replaces what the other pushed."""
         cid, version = signed.state.channel_id, signed.state.version
         ch = self.row(cid)
         if ch is None:
             raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel 0x{cid.hex()} is not registered with this tower")
+        client = self._client(ch.params, push_request(signed), auth)
         try:
             check_pushed(self.domain, ch.params, signed)
         except StatechannelError as exc:
             raise TowerError(from_core(exc.reason), exc.detail) from exc
-        result = await self._stored(self.store.put_state(signed))
+        from_block = self.head
+        result = await self._stored(self.store.put_state(signed, client, auth.client, self.quotas))
         if result.outcome is PutOutcome.UNKNOWN or result.channel is None:
             raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel 0x{cid.hex()} is not registered with this tower")
         if result.outcome is PutOutcome.STALE:
-            held = result.channel.version
-            what = "a different state of that version" if held == version else f"version {held}"
+            held = result.channel.of_client(client)
+            if any(s.state.version == version for s in held):
+                what = "a different state of that version from this client"
+            else:
+                what = f"{len(held)} higher versions from this client (up to {held[0].state.version})"
             raise TowerError(TowerReason.STALE_VERSION, f"the tower already holds {what}")
         if result.outcome is PutOutcome.ACCEPTED:
             self._consider(result.channel)  # a state pushed during a dispute may be the one to answer it
-        return result.channel, sign_receipt(self.key, self.domain, cid, version)
+        receipt = receipt_for(self.address, signed, from_block)
+        return result.channel, receipt, receipt.sign(self.key, self.domain)
+
+    def candidates(self, channel_id: bytes) -> list[SignedState]:
+        """Every state held for the channel, from either participant, best first (highest version), less those
+        the chain is known to reject."""
+        ch = self.row(channel_id)
+        if ch is None:
+            return []
+        bad = self.unusable.get(channel_id, {})
+        return [s for s in ch.candidates() if state_digest(self.domain, s.state) not in bad]
+
+    def _mark_unusable(self, signed: SignedState, reason: str) -> None:
+        cid = signed.state.channel_id
+        self.unusable.setdefault(cid, {})[state_digest(self.domain, signed.state)] = reason
+        log.warning("channel 0x%s: version %d is not usable on chain: %s", cid.hex(), signed.state.version, reason)
+
+    def _challenge_call(self, ch: WatchedChannel, s: SignedState) -> bytes:
+        assert ch.dispute is not None
+        return self.adj.abi.encode_call(
+            "challenge",
+            ch.params.as_abi(),
+            s.state.as_abi(),
+            s.sig_a.as_abi(),
+            s.sig_b.as_abi(),
+            ch.dispute.record.as_abi(),
+        )
+
+    async def _challenge_state(self, ch: WatchedChannel) -> SignedState | None:
+        """The best held state that beats the recorded one and passes a dry run (eth_call of the challenge from
+        the tower's address); one that reverts is remembered as unusable and the next is tried. None if none
+        is left, or if the dry run says the record itself moved on (the next event brings it)."""
+        if ch.dispute is None:
+            return None
+        for s in self.candidates(ch.channel_id):
+            if s.state.version <= ch.dispute.version:
+                return None
+            try:
+                await self._read(self.chain.call, self.adj.address, self._challenge_call(ch, s), self.address)
+            except TransactionReverted as exc:
+                if exc.reason in RECORD_REVERTS:
+                    log.info("channel 0x%s: dry run: %s", ch.channel_id.hex(), exc.reason)
+                    return None
+                self._mark_unusable(s, exc.reason or "reverted")
+                continue
+            except ChainError as exc:  # no answer: send anyway, the sender retries and reports
+                log.warning("channel 0x%s: dry run failed, sending anyway: %s", ch.channel_id.hex(), exc)
+            return s
+        return None
 
     def row(self, channel_id: bytes) -> WatchedChannel | None:
         """What the tower holds about a channel (None if it was never registered)."""
@@ -169,6 +271,8 @@ class Tower:
     async def _stored(op: Awaitable[T]) -> T:
         try:
             return await op
+        except QuotaExceeded as exc:
+            raise TowerError(TowerReason.QUOTA_EXCEEDED, str(exc)) from exc
         except TowerStoreError as exc:
             raise TowerError(TowerReason.STORE_UNAVAILABLE, str(exc)) from exc
 
@@ -271,18 +375,15 @@ class Tower:
         started_from = ch.dispute
         try:
             for attempt in range(SEND_RETRIES):
-                assert ch.latest is not None and ch.dispute is not None
-                version, d = ch.latest.state.version, ch.dispute
+                assert ch.dispute is not None
+                chosen = await self._challenge_state(ch)
+                if chosen is None:
+                    log.info("channel 0x%s: no state held beats version %d on chain", cid.hex(), ch.dispute.version)
+                    return
+                s, d = chosen, ch.dispute
+                version = s.state.version
                 self.challenges[cid] = ChallengeAttempt(version, d.version, "pending")
-                s = ch.latest
-                data = self.adj.abi.encode_call(
-                    "challenge",
-                    ch.params.as_abi(),
-                    s.state.as_abi(),
-                    s.sig_a.as_abi(),
-                    s.sig_b.as_abi(),
-                    d.record.as_abi(),
-                )
+                data = self._challenge_call(ch, s)
                 log.info("channel 0x%s: chain records version %d, challenging with %d", cid.hex(), d.version, version)
 
                 def sent(tx: SentTx, cid: bytes = cid) -> None:
@@ -292,10 +393,13 @@ class Tower:
                 send = partial(self.sender.send, self.adj.address, data, timeout=timeout, on_sent=sent)
                 try:
                     receipt = await loop.run_in_executor(self._sends, partial(send, cancel=self._cancel))
-                except TransactionReverted as exc:  # someone was first, or the window ended: never retried
+                except TransactionReverted as exc:
                     log.info("channel 0x%s: challenge reverted: %s", cid.hex(), exc.reason)
                     self._finish(cid, "reverted", exc.reason)
-                    return
+                    if exc.reason in RECORD_REVERTS:  # someone was first, or the window ended: not retried
+                        return
+                    self._mark_unusable(s, exc.reason or "reverted")  # this state fails: the next one may not
+                    continue
                 except ChainError as exc:
                     log.warning("channel 0x%s: challenge not mined (attempt %d): %s", cid.hex(), attempt + 1, exc)
                     self._finish(cid, "failed", str(exc))

@@ -1,10 +1,11 @@
 """The SQL tower store: one writer thread, group commit, each operation a read-then-write in the batch.
 
-A receipt promises that the tower holds a state, so a push is answered only after its transaction
-committed. One writer thread turns everything queued during the previous commit into the next
-transaction: under load many pushes share one fsync, idle pushes commit at once. Running each check
-and its write in that one transaction makes "only if newer" atomic without row locks. The SQL is
-shared; each backend supplies its connections, schema and transaction calls."""
+A receipt promises that the tower holds a state, so a push is answered only after its transaction committed. A
+channel is one row of tw_channels; its states are rows of tw_states keyed by (channel, client, version), so each
+participant's few best states are kept apart; tw_clients counts what each client holds. One writer thread turns
+everything queued during the previous commit into the next transaction: under load many pushes share one fsync, idle
+pushes commit at once. Running each check and its write in that one transaction makes "only if newer" atomic without
+row locks. The SQL is shared; each backend supplies its connections, schema and transaction calls."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from statechannel.core.io import SignedState
@@ -24,13 +25,14 @@ from statechannel.watchtower.records import (
     Dispute,
     TowerStatus,
     WatchedChannel,
-    decode_state,
     encode_dispute,
     encode_state,
 )
 from statechannel.watchtower.storage import (
     PutOutcome,
     PutResult,
+    QuotaExceeded,
+    Quotas,
     Row,
     StoreMismatch,
     TowerStoreClosed,
@@ -38,14 +40,23 @@ from statechannel.watchtower.storage import (
     Tx,
     channel_to_row,
     row_to_channel,
+    state_rows,
 )
 
 T = TypeVar("T")
-SELECT_ONE = "SELECT channel_id, params, status, version, state, dispute FROM tw_channels WHERE channel_id = ?"
-SELECT_BY_STATUS = "SELECT channel_id, params, status, version, state, dispute FROM tw_channels WHERE status = ?"
+SCHEMA_VERSION = 2
+"""2: states per client in tw_states (1 kept one state per channel in tw_channels)."""
+SELECT_ONE = "SELECT channel_id, params, status, dispute FROM tw_channels WHERE channel_id = ?"
+SELECT_BY_STATUS = "SELECT channel_id, params, status, dispute FROM tw_channels WHERE status = ?"
+SELECT_STATES = "SELECT client, version, state FROM tw_states WHERE channel_id = ?"
 INSERT_NEW = (
-    "INSERT INTO tw_channels (channel_id, params, status, version, state, dispute) VALUES (?, ?, ?, ?, ?, ?) "
+    "INSERT INTO tw_channels (channel_id, params, status, dispute) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (channel_id) DO NOTHING"
+)
+INSERT_STATE = "INSERT INTO tw_states (channel_id, client, version, state) VALUES (?, ?, ?, ?)"
+ADD_USAGE = (
+    "INSERT INTO tw_clients (address, channels, bytes) VALUES (?, ?, ?) ON CONFLICT (address) DO UPDATE SET "
+    "channels = tw_clients.channels + excluded.channels, bytes = tw_clients.bytes + excluded.bytes"
 )
 
 
@@ -53,10 +64,9 @@ INSERT_NEW = (
 class _Op(Generic[T]):
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
-    fn: Callable[[Tx], T] | None
-    """The operation, run inside the batch's transaction; None for a push (`put`), which runs batched."""
+    fn: Callable[[Tx], T]
+    """The operation, run inside the batch's transaction."""
     count_delta: Callable[[T], int]
-    put: SignedState | None = None
 
 
 class _Stop(NamedTuple):
@@ -119,12 +129,17 @@ class SqlTowerStore:
 
     def get(self, channel_id: bytes) -> WatchedChannel | None:
         rows = self._read(SELECT_ONE, (channel_id,))
-        return row_to_channel(rows[0]) if rows else None
+        return row_to_channel(rows[0], self._read(SELECT_STATES, (channel_id,))) if rows else None
 
     def disputed(self) -> list[WatchedChannel]:
         """Channels with a close on record: the only ones a restarted tower may have to act on."""
         code = STATUS_CODE[TowerStatus.CHALLENGED]
-        return [row_to_channel(r) for r in self._read(SELECT_BY_STATUS, (code,))]
+        return [row_to_channel(r, self._read(SELECT_STATES, (r[0],))) for r in self._read(SELECT_BY_STATUS, (code,))]
+
+    def client_usage(self, client: bytes) -> tuple[int, int]:
+        """(channels it registered first, bytes of its kept states)."""
+        rows = self._read("SELECT channels, bytes FROM tw_clients WHERE address = ?", (client,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def checkpoint(self) -> Checkpoint | None:
         rows = self._read("SELECT block_number, block_hash FROM tw_checkpoint WHERE one = 1")
@@ -135,9 +150,11 @@ class SqlTowerStore:
         return self._count
 
     def _bind(self, chain_id: int, adjudicator: bytes) -> None:
-        rows = self._read("SELECT chain_id, adjudicator FROM tw_meta WHERE one = 1")
+        rows = self._read("SELECT chain_id, adjudicator, schema_version FROM tw_meta WHERE one = 1")
         if not rows:
             raise TowerStoreError(f"{self.name} has no tower identity row (the schema was not created)")
+        if int(rows[0][2]) != SCHEMA_VERSION:
+            raise StoreMismatch(f"{self.name} has tower schema {rows[0][2]}, this tower reads {SCHEMA_VERSION}")
         if (int(rows[0][0]), bytes(rows[0][1])) != (chain_id, adjudicator):
             raise StoreMismatch(
                 f"{self.name} belongs to adjudicator 0x{bytes(rows[0][1]).hex()} on chain {rows[0][0]}, "
@@ -146,28 +163,69 @@ class SqlTowerStore:
 
     # ------------------------------------------------------------ operations
 
-    async def register(self, channel: WatchedChannel) -> tuple[bool, WatchedChannel]:
-        """Insert if absent; (created, the stored row). An existing row is left exactly as it is."""
+    async def register(
+        self, channel: WatchedChannel, client: bytes | None = None, quotas: Quotas | None = None
+    ) -> tuple[bool, WatchedChannel]:
+        """Insert if absent; (created, the stored row). An existing row is left exactly as it is. A new channel
+        counts against `client`'s channel quota (QuotaExceeded, nothing written, once it is full)."""
 
         def op(tx: Tx) -> tuple[bool, WatchedChannel]:
-            created = tx.run_count(
-                INSERT_NEW,
-                channel_to_row(channel),
-            )
-            if created:
-                return True, channel
-            return False, row_to_channel(tx.run(SELECT_ONE, (cid,))[0])
+            rows = tx.run(SELECT_ONE, (cid,))
+            if rows:
+                return False, row_to_channel(rows[0], tx.run(SELECT_STATES, (cid,)))
+            if client is not None:
+                used = tx.run("SELECT channels FROM tw_clients WHERE address = ?", (client,))
+                if quotas is not None and used and int(used[0][0]) >= quotas.channels:
+                    raise QuotaExceeded(f"the client already registered {quotas.channels} channels, its quota")
+                tx.run_count(ADD_USAGE, (client, 1, 0))
+            tx.run_count(INSERT_NEW, channel_to_row(channel))
+            if channel.states:
+                tx.run_many(INSERT_STATE, state_rows(channel))
+            return True, channel
 
         cid = channel.channel_id
         return await self._submit(op, lambda r: int(r[0]))
 
-    async def put_state(self, signed: SignedState) -> PutResult:
-        """Keep `signed` if it is newer than the held state; the check and the write are one step.
+    async def put_state(
+        self, signed: SignedState, client: int, client_address: bytes, quotas: Quotas | None = None
+    ) -> PutResult:
+        """Keep `signed` among `client`'s best `quotas.states` states of the channel; the check and the write
+        are one step. The other participant's states are never read for the decision nor touched."""
+        q = quotas or Quotas()
 
-        Pushes queued together are checked against one read of their rows and written with one
-        statement (see _put_run): per-push statements would make the writer thread wait for the GIL
-        once per statement while the loop thread is busy serving the requests."""
-        return await self._submit(None, put=signed)
+        def op(tx: Tx) -> PutResult:
+            cid, version = signed.state.channel_id, signed.state.version
+            rows = tx.run(SELECT_ONE, (cid,))
+            if not rows:
+                return PutResult(PutOutcome.UNKNOWN, None)
+            held = tx.run(SELECT_STATES, (cid,))
+            mine = sorted(
+                ((int(v), bytes(blob)) for c, v, blob in held if int(c) == client), key=lambda vb: vb[0], reverse=True
+            )
+            blob = encode_state(signed)
+            for v, b in mine:
+                if v == version:
+                    outcome = PutOutcome.SAME if b == blob else PutOutcome.STALE
+                    return PutResult(outcome, row_to_channel(rows[0], held))
+            evict = mine[q.states - 1 :] if len(mine) >= q.states else []
+            if evict and version < evict[0][0]:
+                return PutResult(PutOutcome.STALE, row_to_channel(rows[0], held))
+            delta = len(blob) - sum(len(b) for _, b in evict)
+            used = tx.run("SELECT bytes FROM tw_clients WHERE address = ?", (client_address,))
+            if delta > 0 and (int(used[0][0]) if used else 0) + delta > q.bytes:
+                raise QuotaExceeded(f"the client's states would take over {q.bytes} bytes, its quota")
+            if evict:
+                tx.run_many(
+                    "DELETE FROM tw_states WHERE channel_id = ? AND client = ? AND version = ?",
+                    [(cid, client, v) for v, _ in evict],
+                )
+            tx.run_count(INSERT_STATE, (cid, client, version, blob))
+            tx.run_count(ADD_USAGE, (client_address, 0, delta))
+            gone = {v for v, _ in evict}
+            kept = [h for h in held if not (int(h[0]) == client and int(h[1]) in gone)]
+            return PutResult(PutOutcome.ACCEPTED, row_to_channel(rows[0], [*kept, (client, version, blob)]))
+
+        return await self._submit(op)
 
     async def apply_close(self, channel_id: bytes, dispute: Dispute) -> tuple[bool, WatchedChannel | None]:
         """Record what a Closed/Challenged event said, unless the row already reflects it or a later
@@ -177,7 +235,7 @@ class SqlTowerStore:
             rows = tx.run(SELECT_ONE, (channel_id,))
             if not rows:
                 return False, None
-            ch = row_to_channel(rows[0])
+            ch = row_to_channel(rows[0], tx.run(SELECT_STATES, (channel_id,)))
             if ch.status is TowerStatus.CLOSED or (ch.dispute is not None and ch.dispute.position >= dispute.position):
                 return False, ch
             return True, _set_dispute(tx, ch, TowerStatus.CHALLENGED, dispute)
@@ -189,7 +247,7 @@ class SqlTowerStore:
             rows = tx.run(SELECT_ONE, (channel_id,))
             if not rows:
                 return False, None
-            ch = row_to_channel(rows[0])
+            ch = row_to_channel(rows[0], tx.run(SELECT_STATES, (channel_id,)))
             if ch.status is TowerStatus.CLOSED:
                 return False, ch
             return True, _set_dispute(tx, ch, TowerStatus.CLOSED, ch.dispute)
@@ -203,7 +261,9 @@ class SqlTowerStore:
 
         def op(tx: Tx) -> WatchedChannel | None:
             rows = tx.run(SELECT_ONE, (channel_id,))
-            return _set_dispute(tx, row_to_channel(rows[0]), status, dispute) if rows else None
+            if not rows:
+                return None
+            return _set_dispute(tx, row_to_channel(rows[0], tx.run(SELECT_STATES, (channel_id,))), status, dispute)
 
         return await self._submit(op)
 
@@ -221,7 +281,9 @@ class SqlTowerStore:
         """Many registrations in one statement (imports, benchmarks); returns how many were new."""
 
         def op(tx: Tx) -> int:
-            return tx.run_many(INSERT_NEW, (channel_to_row(ch) for ch in channels))
+            created = tx.run_many(INSERT_NEW, (channel_to_row(ch) for ch in channels))
+            tx.run_many(INSERT_STATE, (row for ch in channels for row in state_rows(ch)))
+            return created
 
         return await self._submit(op, lambda n: n)
 
@@ -234,15 +296,13 @@ class SqlTowerStore:
             stopped = self._stopped
         await asyncio.wrap_future(stopped)
 
-    async def _submit(
-        self, fn: Callable[[Tx], T] | None, count_delta: Callable[[T], int] = _no_delta, put: SignedState | None = None
-    ) -> T:
+    async def _submit(self, fn: Callable[[Tx], T], count_delta: Callable[[T], int] = _no_delta) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._submit_lock:
             if self._stopped is not None:
                 raise TowerStoreClosed(f"store {self.name} is closed")
-            self._queue.put(_Op(loop, future, fn, count_delta, put))
+            self._queue.put(_Op(loop, future, fn, count_delta))
         return await future
 
     # ------------------------------------------------------------ writer thread
@@ -271,24 +331,13 @@ class SqlTowerStore:
         try:
             self._begin()
             tx = self._writer_tx()
-            i = 0
-            while i < len(ops):
-                if ops[i].put is not None:
-                    j = i
-                    while j < len(ops) and ops[j].put is not None:
-                        j += 1
-                    results.extend(_put_run(tx, ops[i:j]))
-                    i = j
-                    continue
-                fn = ops[i].fn
-                assert fn is not None
+            for op in ops:
                 try:
-                    results.append((fn(tx), None))
+                    results.append((op.fn(tx), None))
                 except self.db_errors:
                     raise
-                except Exception as exc:  # one bad row (say, a corrupt blob) fails its own op only
+                except Exception as exc:  # a refusal or one bad row (a corrupt blob) fails its own op only
                     results.append((None, exc))
-                i += 1
             self._commit()
         except Exception as exc:  # the database failed: nothing of this batch is durable
             with contextlib.suppress(Exception):
@@ -306,57 +355,12 @@ class SqlTowerStore:
                 loop.call_soon_threadsafe(_resolve, items)
 
 
-def _put_run(tx: Tx, ops: list[_Op[Any]]) -> list[tuple[Any, BaseException | None]]:
-    """Consecutive pushes: one read of their rows, the version rule applied in queue order (so two
-    pushes of one channel in a batch behave as if committed one after the other), one write."""
-    ids = list(dict.fromkeys(op.put.state.channel_id for op in ops if op.put is not None))
-    rows: dict[bytes, Row] = {}
-    for lo in range(0, len(ids), 500):
-        chunk = ids[lo : lo + 500]
-        marks = ", ".join("?" * len(chunk))  # placeholders only: the ids travel as parameters
-        sql = (
-            f"SELECT channel_id, params, status, version, state, dispute FROM tw_channels WHERE channel_id IN ({marks})"  # noqa: S608
-        )
-        rows.update((bytes(r[0]), r) for r in tx.run(sql, chunk))
-    held: dict[bytes, tuple[int | None, bytes | None]] = {
-        cid: (r[3], None if r[4] is None else bytes(r[4])) for cid, r in rows.items()
-    }
-    writes: dict[bytes, tuple[int, bytes, bytes]] = {}
-    out: list[tuple[Any, BaseException | None]] = []
-    for op in ops:
-        signed = op.put
-        assert signed is not None
-        cid, version = signed.state.channel_id, signed.state.version
-        row = rows.get(cid)
-        if row is None:
-            out.append((PutResult(PutOutcome.UNKNOWN, None), None))
-            continue
-        try:
-            blob = encode_state(signed)
-            held_version, held_blob = held[cid]
-            base = row_to_channel((*row[:3], None, None, row[5]))
-            if held_version is None or held_version < version:
-                held[cid] = (version, blob)
-                writes[cid] = (version, blob, cid)
-                out.append((PutResult(PutOutcome.ACCEPTED, replace(base, latest=signed)), None))
-                continue
-            assert held_blob is not None
-            outcome = PutOutcome.SAME if held_version == version and held_blob == blob else PutOutcome.STALE
-            latest = decode_state(cid, held_version, held_blob)
-            out.append((PutResult(outcome, replace(base, latest=latest)), None))
-        except Exception as exc:  # a corrupt stored state fails this push only
-            out.append((None, exc))
-    if writes:
-        tx.run_many("UPDATE tw_channels SET version = ?, state = ? WHERE channel_id = ?", writes.values())
-    return out
-
-
 def _set_dispute(tx: Tx, ch: WatchedChannel, status: TowerStatus, dispute: Dispute | None) -> WatchedChannel:
     tx.run_count(
         "UPDATE tw_channels SET status = ?, dispute = ? WHERE channel_id = ?",
         (STATUS_CODE[status], None if dispute is None else encode_dispute(dispute), ch.channel_id),
     )
-    return WatchedChannel(ch.channel_id, ch.params, status, ch.latest, dispute)
+    return WatchedChannel(ch.channel_id, ch.params, status, ch.states, dispute)
 
 
 def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from statechannel.watchtower.sqlbase import SqlTowerStore
+from statechannel.watchtower.sqlbase import SCHEMA_VERSION, SqlTowerStore
 from statechannel.watchtower.storage import Row, TowerStoreError, Tx
 
 BUSY_TIMEOUT_S = 10.0
@@ -19,11 +19,21 @@ SCHEMA = (
         channel_id BLOB PRIMARY KEY,
         params BLOB NOT NULL,
         status INTEGER NOT NULL,
-        version INTEGER,
-        state BLOB,
         dispute BLOB
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS tw_disputed ON tw_channels (status) WHERE status = 1",
+    """CREATE TABLE IF NOT EXISTS tw_states (
+        channel_id BLOB NOT NULL,
+        client INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        state BLOB NOT NULL,
+        PRIMARY KEY (channel_id, client, version)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS tw_clients (
+        address BLOB PRIMARY KEY,
+        channels BIGINT NOT NULL,
+        bytes BIGINT NOT NULL
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoint (
         one INTEGER PRIMARY KEY CHECK (one = 1),
         block_number INTEGER NOT NULL,
@@ -32,7 +42,8 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tw_meta (
         one INTEGER PRIMARY KEY CHECK (one = 1),
         chain_id TEXT NOT NULL,
-        adjudicator BLOB NOT NULL
+        adjudicator BLOB NOT NULL,
+        schema_version INTEGER NOT NULL
     )""",
 )
 
@@ -76,8 +87,9 @@ class SqliteTowerStore(SqlTowerStore):
             for statement in SCHEMA:
                 self._writer.execute(statement)
             self._writer.execute(
-                "INSERT INTO tw_meta (one, chain_id, adjudicator) VALUES (1, ?, ?) ON CONFLICT (one) DO NOTHING",
-                (str(chain_id), adjudicator),
+                "INSERT INTO tw_meta (one, chain_id, adjudicator, schema_version) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (one) DO NOTHING",
+                (str(chain_id), adjudicator, SCHEMA_VERSION),
             )
             self._writer.execute("COMMIT")
             self._reader = _connect(self.path)

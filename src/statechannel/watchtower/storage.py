@@ -1,6 +1,7 @@
 """What every tower store offers (SqliteTowerStore, PostgresTowerStore), and a channel's row form.
 
-One row per channel whatever the number of pushes: storage is O(1) per watched channel. The
+One row per channel and at most `Quotas.states` states per participant whatever the number of pushes:
+storage is O(1) per watched channel. The
 guarantees (a push is durable before it is answered, checks and writes are atomic) are in sqlbase."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from statechannel.watchtower.records import (
     STATUS_CODE,
     STATUS_OF_CODE,
     Dispute,
+    HeldState,
     TowerStatus,
     WatchedChannel,
     decode_dispute,
@@ -41,12 +43,29 @@ class TowerStoreClosed(TowerStoreError):
     pass
 
 
+class QuotaExceeded(Exception):
+    """The client would hold more than its quota; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """What one client (a participant's address) may make a tower hold."""
+
+    channels: int = 10_000
+    """Channels it registered first."""
+    states: int = 3
+    """States kept per channel for it: its best few, so one that turns out unusable leaves others."""
+    bytes: int = 32 * 1024 * 1024
+    """Bytes of its kept states, all channels together."""
+
+
 class PutOutcome(StrEnum):
     ACCEPTED = "accepted"
     SAME = "same"
-    """Exactly the state already held (a retried push)."""
+    """Exactly the state already held for this client (a retried push)."""
     STALE = "stale"
-    """Older than the held state, or a different state of the held version."""
+    """Older than every state kept for this client (with its slots full), or a different state of a version
+    it already holds."""
     UNKNOWN = "unknown"
 
 
@@ -68,9 +87,15 @@ class TowerStore(Protocol):
 
     def count(self) -> int: ...
 
-    async def register(self, channel: WatchedChannel) -> tuple[bool, WatchedChannel]: ...
+    async def register(
+        self, channel: WatchedChannel, client: bytes | None = None, quotas: Quotas | None = None
+    ) -> tuple[bool, WatchedChannel]: ...
 
-    async def put_state(self, signed: SignedState) -> PutResult: ...
+    async def put_state(
+        self, signed: SignedState, client: int, client_address: bytes, quotas: Quotas | None = None
+    ) -> PutResult: ...
+
+    def client_usage(self, client: bytes) -> tuple[int, int]: ...
 
     async def apply_close(self, channel_id: bytes, dispute: Dispute) -> tuple[bool, WatchedChannel | None]: ...
 
@@ -99,14 +124,15 @@ class Tx(Protocol):
         ...
 
 
-def row_to_channel(row: Row) -> WatchedChannel:
-    cid, params, status, version, state, dispute = row
+def row_to_channel(row: Row, states: Sequence[Row] = ()) -> WatchedChannel:
+    """A channel row (channel_id, params, status, dispute) and its state rows (client, version, state)."""
+    cid, params, status, dispute = row
     cid = bytes(cid)
     return WatchedChannel(
         channel_id=cid,
         params=decode_params(bytes(params)),
         status=STATUS_OF_CODE[int(status)],
-        latest=None if state is None else decode_state(cid, int(version), bytes(state)),
+        states=tuple(HeldState(int(c), decode_state(cid, int(v), bytes(blob))) for c, v, blob in states),
         dispute=None if dispute is None else decode_dispute(bytes(dispute)),
     )
 
@@ -116,7 +142,9 @@ def channel_to_row(ch: WatchedChannel) -> tuple[Any, ...]:
         ch.channel_id,
         encode_params(ch.params),
         STATUS_CODE[ch.status],
-        ch.version,
-        None if ch.latest is None else encode_state(ch.latest),
         None if ch.dispute is None else encode_dispute(ch.dispute),
     )
+
+
+def state_rows(ch: WatchedChannel) -> list[tuple[Any, ...]]:
+    return [(ch.channel_id, h.client, h.version, encode_state(h.signed)) for h in ch.states]
