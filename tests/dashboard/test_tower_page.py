@@ -16,6 +16,7 @@ from tests.watchtower.helpers import (
     deploy,
     eth_state,
     eventually,
+    key,
     open_channel,
     params_json,
     running_tower,
@@ -38,10 +39,11 @@ def test_tower_counts_receipts_disputes_and_challenges_with_their_gas(tmp_path: 
                 for path in FILES:
                     r = await api.get(path)
                     assert r.status_code == 200 and "default-src 'none'" in r.headers["content-security-policy"]
-                assert (await api.post("/channels", json=params_json(params))).status_code == 201
+                assert (await api.post("/channels", json=params_json(params, s))).status_code == 201
                 for signed in (old, new):
-                    assert (await api.post("/states", json=state_json(signed))).status_code == 200
-                assert (await api.post("/states", json=state_json(old))).status_code == 409  # stale: no receipt
+                    assert (await api.post("/states", json=state_json(signed, s))).status_code == 200
+                stranger = state_json(old, s, by=key("stranger"))  # not a party of the channel: no receipt
+                assert (await api.post("/states", json=stranger)).status_code == 401
                 s.adj.close(s.a, params, old.state, old.sig_a, old.sig_b)
                 await eventually("the challenge", lambda: any(e.version == 5 and e.challenge for e in closes(s, cid)))
 
@@ -66,7 +68,7 @@ def test_tower_counts_receipts_disputes_and_challenges_with_their_gas(tmp_path: 
                 text = (await api.get("/metrics")).text
                 assert value(text, "statechannel_tower_watched_channels") == 1
                 assert value(text, "statechannel_tower_receipts_total") == 2
-                assert value(text, "statechannel_tower_refused_requests_total", status="409") == 1
+                assert value(text, "statechannel_tower_refused_requests_total", status="401") == 1
                 assert value(text, "statechannel_tower_disputes_total") >= 1
                 assert value(text, "statechannel_tower_challenges_total", outcome="mined") == 1
                 assert value(text, "statechannel_tower_challenge_gas_total") == int(receipt["gas_used"])
