@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from eth_account import Account
@@ -153,6 +153,16 @@ class EmbeddedChain:
             return _bytes(self._tester.call(tx, "latest"))
         except TransactionFailed as exc:
             raise TransactionReverted(_reason(exc)) from exc
+
+    @_locked
+    def call_many(self, calls: Sequence[tuple[bytes, bytes]]) -> list[bytes | TransactionReverted]:
+        out: list[bytes | TransactionReverted] = []
+        for to, data in calls:  # under one lock: no block can come between them
+            try:
+                out.append(self.call(to, data))
+            except TransactionReverted as exc:
+                out.append(exc)
+        return out
 
     @_locked
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:
