@@ -53,7 +53,7 @@ class RpcChain:
         for at in range(0, len(requests), BATCH_SIZE):
             chunk = list(requests[at : at + BATCH_SIZE])
             try:
-                responses = self._w3.provider.make_batch_request(chunk)  # type: ignore[arg-type]
+                responses = self._w3.provider.make_batch_request(chunk)  # type: ignore[attr-defined]
             except Exception as exc:
                 raise ChainError(f"a batch of {len(chunk)} requests to {self.url} failed: {exc}") from exc
             if not isinstance(responses, list) or len(responses) != len(chunk):
