@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from statechannel.api.app import create_app
 from statechannel.chain.adjudicator import Adjudicator
-from statechannel.chain.base import Block, Log, Receipt
+from statechannel.chain.base import Block, Log, Receipt, TransactionReverted
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.net.base import Transport
@@ -53,6 +53,10 @@ class LockedChain:
     def call(self, to: bytes, data: bytes, sender: bytes | None = None) -> bytes:
         with self._lock:
             return self._chain.call(to, data, sender)
+
+    def call_many(self, calls: Sequence[tuple[bytes, bytes]]) -> list[bytes | TransactionReverted]:
+        with self._lock:
+            return self._chain.call_many(calls)
 
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:
         with self._lock:

@@ -147,3 +147,27 @@ def test_lifecycle_gas_is_the_same_on_every_backend(chain: Chain, erc20: bool) -
 def test_unreachable_node_is_a_clear_error() -> None:
     with pytest.raises(ChainError, match="failed"):
         RpcChain(f"http://127.0.0.1:{free_port()}")
+
+
+def test_many_reads_in_one_batch_see_one_block(chain: Chain) -> None:
+    p = parties(chain, "batch")
+    adj, _ = Adjudicator.deploy(chain, p.deployer)
+    funded = ChannelParams(p.a.address, p.b.address, 50, 1)
+    empty = ChannelParams(p.a.address, p.b.address, 50, 2)
+    adj.open(p.a, funded, 600)
+    adj.open(p.a, empty, 0)
+    state = State(adj.channel_id(funded), 3, (ETH,), (100,))
+    d = state_digest(adj.domain, state)
+    adj.close(p.b, funded, state, p.a.sign_digest(d), p.b.sign_digest(d))
+    calls = [(adj.address, adj.abi.encode_call("channels", adj.channel_id(funded))), (adj.address, b"\x00\x01")]
+    word, bad = chain.call_many(calls)
+    assert isinstance(word, bytes) and int.from_bytes(word, "big") & 0xFF == Status.CLOSING
+    assert isinstance(bad, TransactionReverted)
+    token = b"\x42" * 20
+    one, two, unknown = adj.views(
+        [(adj.channel_id(funded), (ETH,)), (adj.channel_id(empty), (ETH, token)), (b"\x07" * 32, ())]
+    )
+    assert one.holds_anything and one.info.funded_a == 600 and one.commitment == adj.dispute(adj.channel_id(funded))
+    assert not two.holds_anything and two.token_funded == (0,) and two.commitment == bytes(32)
+    assert unknown.info.status is Status.NONE and not unknown.holds_anything
+    assert chain.call_many([]) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from statechannel.chain.adjudicator import Adjudicator, DisputeRecord
-from statechannel.chain.base import Receipt
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.chain.rpc import RpcChain
 from statechannel.store.base import Checkpoint
 from statechannel.watchtower.chainwatch import ChainWatch
 from statechannel.watchtower.records import TowerStatus, WatchedChannel
-from statechannel.watchtower.sender import BumpingSender, OnSent, PlainSender, Sender, SentTx
+from statechannel.watchtower.sender import BumpingSender, OnSent, PlainSender, Sender, SentTx, Settled
 from statechannel.watchtower.service import Tower
 from tests.anvil import Anvil
 from tests.watchtower.helpers import (
@@ -42,9 +40,7 @@ class CountingSender:
         self.sent = 0
         self.versions: list[SentTx] = []
 
-    def send(
-        self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
-    ) -> Receipt:
+    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
         self.sent += 1
 
         def seen(tx: SentTx) -> None:
@@ -52,7 +48,16 @@ class CountingSender:
             if on_sent is not None:
                 on_sent(tx)
 
-        return self.inner.send(to, data, timeout=timeout, on_sent=seen, cancel=cancel)
+        return self.inner.submit(to, data, on_sent=seen)
+
+    def poll(self) -> list[Settled]:
+        return self.inner.poll()
+
+    def abandon(self, ticket: int) -> None:
+        self.inner.abandon(ticket)
+
+    def in_flight(self) -> int:
+        return self.inner.in_flight()
 
     def reset(self) -> None:
         self.inner.reset()
@@ -196,13 +201,11 @@ def test_a_challenge_someone_else_made_first_is_not_retried(tmp_path: Path) -> N
     class FrontRun(CountingSender):
         """Another tower's challenge with the same state lands just before ours."""
 
-        def send(
-            self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
-        ) -> Receipt:
+        def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
             [close] = closes(s, cid)
             record = DisputeRecord.of(close)
             s.adj.challenge(s.b, params, newer.state, newer.sig_a, newer.sig_b, record)
-            return super().send(to, data, timeout=timeout, on_sent=on_sent, cancel=cancel)
+            return super().submit(to, data, on_sent=on_sent)
 
     sender = FrontRun(PlainSender(s.chain, s.tower_key))
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from statechannel.chain.abi import ContractAbi
-from statechannel.chain.base import Chain, Log, Receipt
+from statechannel.chain.base import Chain, ChainError, Log, Receipt, TransactionReverted
 from statechannel.contracts import load
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import dispute_commitment
@@ -71,6 +72,21 @@ class DisputeRecord:
     @classmethod
     def of(cls, event: ChainObservedClose) -> DisputeRecord:
         return cls(event.version, event.finalizes_at, event.state_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelView:
+    """One channel as a batched read saw it: its word, its dispute commitment, and per listed token
+    what both parties funded in it."""
+
+    info: ChannelInfo
+    commitment: bytes
+    token_funded: tuple[int, ...] = ()
+
+    @property
+    def holds_anything(self) -> bool:
+        """Whether any close could pay anyone anything: a channel holding nothing has nothing to protect."""
+        return self.info.funded_a + self.info.funded_b > 0 or any(self.token_funded)
 
 
 def _addr(value: Any) -> bytes:
@@ -163,6 +179,30 @@ class Adjudicator:
     def dispute(self, channel_id: bytes) -> bytes:
         """The stored commitment to the recorded state while CLOSING (32 zero bytes otherwise)."""
         return bytes(self._call("disputes", channel_id)[0])
+
+    def views(self, channels: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[ChannelView]:
+        """Word, commitment and token funds of many channels (channel id, assets) in one batched read."""
+        calls, shape = [], []
+        for cid, assets in channels:
+            tokens = [a for a in assets if a != ETH]
+            calls.append(self.abi.encode_call("channels", cid))
+            calls.append(self.abi.encode_call("disputes", cid))
+            calls.extend(self.abi.encode_call("token_funds", cid, to_checksum(t)) for t in tokens)
+            shape.append(len(tokens))
+        answers = self.chain.call_many([(self.address, data) for data in calls])
+        for answer in answers:
+            if isinstance(answer, TransactionReverted):  # these getters never revert: the node misbehaves
+                raise ChainError(f"a read of the adjudicator reverted: {answer.reason}")
+        words = [bytes(a) for a in answers if isinstance(a, bytes)]
+        out, at = [], 0
+        for n in shape:
+            word, commitment = int.from_bytes(words[at][:32], "big"), words[at + 1][:32]
+            funds = tuple(
+                (w & MASK128) + (w >> 128) for w in (int.from_bytes(x[:32], "big") for x in words[at + 2 : at + 2 + n])
+            )
+            out.append(ChannelView(ChannelInfo.from_word(word), commitment, funds))
+            at += 2 + n
+        return out
 
     def token_funds(self, channel_id: bytes, token: bytes) -> tuple[int, int]:
         word = int(self._call("token_funds", channel_id, to_checksum(token))[0])

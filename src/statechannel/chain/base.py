@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,6 +72,11 @@ class Chain(Protocol):
         ...
 
     def call(self, to: bytes, data: bytes, sender: bytes | None = None) -> bytes: ...
+
+    def call_many(self, calls: Sequence[tuple[bytes, bytes]]) -> list[bytes | TransactionReverted]:
+        """Several (to, data) calls against one view of the latest block, in one round trip where the
+        backend can; each answer is its return data or its revert. ChainError if the node cannot answer."""
+        ...
 
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]: ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from eth_account import Account
@@ -56,9 +56,13 @@ class EmbeddedChain:
     """A fresh chain in this process; time and blocks move only when asked.
 
     eth-tester is not thread-safe, and several nodes (each with its own chain
-    thread) may share one embedded chain, so every call holds one lock."""
+    thread) may share one embedded chain, so every call holds one lock.
 
-    def __init__(self) -> None:
+    `block_time` (0: off) models a full chain for tests of timing under load: each transaction is
+    then mined in its own block, `block_time` seconds after the block before it."""
+
+    def __init__(self, block_time: int = 0) -> None:
+        self.block_time = block_time
         self._lock = threading.RLock()
         self._backend = PyEVMBackend()
         self._tester = EthereumTester(self._backend, auto_mine_transactions=True)
@@ -100,6 +104,8 @@ class EmbeddedChain:
         if to is not None:
             tx["to"] = to_checksum(to)
         raw = Account.sign_transaction(tx, key.secret).raw_transaction
+        if self.block_time > 0:  # time_travel(t) mines an empty block at t - 1; this one lands at t
+            self._tester.time_travel(self.block().timestamp + self.block_time)
         try:
             tx_hash = self._tester.send_raw_transaction(_hex(bytes(raw)))
         except TransactionFailed as exc:
@@ -147,6 +153,16 @@ class EmbeddedChain:
             return _bytes(self._tester.call(tx, "latest"))
         except TransactionFailed as exc:
             raise TransactionReverted(_reason(exc)) from exc
+
+    @_locked
+    def call_many(self, calls: Sequence[tuple[bytes, bytes]]) -> list[bytes | TransactionReverted]:
+        out: list[bytes | TransactionReverted] = []
+        for to, data in calls:  # under one lock: no block can come between them
+            try:
+                out.append(self.call(to, data))
+            except TransactionReverted as exc:
+                out.append(exc)
+        return out
 
     @_locked
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:

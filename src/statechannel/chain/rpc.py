@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from eth_account import Account
@@ -15,6 +16,7 @@ from statechannel.core.types import to_checksum
 
 PRIORITY_FEE = 10**9
 GAS_MARGIN_PERCENT = 25
+BATCH_SIZE = 200
 
 
 def _hex(value: bytes) -> str:
@@ -42,6 +44,31 @@ class RpcChain:
             response = self._w3.provider.make_request(method, params)  # type: ignore[arg-type]
         except Exception as exc:  # connection refused, timeout
             raise ChainError(f"{method} to {self.url} failed: {exc}") from exc
+        return self._result(method, response)
+
+    def rpc_batch(self, requests: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """One JSON-RPC batch per BATCH_SIZE requests; each answer is its result or the ChainError
+        (TransactionReverted for a revert) it would have raised alone."""
+        out: list[Any] = []
+        for at in range(0, len(requests), BATCH_SIZE):
+            chunk = list(requests[at : at + BATCH_SIZE])
+            try:
+                responses = self._w3.provider.make_batch_request(chunk)  # type: ignore[attr-defined]
+            except Exception as exc:
+                raise ChainError(f"a batch of {len(chunk)} requests to {self.url} failed: {exc}") from exc
+            if not isinstance(responses, list) or len(responses) != len(chunk):
+                raise ChainError(f"the node answered a batch of {len(chunk)} requests with {responses!r:.200}")
+            for (method, _), response in zip(chunk, responses, strict=True):
+                try:
+                    out.append(self._result(method, response))
+                except ChainError as exc:
+                    out.append(exc)
+        return out
+
+    @staticmethod
+    def _result(method: str, response: Any) -> Any:
+        if not isinstance(response, dict):
+            raise ChainError(f"{method}: the node answered {response!r:.200}")
         error = response.get("error")
         if error:
             message = str(error.get("message", error))
@@ -136,6 +163,19 @@ class RpcChain:
 
     def call(self, to: bytes, data: bytes, sender: bytes | None = None) -> bytes:
         return _bytes(self._rpc("eth_call", [self._tx(to, data, 0, sender or bytes(20)), "latest"]))
+
+    def call_many(self, calls: Sequence[tuple[bytes, bytes]]) -> list[bytes | TransactionReverted]:
+        tag = self._rpc("eth_blockNumber", [])  # one block for all, even if the batch spans two
+        answers = self.rpc_batch([("eth_call", [self._tx(to, data, 0, bytes(20)), tag]) for to, data in calls])
+        out: list[bytes | TransactionReverted] = []
+        for answer in answers:
+            if isinstance(answer, TransactionReverted):
+                out.append(answer)
+            elif isinstance(answer, ChainError):
+                raise answer
+            else:
+                out.append(_bytes(answer))
+        return out
 
     def get_logs(self, address: bytes, from_block: int, to_block: int) -> list[Log]:
         query = {"address": to_checksum(address), "fromBlock": hex(from_block), "toBlock": hex(to_block)}

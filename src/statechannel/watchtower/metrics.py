@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections import Counter as Tally
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -28,7 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statechannel.chain.base import Receipt
 from statechannel.watchtower.records import TowerStatus
-from statechannel.watchtower.sender import OnSent, Sender
 from statechannel.watchtower.service import ChallengeAttempt, Tower
 from statechannel.watchtower.storage import TowerStoreError
 
@@ -58,24 +56,6 @@ class GasSpent:
     gas_used: int
     fee: int
     block_number: int
-
-
-class MeteredSender:
-    """The tower's sender, unchanged, with each mined transaction's gas written down by hash."""
-
-    def __init__(self, inner: Sender, metrics: TowerMetrics) -> None:
-        self.inner = inner
-        self._metrics = metrics
-
-    def send(
-        self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
-    ) -> Receipt:
-        receipt = self.inner.send(to, data, timeout=timeout, on_sent=on_sent, cancel=cancel)
-        self._metrics.note_receipt(receipt)
-        return receipt
-
-    def reset(self) -> None:
-        self.inner.reset()
 
 
 class _Gauges(Collector):
@@ -153,8 +133,10 @@ class TowerMetrics:
         self.sample()  # a scrape sees the newest state, not the last sample's
         return generate_latest(self.registry)
 
-    def wrap(self, sender: Sender) -> MeteredSender:
-        return MeteredSender(sender, self)
+    def watch_receipts(self) -> None:
+        """Write down each mined challenge's gas, from the receipt the tower's dispatcher reports."""
+        if self.note_receipt not in self.tower.receipt_hooks:
+            self.tower.receipt_hooks.append(self.note_receipt)
 
     # ------------------------------------------------------------ observers
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from statechannel.core.types import to_checksum
 from statechannel.staticfiles import static_router
-from statechannel.watchtower.metrics import CountResponses, MeteredSender, TowerMetrics
+from statechannel.watchtower.metrics import CountResponses, TowerMetrics
 from statechannel.watchtower.storage import TowerStoreError
 
 FILES = {"/": "tower.html", "/tower/app.js": "tower.js", "/tower/style.css": "tower.css"}
@@ -100,9 +100,7 @@ def overview(m: TowerMetrics) -> Overview:
 def install(app: FastAPI, metrics: TowerMetrics) -> None:
     """Serve the page, the overview and the metrics on `app`; count its responses."""
     app.state.metrics = metrics
-    tower = metrics.tower
-    if not isinstance(tower.sender, MeteredSender):  # the gas of each challenge, from its receipt
-        tower.sender = metrics.wrap(tower.sender)
+    metrics.watch_receipts()  # the gas of each challenge, from its receipt
     with contextlib.suppress(RuntimeError):  # no loop yet: the first request starts the sampler
         metrics.start()
     app.add_middleware(CountResponses, metrics=metrics)

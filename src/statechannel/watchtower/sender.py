@@ -1,18 +1,23 @@
-"""Getting a challenge mined in time: explicit nonces, and same-nonce replacements with higher fees.
+"""Getting many challenges mined in time from one key: local nonces, no waiting, same-nonce replacements.
 
-`Chain.send_transaction` sends once and waits, which is right for a node but not for a tower: a
-challenge priced for a calm block can sit in the pool while the window runs out. On a JSON-RPC chain
-the tower therefore signs its own EIP-1559 transactions, and when one is not mined within a few seconds
-(or the node says it is underpriced) sends the same nonce again with both fees raised by at least
-12.5%, the bump pools demand of a replacement. Whichever of the versions is mined ends the wait."""
+`Chain.send_transaction` sends once and waits, which is right for a node but not for a tower: under a
+flood of disputes, a tower that waits for each transaction before sending the next answers one dispute
+per block. The tower's sender therefore hands out consecutive nonces itself and broadcasts each
+challenge as soon as it is decided; `poll` then reads every receipt in one batch, and any transaction
+not mined within `bump_after` seconds (or refused as underpriced) is sent again at the same nonce with
+both fees raised by at least 12.5%, the bump pools demand of a replacement. A challenge that is no
+longer wanted (someone answered, the window ended) is `abandon`ed: its nonce is filled with a cheap
+transfer to the tower itself, so the nonces after it are not stuck behind a gap.
+
+Blocking calls, meant for one worker thread (none of this is thread-safe)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from eth_account import Account
@@ -25,8 +30,10 @@ from statechannel.core.types import to_checksum
 log = logging.getLogger(__name__)
 DEFAULT_PRIORITY_FEE = 10**9
 GAS_MARGIN_PERCENT = 25
-MAX_ATTEMPTS = 20
-RECEIPT_POLL_S = 0.1
+MAX_VERSIONS = 20
+"""Fee bumps per nonce; past this (about 10x the first fees) the last version is left to be mined."""
+FEE_TTL_S = 2.0
+TRANSFER_GAS = 21_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +50,34 @@ class SentTx:
 OnSent = Callable[[SentTx], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How one submitted transaction ended."""
+
+    ticket: int
+    receipt: Receipt | None
+    """Set when it was mined and succeeded."""
+    error: ChainError | None = None
+    """TransactionReverted when it was mined and reverted; another ChainError when its nonce went to
+    another transaction of this key; None with no receipt when it was abandoned and its filler mined."""
+
+
 class Sender(Protocol):
-    def send(
-        self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
-    ) -> Receipt:
-        """Send and wait for inclusion; TransactionReverted if it reverts (or would), ChainError otherwise."""
+    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        """Dry-run, sign and broadcast with this key's next nonce; a ticket, at once (not waiting for it
+        to be mined). TransactionReverted if the dry run reverts (nothing is sent), ChainError if it
+        could not be sent."""
         ...
+
+    def poll(self) -> list[Settled]:
+        """Look at everything in flight, replace what waits too long with higher fees; what ended."""
+        ...
+
+    def abandon(self, ticket: int) -> None:
+        """No longer wanted: fill its nonce with a transfer to self (it may still be mined first)."""
+        ...
+
+    def in_flight(self) -> int: ...
 
     def reset(self) -> None:
         """Forget what was assumed about the key's nonces (after a reorg)."""
@@ -66,29 +95,65 @@ class PlainSender:
     def __init__(self, chain: Chain, key: PrivateKey) -> None:
         self.chain = chain
         self.key = key
+        self._tickets = itertools.count(1)
+        self._done: list[Settled] = []
 
-    def send(
-        self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
-    ) -> Receipt:
-        receipt = self.chain.send_transaction(self.key, to, data)
+    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        ticket = next(self._tickets)
+        try:
+            receipt = self.chain.send_transaction(self.key, to, data)
+        except TransactionReverted:
+            raise
         if on_sent is not None:
             on_sent(SentTx(receipt.tx_hash, -1, 0, 0, 1))
-        return receipt
+        self._done.append(Settled(ticket, receipt))
+        return ticket
+
+    def poll(self) -> list[Settled]:
+        done, self._done = self._done, []
+        return done
+
+    def abandon(self, ticket: int) -> None:
+        """Already mined: nothing to fill."""
+
+    def in_flight(self) -> int:
+        return len(self._done)
 
     def reset(self) -> None:
         """The chain client re-reads nonces after any failure by itself."""
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    ticket: int
+    nonce: int
+    to: bytes
+    data: bytes
+    gas: int
+    max_fee: int
+    priority: int
+    hashes: tuple[bytes, ...] = ()
+    """Every version broadcast, oldest first; a filler's versions come after `filled_from`."""
+    filled_from: int | None = None
+    """Set once abandoned: versions from this index on are the transfer to self."""
+    sent_at: float = 0.0
+    versions: int = 0
+    taken_seen: int = 0
+    """Polls that found the nonce used with none of our versions mined (two in a row settle it)."""
+    on_sent: OnSent | None = None
+
+
 class BumpingSender:
-    """Sends through `RpcChain`'s JSON-RPC; safe to use from several threads (nonces are handed out
-    under a lock, one per transaction, and re-read from the chain after any failure)."""
+    """Many transactions in flight through `RpcChain`'s JSON-RPC, at consecutive nonces."""
 
     def __init__(self, chain: RpcChain, key: PrivateKey, bump_after: float = 3.0) -> None:
         self.chain = chain
         self.key = key
         self.bump_after = bump_after
-        self._nonce_lock = threading.Lock()
         self._next_nonce: int | None = None
+        self._flight: dict[int, _InFlight] = {}
+        self._tickets = itertools.count(1)
+        self._fees_cache: tuple[float, int, int] | None = None
 
     def _rpc(self, method: str, params: list[Any]) -> Any:
         return self.chain._rpc(method, params)
@@ -96,132 +161,182 @@ class BumpingSender:
     def _call_tx(self, to: bytes, data: bytes) -> dict[str, Any]:
         return {"from": to_checksum(self.key.address), "to": to_checksum(to), "data": "0x" + data.hex()}
 
-    def _take_nonce(self) -> int:
-        with self._nonce_lock:
-            if self._next_nonce is None:
-                self._next_nonce = int(
-                    self._rpc("eth_getTransactionCount", [to_checksum(self.key.address), "pending"]), 16
-                )
-            nonce = self._next_nonce
-            self._next_nonce += 1
-            return nonce
+    def in_flight(self) -> int:
+        return len(self._flight)
 
     def reset(self) -> None:
-        self._forget_nonce()
+        self._next_nonce = None
+        self._fees_cache = None
 
-    def _forget_nonce(self) -> None:
-        with self._nonce_lock:
-            self._next_nonce = None
+    def _take_nonce(self) -> int:
+        if self._next_nonce is None:
+            self._next_nonce = int(self._rpc("eth_getTransactionCount", [to_checksum(self.key.address), "pending"]), 16)
+            taken = [tx.nonce for tx in self._flight.values()]
+            if taken:
+                self._next_nonce = max(self._next_nonce, max(taken) + 1)
+        nonce = self._next_nonce
+        self._next_nonce += 1
+        return nonce
 
     def _fees(self) -> tuple[int, int]:
+        now = time.monotonic()
+        if self._fees_cache is not None and now - self._fees_cache[0] < FEE_TTL_S:
+            return self._fees_cache[1], self._fees_cache[2]
         base = int(self._rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
         try:
             priority = int(self._rpc("eth_maxPriorityFeePerGas", []), 16)
         except ChainError:  # not every node answers it
             priority = DEFAULT_PRIORITY_FEE
         priority = max(priority, 1)
+        self._fees_cache = (now, 2 * base + priority, priority)
         return 2 * base + priority, priority
 
-    def send(
-        self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
-    ) -> Receipt:
+    # ------------------------------------------------------------ sending
+
+    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
         # Estimating first also dry-runs it: a challenge that would revert (someone was faster) costs nothing.
         estimate = int(self._rpc("eth_estimateGas", [self._call_tx(to, data)]), 16)
-        gas = estimate + estimate * GAS_MARGIN_PERCENT // 100
         max_fee, priority = self._fees()
         nonce = self._take_nonce()
+        tx = _InFlight(
+            next(self._tickets), nonce, to, data, estimate + estimate * GAS_MARGIN_PERCENT // 100, max_fee, priority
+        )
+        tx = replace(tx, on_sent=on_sent)
         try:
-            return self._send_until_mined(to, data, gas, nonce, max_fee, priority, timeout, on_sent, cancel)
-        except BaseException:
-            self._forget_nonce()
+            tx = self._broadcast(tx)
+        except ChainError:
+            self._give_back(nonce)
             raise
+        self._flight[tx.ticket] = tx
+        return tx.ticket
 
-    def _send_until_mined(
-        self,
-        to: bytes,
-        data: bytes,
-        gas: int,
-        nonce: int,
-        max_fee: int,
-        priority: int,
-        timeout: float,
-        on_sent: OnSent | None,
-        cancel: threading.Event,
-    ) -> Receipt:
-        deadline = time.monotonic() + timeout
-        sent: list[bytes] = []
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            tx = {
+    def _give_back(self, nonce: int) -> None:
+        """A nonce taken but not used: handed out again if it was the last, else filled (a gap would
+        hold every later transaction of this key)."""
+        if self._next_nonce == nonce + 1:
+            self._next_nonce = nonce
+            return
+        max_fee, priority = self._fees()
+        filler = _InFlight(next(self._tickets), nonce, self.key.address, b"", TRANSFER_GAS, max_fee, priority)
+        try:
+            self._flight[filler.ticket] = self._broadcast(replace(filler, filled_from=0))
+        except ChainError as exc:
+            log.warning("could not fill nonce %d (re-reading nonces): %s", nonce, exc)
+            self.reset()
+
+    def abandon(self, ticket: int) -> None:
+        tx = self._flight.get(ticket)
+        if tx is None or tx.filled_from is not None:
+            return
+        filler = replace(
+            tx,
+            to=self.key.address,
+            data=b"",
+            gas=TRANSFER_GAS,
+            max_fee=bump_fee(tx.max_fee),
+            priority=bump_fee(tx.priority),
+            filled_from=len(tx.hashes),
+            on_sent=None,
+        )
+        try:
+            self._flight[ticket] = self._broadcast(filler)
+        except ChainError as exc:  # e.g. a version was mined meanwhile (nonce too low): poll will tell
+            log.info("nonce %d not filled: %s", tx.nonce, exc)
+
+    def _broadcast(self, tx: _InFlight) -> _InFlight:
+        """Sign and send `tx` at its fees (raised while the node calls them too low); the updated record.
+        ChainError when no node took any version."""
+        for _ in range(MAX_VERSIONS):
+            fields = {
                 "type": 2,
                 "chainId": self.chain.chain_id,
-                "nonce": nonce,
-                "gas": gas,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": priority,
-                "to": to_checksum(to),
+                "nonce": tx.nonce,
+                "gas": tx.gas,
+                "maxFeePerGas": tx.max_fee,
+                "maxPriorityFeePerGas": tx.priority,
+                "to": to_checksum(tx.to),
                 "value": 0,
-                "data": data,
+                "data": tx.data,
             }
-            signed = Account.sign_transaction(tx, self.key.secret)
+            signed = Account.sign_transaction(fields, self.key.secret)
             tx_hash = bytes(signed.hash)
-            problem = self._broadcast(bytes(signed.raw_transaction))
-            if problem is None:
-                sent.append(tx_hash)
-                if on_sent is not None:
-                    on_sent(SentTx(tx_hash, nonce, max_fee, priority, attempt))
-            elif "already known" in problem:
-                sent.append(tx_hash)
-            elif "nonce too low" in problem and not sent:
-                raise ChainError(f"nonce {nonce} was taken by another transaction of this key")
-            elif "underpriced" in problem:  # no use waiting: the node will not take it at this price
-                max_fee, priority = bump_fee(max_fee), bump_fee(priority)
-                continue
-            receipt = self._wait_any(sent, min(deadline, time.monotonic() + self.bump_after), cancel)
-            if receipt is not None:
-                return self._finish(receipt, to, data)
-            if cancel.is_set():
-                raise ChainError("stopped before the transaction was mined")
-            if time.monotonic() >= deadline:
-                raise ChainError(f"not mined within {timeout:.0f}s after {attempt} attempts")
-            max_fee, priority = bump_fee(max_fee), bump_fee(priority)
-        raise ChainError(f"not mined after {MAX_ATTEMPTS} fee bumps")
-
-    def _broadcast(self, raw: bytes) -> str | None:
-        """None when the node took the transaction; the node's complaint when it is one a replacement
-        (or a wait) answers: underpriced, already known, nonce too low. Anything else is raised."""
-        try:
-            self._rpc("eth_sendRawTransaction", ["0x" + raw.hex()])
-        except TransactionReverted:
-            raise
-        except ChainError as exc:
-            text = str(exc).lower()
-            if not any(k in text for k in ("underpriced", "already known", "nonce too low")):
+            try:
+                self._rpc("eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()])
+                problem = ""
+            except TransactionReverted:
                 raise
-            log.info("challenge transaction not taken: %s", exc)
-            return text
-        return None
+            except ChainError as exc:
+                problem = str(exc).lower()
+                if not any(k in problem for k in ("underpriced", "already known", "nonce too low")):
+                    raise
+                log.info("transaction at nonce %d not taken: %s", tx.nonce, exc)
+            if "underpriced" in problem:  # no use waiting: the node will not take it at this price
+                tx = replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))
+                continue
+            if "nonce too low" in problem:
+                if not tx.hashes:
+                    self.reset()
+                    raise ChainError(f"nonce {tx.nonce} was taken by another transaction of this key")
+                return tx  # one of the versions sent before was mined: poll finds its receipt
+            tx = replace(tx, hashes=(*tx.hashes, tx_hash), sent_at=time.monotonic(), versions=tx.versions + 1)
+            if not problem and tx.on_sent is not None:
+                tx.on_sent(SentTx(tx_hash, tx.nonce, tx.max_fee, tx.priority, tx.versions))
+            return tx
+        raise ChainError(f"nonce {tx.nonce}: still underpriced after {MAX_VERSIONS} fee bumps")
 
-    def _wait_any(self, hashes: list[bytes], until: float, cancel: threading.Event) -> dict[str, Any] | None:
-        """The receipt of whichever version got mined, polling until `until`."""
-        while True:
-            for h in hashes:
-                r = self._rpc("eth_getTransactionReceipt", ["0x" + h.hex()])
-                if r is not None:
-                    return dict(r)
-            if time.monotonic() >= until or cancel.is_set():
-                return None
-            cancel.wait(RECEIPT_POLL_S)
+    # ------------------------------------------------------------ following
 
-    def _finish(self, r: dict[str, Any], to: bytes, data: bytes) -> Receipt:
+    def poll(self) -> list[Settled]:
+        if not self._flight:
+            return []
+        flight = list(self._flight.values())
+        # the mined nonce first: a receipt read after it cannot miss a transaction counted in it
+        requests: list[tuple[str, list[Any]]] = [("eth_getTransactionCount", [to_checksum(self.key.address), "latest"])]
+        for tx in flight:
+            requests.extend(("eth_getTransactionReceipt", ["0x" + h.hex()]) for h in tx.hashes)
+        answers = self.chain.rpc_batch(requests)
+        if isinstance(answers[0], ChainError):
+            raise answers[0]
+        mined_nonce = int(answers[0], 16)
+        done, at = [], 1
+        for tx in flight:
+            found = None
+            for i, answer in enumerate(answers[at : at + len(tx.hashes)]):
+                if answer is not None and not isinstance(answer, ChainError):
+                    found = (i, dict(answer))
+            at += len(tx.hashes)
+            if found is not None:
+                del self._flight[tx.ticket]
+                done.append(self._settled(tx, *found))
+            elif mined_nonce > tx.nonce:
+                if tx.taken_seen >= 1:
+                    del self._flight[tx.ticket]
+                    done.append(Settled(tx.ticket, None, ChainError(f"nonce {tx.nonce} went to another transaction")))
+                else:
+                    self._flight[tx.ticket] = replace(tx, taken_seen=1)
+            elif time.monotonic() - tx.sent_at >= self.bump_after and tx.versions < MAX_VERSIONS:
+                bumped = replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))
+                try:
+                    self._flight[tx.ticket] = self._broadcast(bumped)
+                except ChainError as exc:
+                    log.warning("replacing the transaction at nonce %d failed: %s", tx.nonce, exc)
+        return done
+
+    def _settled(self, tx: _InFlight, index: int, r: dict[str, Any]) -> Settled:
+        if tx.filled_from is not None and index >= tx.filled_from:
+            return Settled(tx.ticket, None)
         if int(r["status"], 16) != 1:
-            raise TransactionReverted(self._revert_reason(r, to, data))
-        return Receipt(
-            tx_hash=bytes.fromhex(str(r["transactionHash"])[2:]),
-            gas_used=int(r["gasUsed"], 16),
-            fee=int(r["gasUsed"], 16) * int(r["effectiveGasPrice"], 16),
-            block_number=int(r["blockNumber"], 16),
-            logs=tuple(RpcChain._log(e) for e in r["logs"]),
-            contract_address=None,
+            return Settled(tx.ticket, None, TransactionReverted(self._revert_reason(r, tx.to, tx.data)))
+        return Settled(
+            tx.ticket,
+            Receipt(
+                tx_hash=bytes.fromhex(str(r["transactionHash"])[2:]),
+                gas_used=int(r["gasUsed"], 16),
+                fee=int(r["gasUsed"], 16) * int(r["effectiveGasPrice"], 16),
+                block_number=int(r["blockNumber"], 16),
+                logs=tuple(RpcChain._log(e) for e in r["logs"]),
+                contract_address=None,
+            ),
         )
 
     def _revert_reason(self, r: dict[str, Any], to: bytes, data: bytes) -> str:
@@ -230,4 +345,6 @@ class BumpingSender:
             self._rpc("eth_call", [self._call_tx(to, data), hex(int(r["blockNumber"], 16) - 1)])
         except TransactionReverted as exc:
             return exc.reason
+        except ChainError:
+            return ""
         return ""

@@ -1,6 +1,8 @@
 """The tower: takes both-signed states, follows the chain, and challenges closes that record older ones.
 
-One asyncio loop owns the tower; chain reads and transactions run on worker threads. Event handling
+One asyncio loop owns the tower; chain reads run on worker threads, and the sender on one thread of its
+own. Disputes are answered by a `Dispatcher` (dispatch.py): earliest window end first, many challenges in
+flight at once, each decision taken again just before it is sent. Event handling
 and registration take one lock, so a channel registered while its close is being read is either in
 the store when the close is handled or sees the close when it reads the chain. Decisions come from
 `core.tower.decide`; everything here is getting its inputs right and carrying its output out."""
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 from statechannel.chain.adjudicator import Adjudicator, Status
 from statechannel.chain.base import Chain, ChainError, TransactionReverted
+from statechannel.chain.base import Receipt as TxReceipt
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import state_digest
 from statechannel.core.errors import StatechannelError
@@ -39,6 +41,7 @@ from statechannel.core.tower import (
 from statechannel.core.types import ChannelParams
 from statechannel.store.base import Checkpoint
 from statechannel.watchtower.chainwatch import ChainWatch
+from statechannel.watchtower.dispatch import Dispatcher, Prepared
 from statechannel.watchtower.errors import TowerError, TowerReason, from_core
 from statechannel.watchtower.records import Dispute, TowerStatus, WatchedChannel
 from statechannel.watchtower.sender import Sender, SentTx
@@ -46,8 +49,7 @@ from statechannel.watchtower.storage import PutOutcome, QuotaExceeded, Quotas, T
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SEND_RETRIES = 5
-STOP_TIMEOUT = 10.0
+RECEIPT_POLL_S = 0.25
 MIN_CHALLENGE_PERIOD = 60
 """Seconds: the shortest window a tower takes on by default (a few blocks to see a close and get an answer in)."""
 RECORD_REVERTS = frozenset(
@@ -71,7 +73,7 @@ class ChallengeAttempt:
     against: int
     """The version the chain recorded."""
     outcome: str
-    """pending, mined, reverted or failed."""
+    """pending, mined, reverted, failed, or abandoned (moot while in flight: its nonce was filled)."""
     tx_hashes: tuple[bytes, ...] = ()
     """Every version sent (same nonce, rising fees); at most one is mined."""
     reason: str = ""
@@ -111,10 +113,14 @@ class Tower:
         """The newest block's number and timestamp: the tower judges windows by chain time."""
         self.challenges: dict[bytes, ChallengeAttempt] = {}
         self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tower-chain")
-        self._sends = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tower-send")
-        self._cancel = threading.Event()
+        self._sends = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tower-send")
         self._lock = asyncio.Lock()
-        self._inflight: dict[bytes, asyncio.Task[None]] = {}
+        self._unfunded: set[bytes] = set()
+        self._sending: dict[bytes, SignedState] = {}
+        self.receipt_hooks: list[Callable[[TxReceipt], None]] = []
+        """Called with the receipt of each challenge mined (metrics)."""
+        """The state each challenge in flight quotes, to mark it unusable if the chain rejects it."""
+        self.dispatch = Dispatcher(sender, self, self._send, poll_interval=min(poll_interval, RECEIPT_POLL_S))
         self._checkpoint: Checkpoint | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -124,6 +130,10 @@ class Tower:
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._reads, partial(fn, *args))
+
+    async def _send(self, fn: Callable[[], T]) -> T:
+        """The sender's calls, on its one thread, in order."""
+        return await asyncio.get_running_loop().run_in_executor(self._sends, fn)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -137,16 +147,16 @@ class Tower:
             await self._recheck(fork)
         await self.store.save_checkpoint(cp)
         self._checkpoint = cp
+        self.dispatch.start()
         self._watcher = asyncio.create_task(self._watch_loop(), name="tower-watch")
 
     async def stop(self) -> None:
-        self._cancel.set()
+        """Challenges in flight stay in the pool; a restarted tower reads the disputes again."""
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        if self._inflight:
-            await asyncio.wait(list(self._inflight.values()), timeout=STOP_TIMEOUT)
+        await self.dispatch.stop()
         await asyncio.to_thread(self._reads.shutdown, True)
         await asyncio.to_thread(self._sends.shutdown, True)
 
@@ -360,82 +370,116 @@ class Tower:
     # ------------------------------------------------------------ acting
 
     def _consider(self, ch: WatchedChannel) -> None:
+        """Hand a dispute worth answering to the dispatcher, which answers by the end of its window."""
         if ch.status is not TowerStatus.CHALLENGED or ch.dispute is None:
             return
-        action = decide(ch.version, ch.dispute.version, self.now, ch.dispute.finalizes_at)
+        action = decide(self._best_version(ch.channel_id), ch.dispute.version, self.now, ch.dispute.finalizes_at)
         if action is Action.TOO_LATE:
             log.error("channel 0x%s: the window closed before the tower could answer", ch.channel_id.hex())
-        if action is not Action.CHALLENGE or ch.channel_id in self._inflight:
-            return
-        self._inflight[ch.channel_id] = asyncio.create_task(self._challenge(ch), name="tower-challenge")
+        if action is Action.CHALLENGE:
+            self.dispatch.want(ch.channel_id, ch.dispute.finalizes_at)
 
-    async def _challenge(self, ch: WatchedChannel) -> None:
-        cid = ch.channel_id
-        loop = asyncio.get_running_loop()
-        started_from = ch.dispute
-        try:
-            for attempt in range(SEND_RETRIES):
-                assert ch.dispute is not None
-                chosen = await self._challenge_state(ch)
-                if chosen is None:
-                    log.info("channel 0x%s: no state held beats version %d on chain", cid.hex(), ch.dispute.version)
-                    return
-                s, d = chosen, ch.dispute
-                version = s.state.version
-                self.challenges[cid] = ChallengeAttempt(version, d.version, "pending")
-                data = self._challenge_call(ch, s)
-                log.info("channel 0x%s: chain records version %d, challenging with %d", cid.hex(), d.version, version)
+    def _best_version(self, channel_id: bytes) -> int | None:
+        """The highest version among the states held for a channel that the chain is not known to reject."""
+        best = self.candidates(channel_id)
+        return best[0].state.version if best else None
 
-                def sent(tx: SentTx, cid: bytes = cid) -> None:
-                    loop.call_soon_threadsafe(self._note_sent, cid, tx)
+    async def prepare(self, channel_ids: list[bytes]) -> list[Prepared]:
+        """The decision taken again just before sending, on the freshest row and batched reads of the chain:
+        the record must still be the one the chain holds, the window open, the channel must hold something
+        (a channel funded with nothing pays nobody anything: answering it only burns gas), and the state sent
+        is the best candidate, of either participant, whose dry run passes (one that reverts is remembered as
+        unusable and the next one is tried: a counterparty's state can never displace a usable one)."""
+        rows: list[tuple[WatchedChannel, Dispute, list[SignedState]]] = []
+        for cid in channel_ids:
+            ch = self.store.get(cid)
+            if ch is None or ch.status is not TowerStatus.CHALLENGED or ch.dispute is None:
+                continue
+            d = ch.dispute
+            beating = [c for c in self.candidates(cid) if c.state.version > d.version]
+            held = beating[0].state.version if beating else None
+            if not beating or decide(held, d.version, self.now, d.finalizes_at) is not Action.CHALLENGE:
+                continue
+            rows.append((ch, d, beating))
+        if not rows:
+            return []
+        views = await self._read(self.adj.views, [(ch.channel_id, c[0].state.assets) for ch, _, c in rows])
+        live: list[tuple[WatchedChannel, Dispute, list[SignedState]]] = []
+        for (ch, d, cands), view in zip(rows, views, strict=True):
+            cid = ch.channel_id
+            if view.info.status is not Status.CLOSING or view.commitment != d.record.commitment:
+                continue  # the chain moved past what the tower has read: its event will bring it back
+            if not view.holds_anything:
+                if cid not in self._unfunded:
+                    self._unfunded.add(cid)
+                    log.warning("channel 0x%s holds nothing: its dispute is not answered", cid.hex())
+                continue
+            live.append((ch, d, cands))
+        out = []
+        for ch, d, s in await self._dry_run(live):
+            cid = ch.channel_id
+            log.info(
+                "channel 0x%s: chain records version %d, challenging with %d", cid.hex(), d.version, s.state.version
+            )
+            self.challenges[cid] = ChallengeAttempt(s.state.version, d.version, "pending")
+            self._sending[cid] = s
+            out.append(Prepared(cid, self.adj.address, self._challenge_call(ch, s), s.state.version, d))
+        return out
 
-                timeout = float(min(max(d.finalizes_at - self.now + 30, 15), 600))
-                send = partial(self.sender.send, self.adj.address, data, timeout=timeout, on_sent=sent)
-                try:
-                    receipt = await loop.run_in_executor(self._sends, partial(send, cancel=self._cancel))
-                except TransactionReverted as exc:
-                    log.info("channel 0x%s: challenge reverted: %s", cid.hex(), exc.reason)
-                    self._finish(cid, "reverted", exc.reason)
-                    if exc.reason in RECORD_REVERTS:  # someone was first, or the window ended: not retried
-                        return
-                    self._mark_unusable(s, exc.reason or "reverted")  # this state fails: the next one may not
-                    continue
-                except ChainError as exc:
-                    log.warning("channel 0x%s: challenge not mined (attempt %d): %s", cid.hex(), attempt + 1, exc)
-                    self._finish(cid, "failed", str(exc))
-                    if self._cancel.is_set():
-                        return
-                    await asyncio.sleep(min(2.0**attempt, 10.0))
-                    fresh = self.store.get(cid)
-                    if fresh is None or fresh.dispute is None:
-                        return
-                    if decide(fresh.version, fresh.dispute.version, self.now, fresh.dispute.finalizes_at) is not (
-                        Action.CHALLENGE
-                    ):
-                        return
-                    ch = fresh
-                    continue
-                log.info("channel 0x%s: challenge mined in block %d", cid.hex(), receipt.block_number)
-                self._finish(cid, "mined", "")
-                return
-        except Exception as exc:  # a bug or a store failure: logged, and the next event considers it again
-            log.exception("channel 0x%s: challenge failed", cid.hex())
-            self._finish(cid, "failed", str(exc))
-        finally:
-            self._inflight.pop(cid, None)
-            # a Closed/Challenged event applied while we were busy was skipped by _consider:
-            # if the record moved (say the cheater challenged with its own newer stale state),
-            # answer the new record now rather than wait for an event that already passed
-            fresh = self.store.get(cid)
-            if fresh is not None and fresh.dispute is not None and fresh.dispute != started_from:
-                self._consider(fresh)
+    async def _dry_run(
+        self, rows: list[tuple[WatchedChannel, Dispute, list[SignedState]]]
+    ) -> list[tuple[WatchedChannel, Dispute, SignedState]]:
+        """Each row's best candidate whose challenge passes an eth_call, all rows in one batch per round; a
+        row whose dry run blames the record itself (answered already, window over) is dropped."""
+        chosen: list[tuple[WatchedChannel, Dispute, SignedState]] = []
+        while rows:
+            calls = [(self.adj.address, self._challenge_call(ch, cands[0])) for ch, _, cands in rows]
+            try:
+                answers = await self._read(self.chain.call_many, calls)
+            except ChainError as exc:  # no answer: send the best ones anyway, the sender reports what happens
+                log.warning("dry run of %d challenges failed, sending anyway: %s", len(rows), exc)
+                return chosen + [(ch, d, cands[0]) for ch, d, cands in rows]
+            again = []
+            for (ch, d, cands), answer in zip(rows, answers, strict=True):
+                if not isinstance(answer, TransactionReverted):
+                    chosen.append((ch, d, cands[0]))
+                elif answer.reason in RECORD_REVERTS:
+                    log.info("channel 0x%s: dry run: %s", ch.channel_id.hex(), answer.reason)
+                else:
+                    self._mark_unusable(cands[0], answer.reason or "reverted")
+                    if len(cands) > 1:
+                        again.append((ch, d, cands[1:]))
+            rows = again
+        return chosen
 
-    def _note_sent(self, cid: bytes, tx: SentTx) -> None:
-        current = self.challenges.get(cid)
+    def still_wanted(self, p: Prepared) -> bool:
+        fresh = self.store.get(p.channel_id)
+        if fresh is None or fresh.dispute is None or fresh.dispute.record != p.dispute.record:
+            return False  # answered (by us or another), or the record moved: this one would revert
+        return decide(p.version, fresh.dispute.version, self.now, fresh.dispute.finalizes_at) is Action.CHALLENGE
+
+    def sent(self, p: Prepared, tx: SentTx) -> None:
+        current = self.challenges.get(p.channel_id)
         if current is not None:
-            self.challenges[cid] = replace(current, tx_hashes=(*current.tx_hashes, tx.tx_hash))
+            self.challenges[p.channel_id] = replace(current, tx_hashes=(*current.tx_hashes, tx.tx_hash))
 
-    def _finish(self, cid: bytes, outcome: str, reason: str) -> None:
+    def ended(self, p: Prepared, outcome: str, reason: str, receipt: TxReceipt | None) -> None:
+        cid = p.channel_id
         current = self.challenges.get(cid)
         if current is not None:
             self.challenges[cid] = replace(current, outcome=outcome, reason=reason)
+        if receipt is not None:
+            for hook in self.receipt_hooks:
+                hook(receipt)
+        sent = self._sending.pop(cid, None)
+        if outcome == "reverted" and reason not in RECORD_REVERTS and sent is not None:
+            self._mark_unusable(sent, reason or "reverted")  # this state fails on chain: the next one may not
+            fresh = self.store.get(cid)
+            if fresh is not None:
+                self._consider(fresh)
+            return
+        # if the record moved while this was in flight (say the cheater challenged with its own newer
+        # stale state), answer the new record now rather than wait for an event that already passed
+        fresh = self.store.get(cid)
+        if fresh is not None and fresh.dispute is not None and fresh.dispute != p.dispute:
+            self._consider(fresh)
