@@ -39,7 +39,15 @@ from statechannel.node.node import Node
 from statechannel.node.peers import PeerBook
 from statechannel.node.towers import TowerClient
 from statechannel.node.towerstate import TowerPolicy
-from statechannel.runtime import QuietServer, exclusive, limit_recursion, loopback_for, signals_set, step
+from statechannel.runtime import (
+    QuietServer,
+    exclusive,
+    limit_recursion,
+    loopback_for,
+    private_data_dir,
+    signals_set,
+    step,
+)
 from statechannel.store.base import StoreError
 from statechannel.store.sqlite import SqliteStore
 
@@ -178,7 +186,7 @@ async def run(
     """Runs the node until SIGINT/SIGTERM (or `stop` is set), then shuts everything down in order."""
     limit_recursion()  # again, in case an import since this module's raised it
     data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_data_dir(data_dir)
     stop = stop or asyncio.Event()
     with exclusive(data_dir / LOCK_FILE, DaemonError(f"another node is running with data directory {data_dir}")):
         try:

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -41,6 +42,18 @@ def limit_recursion(preload: Iterable[str] = RECURSION_RAISERS) -> None:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     sys.setrecursionlimit(SAFE_RECURSION_LIMIT)
+
+
+def private_data_dir(data_dir: Path) -> None:
+    """Make `data_dir` the owner's alone (0700, tightened if it existed looser) and have every file this
+    process creates from now on (databases, their journals, node.json, the peer book) made 0600: the
+    directory holds the API token and everything the node signed."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = data_dir.stat().st_mode
+    if mode & 0o077:
+        log.warning("%s was accessible to other users (mode %o): made it 0700", data_dir, mode & 0o777)
+        data_dir.chmod(0o700)
 
 
 @contextlib.contextmanager

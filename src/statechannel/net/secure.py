@@ -87,7 +87,11 @@ def encode_record(payload: bytes) -> bytes:
 
 async def read_record(reader: asyncio.StreamReader) -> bytes:
     """One length-prefixed Noise message; a zero, tiny or oversized length is garbage, never waited on."""
-    length = int.from_bytes(await reader.readexactly(LENGTH_BYTES), "big")
+    return await read_record_body(reader, await reader.readexactly(LENGTH_BYTES))
+
+
+async def read_record_body(reader: asyncio.StreamReader, header: bytes) -> bytes:
+    length = int.from_bytes(header, "big")
     if not TAG_BYTES <= length <= MAX_RECORD:
         raise ProtocolError(f"record length {length} outside {TAG_BYTES}..{MAX_RECORD}")
     return await reader.readexactly(length)
@@ -169,8 +173,19 @@ class SecureChannel:
         self.write_frame(frame)
         await self.writer.drain()
 
-    async def recv_frame(self) -> bytes:
-        first = await self._recv_plain()
+    async def recv_frame(self, timeout: float) -> bytes:
+        """The next frame. Between frames a peer may stay silent as long as it likes, but once the first byte
+        of a frame has come the whole frame must follow within `timeout` seconds, or ProtocolError: a peer
+        that stalls half-way through a frame is dropped rather than holding its connection open."""
+        header = await self.reader.readexactly(LENGTH_BYTES)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._recv_rest(header)
+        except TimeoutError:
+            raise ProtocolError(f"frame not complete within {timeout} s of its first byte") from None
+
+    async def _recv_rest(self, header: bytes) -> bytes:
+        first = self._noise.decrypt(await read_record_body(self.reader, header))
         if len(first) < LENGTH_BYTES:
             raise ProtocolError("first record of a frame is shorter than its length header")
         total = int.from_bytes(first[:LENGTH_BYTES], "big")

@@ -35,6 +35,17 @@ from statechannel.net.secure import ProtocolError, SecureChannel, Verdict, accep
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a connection may take from TCP connect to a proven address: a stalled handshake is hung up."""
+MAX_HANDSHAKES = 64
+"""Inbound connections at once still in their handshake (each costs a socket and, unproven, nothing to
+its maker); one more is hung up at once, so stalled handshakes cannot use up the node's file descriptors.
+Honest diallers retry with backoff."""
+FRAME_TIMEOUT = 30.0
+"""Seconds a frame may take from its first byte to its last (a 1 MiB frame needs far less on any link
+a channel can use); a peer stalling mid-frame is dropped."""
+SEND_TIMEOUT = 30.0
+"""Seconds a send may wait for the peer to read: a peer that stops reading is dropped (its frames are
+resent on reconnect), so it cannot hold our sends, and what waits on them, forever."""
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
 
@@ -66,8 +77,23 @@ class _Peer:
 class TcpTransport:
     """Transport over asyncio TCP with Noise XX encryption and Ethereum-address authentication."""
 
-    def __init__(self, key: PrivateKey, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        key: PrivateKey,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_handshakes: int = MAX_HANDSHAKES,
+        frame_timeout: float = FRAME_TIMEOUT,
+        send_timeout: float = SEND_TIMEOUT,
+    ) -> None:
         self.address: bytes = key.address
+        self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
+        self.frame_timeout = frame_timeout
+        self.send_timeout = send_timeout
+        self._handshaking = 0  # inbound connections not yet proven
         self._key = key
         self._static = secrets.token_bytes(32)  # per-node Noise key; identity comes from the Ethereum proof
         self._host = host
@@ -134,7 +160,12 @@ class TcpTransport:
             if conn is None:
                 raise PeerUnreachable(f"connection to {hex_address(peer)} dropped")
             try:
-                await conn.channel.send_frame(frame)
+                async with asyncio.timeout(self.send_timeout):
+                    await conn.channel.send_frame(frame)  # buffered whole before the wait: never half a frame
+            except TimeoutError:
+                log.info("dropping %s: it read nothing for %s s", hex_address(peer), self.send_timeout)
+                self._drop(state, conn)
+                raise PeerUnreachable(f"{hex_address(peer)} stopped reading; connection dropped") from None
             except (ConnectionError, OSError) as exc:
                 self._drop(state, conn)
                 raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
@@ -204,14 +235,14 @@ class TcpTransport:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     async def _dial(self, state: _Peer) -> None:
-        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        async with asyncio.timeout(self.handshake_timeout):
             reader, writer = await asyncio.open_connection(state.host, state.port)
         if state.conn is not None or self._closing:  # the peer dialled us meanwhile: keep that connection
             writer.transport.abort()
             return
         state.dialling = True
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            async with asyncio.timeout(self.handshake_timeout):
                 channel, verdict = await dial_handshake(reader, writer, self._key, self._static, state.address)
         except BaseException:
             writer.transport.abort()
@@ -228,12 +259,21 @@ class TcpTransport:
     def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Runs the connection in a task of our own: close() cancels it, which asyncio 3.11 would log as an
         error had it been the server's own callback task."""
+        if self._handshaking >= self.max_handshakes:
+            log.warning("refused inbound connection: %d handshakes already under way", self._handshaking)
+            writer.transport.abort()
+            return
+        self._handshaking += 1
         self._spawn(self._serve(reader, writer))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            async with asyncio.timeout(self.handshake_timeout):
                 inbound = await accept_handshake(reader, writer, self._key, self._static)
+        except TimeoutError:
+            log.info("refused inbound connection: handshake not done within %s s", self.handshake_timeout)
+            writer.transport.abort()
+            return
         except _DROPPED as exc:
             log.info("refused inbound connection: %r", exc)
             writer.transport.abort()
@@ -241,6 +281,8 @@ class TcpTransport:
         except BaseException:
             writer.transport.abort()
             raise
+        finally:
+            self._handshaking -= 1
         peer = inbound.channel.peer
         state = self._peer(peer)
         verdict = self._verdict(state, inbound.wanted)
@@ -289,7 +331,7 @@ class TcpTransport:
                 if state.conn is conn:
                     await run_handler(self._on_connect(peer), "on_connect", peer)
             while True:
-                frame = await conn.channel.recv_frame()
+                frame = await conn.channel.recv_frame(self.frame_timeout)
                 async with state.deliver_lock:
                     if state.conn is not conn:
                         break

@@ -78,6 +78,12 @@ MAX_UNFUNDED_TOTAL = 1024
 """Unfunded channels from all peers together: peer addresses cost nothing to make."""
 UNFUNDED_TTL = 3600.0
 """Seconds an unfunded channel a peer opened with this node is kept before it is abandoned."""
+MAX_BACKLOG = 256
+"""Inputs of one channel not yet saved and carried out: past it, a frame from that channel's peer is
+handled only once they are, so reading that peer's connection waits (the transport awaits each frame).
+Far above an honest pipeline's depth; it bounds what a flood of messages can make the node hold."""
+REFUSALS_KEPT = 10_000
+"""(peer, reason) pairs whose refusals are counted for the log; past it the count starts again."""
 
 
 _TX_FAILURES_FED = (SubmitTxOpen, SubmitTxDeposit, SubmitTxWithdraw, SubmitTxClose, SubmitTxCloseCooperative)
@@ -137,6 +143,8 @@ class Node:
         self._by_peer: dict[bytes, set[bytes]] = defaultdict(set)  # peer -> its channels: O(1) on connect
         self._timed: set[bytes] = set()  # channels the chain's clock must reach (disputes, withdrawals)
         self._tails: dict[bytes, asyncio.Future[None]] = {}
+        self._backlog: dict[bytes, int] = defaultdict(int)  # per channel: commits not yet carried out
+        self.refusals: dict[tuple[bytes, str], int] = {}  # (peer, reason): messages refused, for the log
         self._queued: dict[bytes, list[tuple[Payment, asyncio.Future[PaymentRecord]]]] = defaultdict(list)
         self._flushing: set[bytes] = set()
         self._waiters: dict[str, asyncio.Future[PaymentRecord]] = {}
@@ -354,10 +362,16 @@ class Node:
         if old is None or old.phase is not new.phase or old.withdrawals is not new.withdrawals:
             self._index(channel_id, new)
         recs = [*records, *self._payment_updates(channel_id, effects)]
-        save = asyncio.ensure_future(self.store.save(channel_id, encode_channel(new), recs))
+        save: asyncio.Future[None]
+        if new is old and not recs:  # a refusal: nothing to write, so a flood of them costs no disk
+            save = asyncio.get_running_loop().create_future()
+            save.set_result(None)
+        else:
+            save = asyncio.ensure_future(self.store.save(channel_id, encode_channel(new), recs))
         # watchtower hook: a new fully signed state goes to the towers once it is durable
         if self.towers is not None and new.latest is not None and (old is None or old.latest != new.latest):
             save.add_done_callback(functools.partial(self._offer_to_towers, new))
+        self._backlog[channel_id] += 1
         self._tails[channel_id] = asyncio.ensure_future(
             self._after(self._tails.get(channel_id), save, channel_id, effects)
         )
@@ -374,11 +388,14 @@ class Node:
         channel_id: bytes,
         effects: tuple[Effect, ...],
     ) -> None:
-        if prev is not None:
-            await asyncio.gather(prev, return_exceptions=True)
-        await save  # durable before anything leaves this node
-        for effect in effects:
-            await self._execute(channel_id, effect)
+        try:
+            if prev is not None:
+                await asyncio.gather(prev, return_exceptions=True)
+            await save  # durable before anything leaves this node
+            for effect in effects:
+                await self._execute(channel_id, effect)
+        finally:
+            self._backlog[channel_id] -= 1
 
     async def _execute(self, channel_id: bytes, effect: Effect) -> None:
         ch = self.channels[channel_id]
@@ -558,10 +575,15 @@ class Node:
                 self._feed(cid, PeerConnected())
 
     async def _on_frame(self, peer: bytes, frame: bytes) -> None:
+        """One frame from `peer`. Awaited by the transport before the next frame of that peer is read, so
+        whatever this waits for (its answer sent, a backlog worked off) is the backpressure on that peer."""
         try:
             msg = m.decode(frame)
             if isinstance(msg, m.OpenRequest):
-                self._on_open_request(peer, msg)
+                answer = self._on_open_request(peer, msg)
+                if answer is not None:  # sent before the next request is read: a peer that floods waits
+                    with contextlib.suppress(PeerUnreachable):
+                        await self.transport.send(peer, m.encode(answer))
                 return
             if isinstance(msg, m.QuoteOffer):  # trading: node/swapdesk.py
                 self.swaps.on_frame(peer, msg)
@@ -574,11 +596,28 @@ class Node:
                 self._tick(cid)  # its deadline is judged in chain time
                 ch = self.channels[cid]
             new, effects = receive(ch, msg, self.key, time.time_ns() // 1_000_000)
+            for e in effects:
+                if isinstance(e, SendMessage) and isinstance(e.message, m.Reject | m.Refuse):
+                    self._refused(peer, e.message.reason, e.message.detail, type(msg).__name__)
             self._commit(cid, new, effects)
+            if self._backlog[cid] > MAX_BACKLOG:
+                await self.idle(cid)
         except StatechannelError as exc:
-            log.warning("refused a message from 0x%s: %s", peer.hex()[:12], exc)
+            self._refused(peer, str(exc.reason), exc.detail, "message")
 
-    def _on_open_request(self, peer: bytes, msg: m.OpenRequest) -> None:
+    def _refused(self, peer: bytes, reason: str, detail: str, what: str) -> None:
+        """Log a refusal with its reason: each (peer, reason) the first time, then at every power of ten, so
+        a flood of bad messages cannot flood the log too."""
+        k = (peer, reason)
+        n = self.refusals.get(k, 0) + 1
+        if n == 1 and len(self.refusals) >= REFUSALS_KEPT:
+            self.refusals.clear()
+        self.refusals[k] = n
+        if n in (1, 10, 100, 1000) or n % 10_000 == 0:
+            log.warning("refused a %s from 0x%s: %s: %s (%d so far)", what, peer.hex()[:12], reason, detail, n)
+
+    def _on_open_request(self, peer: bytes, msg: m.OpenRequest) -> m.Message | None:
+        """The answer owed now, if any (the Accept goes out as an effect, once the channel is saved)."""
         if msg.a != peer:
             raise RemoteError(Reason.BAD_PARAMS, "open request for a channel the sender is not A of")
         params = ChannelParams(msg.a, msg.b, msg.challenge_period, m.from_u256(msg.nonce))
@@ -586,8 +625,7 @@ class Node:
         try:
             existing = self.channels.get(cid)
             if existing is not None:  # A resent its request: the same Accept again, never a second signature
-                self._answer_again(peer, existing, msg)
-                return
+                return self._answer_again(existing, msg)
             if any(m.from_u256(d) for d in msg.deposits_b):
                 raise RemoteError(Reason.BAD_PARAMS, "this node commits no deposit on request; deposit after opening")
             unfunded = sum(1 for c in self._by_peer.get(peer, ()) if c in self._unfunded_since)
@@ -599,12 +637,13 @@ class Node:
             if len(self._unfunded_since) >= MAX_UNFUNDED_TOTAL:
                 self._evict_oldest_unfunded()
         except StatechannelError as exc:  # tell A, so its channel does not wait forever
-            self._spawn(self.transport.send(peer, m.encode(m.Reject(cid, 0, 0, str(exc.reason), exc.detail))))
-            raise
+            self._refused(peer, str(exc.reason), exc.detail, "OpenRequest")
+            return m.Reject(cid, 0, 0, str(exc.reason), exc.detail)
         self._unfunded_since[ch.channel_id] = time.monotonic()
         self._commit(ch.channel_id, ch, effects)
+        return None
 
-    def _answer_again(self, peer: bytes, existing: Channel, msg: m.OpenRequest) -> None:
+    def _answer_again(self, existing: Channel, msg: m.OpenRequest) -> m.Message:
         """Only the very request I accepted gets my pre-fund signature again: the channel id does not
         cover assets and deposits, and signing other terms would be a second state at version 0."""
         latest = existing.latest
@@ -621,8 +660,7 @@ class Node:
             or latest.state.version != 0
         ):
             raise RemoteError(Reason.WRONG_CHANNEL, "a channel with this id exists, on other terms")
-        accept = m.Accept(existing.channel_id, 0, latest.sig_b.to_bytes())
-        self._spawn(self.transport.send(peer, m.encode(accept)))
+        return m.Accept(existing.channel_id, 0, latest.sig_b.to_bytes())
 
     # ------------------------------------------------------------ chain
 

@@ -25,7 +25,15 @@ from statechannel.chain.rpc import RpcChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.eip712 import domain_separator
 from statechannel.core.types import to_checksum
-from statechannel.runtime import QuietServer, exclusive, limit_recursion, loopback_for, signals_set, step
+from statechannel.runtime import (
+    QuietServer,
+    exclusive,
+    limit_recursion,
+    loopback_for,
+    private_data_dir,
+    signals_set,
+    step,
+)
 from statechannel.watchtower.http import create_tower_app
 from statechannel.watchtower.sender import BumpingSender
 from statechannel.watchtower.service import MIN_CHALLENGE_PERIOD, Tower
@@ -115,7 +123,7 @@ async def run(
     """Runs the tower until SIGINT/SIGTERM (or `stop`), then stops the API, the tower and the store."""
     limit_recursion()  # again, in case an import since this module's raised it
     data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_data_dir(data_dir)
     stop = stop or asyncio.Event()
     with exclusive(data_dir / LOCK_FILE, TowerDaemonError(f"another tower is running with data directory {data_dir}")):
         chain = await asyncio.to_thread(_connect, config)
