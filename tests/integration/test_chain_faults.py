@@ -53,7 +53,8 @@ class World:
         key = self.keys[i]
         chain = RpcChain(self.anvil.url, **(rpc or self.rpc_kw))
         store = SqliteStore(self.tmp / f"{'ab'[i]}{len(self.nodes)}.db")
-        node = Node(key, ChainIO(chain, self.adj.address, key), store, self.link[i], poll_interval=0.05, terms=TEST_TERMS)
+        chainio = ChainIO(chain, self.adj.address, key)
+        node = Node(key, chainio, store, self.link[i], poll_interval=0.05, terms=TEST_TERMS)
         await node.start()
         self.nodes.append(node)
         return node
@@ -105,6 +106,10 @@ def funded(w: World, cid: bytes) -> tuple[int, int]:
     return info.funded_a, info.funded_b
 
 
+def nonce(w: World, address: bytes) -> int:
+    return int(w.call("eth_getTransactionCount", "0x" + address.hex(), "latest"), 16)
+
+
 def in_pool(w: World) -> int:
     return int(w.call("txpool_status")["pending"], 16)
 
@@ -124,7 +129,7 @@ def test_chain_fault_a_stuck_deposit_is_never_sent_twice(anvil: Anvil, tmp_path:
     mining came back the chain took the deposit twice (or more). Now a retry resumes the one out."""
 
     async def scenario(w: World) -> None:
-        a, b, cid = await w.pair()
+        _, b, cid = await w.pair()
         before = funded(w, cid)
         w.call("evm_setAutomine", False)
         deposit = asyncio.ensure_future(b.deposit(cid, ETH, TOP_UP))
@@ -147,7 +152,7 @@ def test_chain_fault_a_dropped_transaction_is_sent_again_on_its_nonce(anvil: Anv
     Now the dropped transaction goes out again on its own nonce, once."""
 
     async def scenario(w: World) -> None:
-        a, b, cid = await w.pair()
+        _, b, cid = await w.pair()
         before = funded(w, cid)
         w.call("evm_setAutomine", False)
         deposit = asyncio.ensure_future(b.deposit(cid, ETH, TOP_UP))
@@ -173,7 +178,7 @@ def test_chain_fault_an_underpriced_transaction_is_replaced_and_mined_once(anvil
     nonce with higher fees, and exactly one version is mined."""
 
     async def scenario(w: World) -> None:
-        a, b, cid = await w.pair()
+        _, b, cid = await w.pair()
         before = funded(w, cid)
         w.call("evm_setAutomine", False)
         deposit = asyncio.ensure_future(b.deposit(cid, ETH, TOP_UP))
@@ -217,3 +222,94 @@ def test_chain_fault_a_restart_that_loses_the_pool_neither_strands_nor_doubles(a
         await until("closed", lambda: w.adj.channel(cid).status is Status.CONCLUDED)
 
     run(anvil, tmp_path, scenario, receipt_timeout=20.0, bump_after=0.5)
+
+
+# ------------------------------------------------------------------ reorgs
+
+
+def reorg_from(w: World, block: int) -> None:
+    """Replace every block from `block` to the head with empty ones (`anvil_reorg`: same height)."""
+    w.call("anvil_reorg", w.rpc.block().number - block + 1, [])
+
+
+def test_chain_fault_a_reorg_that_removes_a_peers_deposit_is_noticed(anvil: Anvil, tmp_path: Path) -> None:
+    """Someone deposits for B; both nodes see it; a reorg replaces its block with an empty one. The
+    nodes re-read funds only for channels with events in the re-read blocks (none here), so they kept
+    believing B had money that is not on chain: a payment of it would be signed against nothing."""
+
+    async def scenario(w: World) -> None:
+        a, b, cid = await w.pair()
+        other = parties(w.rpc, "chain faults outsider").a
+        receipt = await asyncio.to_thread(w.adj.deposit, other, cid, 1, TOP_UP)
+        for node in (a, b):
+            await until("the deposit seen", lambda n=node: n.channel(cid).funded[0] == (ETHER, TOP_UP))  # type: ignore[misc]
+        await asyncio.sleep(0.3)
+        reorg_from(w, receipt.block_number)
+        assert funded(w, cid) == (ETHER, 0)
+        for node in (a, b):
+            await until("the deposit seen undone", lambda n=node: n.channel(cid).funded[0] == (ETHER, 0))  # type: ignore[misc]
+
+    run(anvil, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("how", ["anvil_reorg", "evm_revert"])
+def test_chain_fault_a_reorg_that_removes_my_deposit_puts_it_back_once(anvil: Anvil, tmp_path: Path, how: str) -> None:
+    """B's own deposit is undone by a reorg (or `evm_revert`: the chain even gets shorter). B kept
+    believing it funded, its nonce cache pointed past the lost nonce so everything it sent later was
+    stuck, and after `evm_revert` its watcher went blind until the chain regrew. Now the deposit goes
+    out again on its own nonce (so it can never land twice) and B's view follows the chain."""
+
+    async def scenario(w: World) -> None:
+        _, b, cid = await w.pair()
+        snap = w.call("evm_snapshot")
+        receipt = await b.chainio.run(lambda: b.chainio.adj.deposit(b.key, cid, 1, TOP_UP))
+        await until("the deposit seen", lambda: b.channel(cid).funded[0] == (ETHER, TOP_UP))
+        await asyncio.sleep(0.3)
+        if how == "evm_revert":
+            assert w.call("evm_revert", snap)
+        else:
+            reorg_from(w, receipt.block_number)
+        await until("the deposit back on chain", lambda: funded(w, cid) == (ETHER, TOP_UP))
+        await settle(w)
+        assert funded(w, cid) == (ETHER, TOP_UP)
+        await until("B's view", lambda: b.channel(cid).funded[0] == (ETHER, TOP_UP))
+        await b.deposit(cid, ETH, 1)  # nothing of B's is stuck
+        assert funded(w, cid) == (ETHER, TOP_UP + 1)
+
+    run(anvil, tmp_path, scenario)
+
+
+def test_chain_fault_a_reorg_that_removes_a_close_leaves_no_channel_frozen(anvil: Anvil, tmp_path: Path) -> None:
+    """A (its node gone) closes with a stale state; B challenges; a reorg removes both. The chain says
+    the channel is open, B's node is in the dispute for good: it refused payments and had nothing to
+    settle, so B's money stayed locked. Now B notices and closes with its latest state: one close, one
+    settle, paid exactly its latest, and its lost challenge is not sent again to revert."""
+
+    async def scenario(w: World) -> None:
+        a, b, cid = await w.pair(period=600)
+        stale = a.channel(cid).latest
+        assert stale is not None
+        await a.pay(cid, ETH, 1000)
+        await b.idle(cid)
+        latest = b.channel(cid).latest
+        assert latest is not None and latest.state.version > stale.state.version
+        await a.stop()
+        params = b.channel(cid).params
+        close = await asyncio.to_thread(w.adj.close, w.keys[0], params, stale.state, stale.sig_a, stale.sig_b)
+        recorded = lambda: (r := w.adj.recorded(cid)) is not None and r.version == latest.state.version  # noqa: E731
+        await until("B challenges", recorded)
+        await asyncio.sleep(0.3)
+        nonce_b = nonce(w, b.address) - 1  # the challenge is B's last transaction
+        reorg_from(w, close.block_number)
+        assert w.adj.channel(cid).status is Status.OPEN
+        await until("B closes with its latest", recorded)
+        w.call("evm_increaseTime", 601)
+        await asyncio.to_thread(w.rpc.mine)
+        await until("settled", lambda: w.adj.channel(cid).status is Status.CONCLUDED)
+        await until("B's outcome", lambda: b.channel(cid).outcome is not None)
+        outcome = b.channel(cid).outcome
+        assert outcome is not None and outcome.version == latest.state.version and not outcome.loss
+        await settle(w)
+        assert nonce(w, b.address) == nonce_b + 2  # a close and a settle, nothing else
+
+    run(anvil, tmp_path, scenario)

@@ -173,9 +173,9 @@ class ChainIO:
         undone: set[bytes] = set()
         if self._recent:
             mark = self._recent[-1]
-            if self.chain.block(mark.number).hash != mark.hash:
+            if self._hash_at(mark.number) != mark.hash:
                 reorged = True
-                while self._recent and self.chain.block(self._recent[-1].number).hash != self._recent[-1].hash:
+                while self._recent and self._hash_at(self._recent[-1].number) != self._recent[-1].hash:
                     self._recent.pop()
                 since = self._recent[-1].number if self._recent else max(0, since - REORG_DEPTH)
                 for number in [n for n in self._touched if n > since]:
@@ -202,6 +202,13 @@ class ChainIO:
         for number in [n for n in self._touched if n < to - 4 * REORG_DEPTH]:
             del self._touched[number]
         return Poll(events, cp, block.timestamp, reorged, frozenset(undone))
+
+    def _hash_at(self, number: int) -> bytes | None:
+        """None past the head: a reorg (or `evm_revert`) can make the chain shorter, and the watcher
+        must notice that at once, not wait blind until the chain grows back."""
+        if number > self.chain.block().number:
+            return None
+        return self.chain.block(number).hash
 
     def is_open(self, channel_id: bytes) -> bool:
         return self.adj.channel(channel_id).status is Status.OPEN
