@@ -23,8 +23,10 @@ from statechannel.net.memory import MemoryTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.store.sqlite import SqliteStore
+from statechannel.watchtower.sender import BumpingSender
 from tests.anvil import Anvil
 from tests.terms import TEST_TERMS
+from tests.watchtower.helpers import close_with, closes, deploy, eth_state, open_channel, running_tower, sign
 
 pytestmark = pytest.mark.anvil
 T = TypeVar("T")
@@ -313,3 +315,31 @@ def test_chain_fault_a_reorg_that_removes_a_close_leaves_no_channel_frozen(anvil
         assert nonce(w, b.address) == nonce_b + 2  # a close and a settle, nothing else
 
     run(anvil, tmp_path, scenario)
+
+
+# ------------------------------------------------------------------ the tower
+
+
+def test_chain_fault_the_tower_answers_a_close_across_an_rpc_restart(anvil: Anvil, tmp_path: Path) -> None:
+    """The tower's challenge waits in the pool when the RPC node restarts (chain kept, pool lost): the
+    tower's failures are contained, and it gets exactly one challenge mined inside the window."""
+    rpc = RpcChain(anvil.url)
+    s = deploy(rpc, "restart")
+    params = open_channel(s, 1, period=600)
+    cid = s.adj.channel_id(params)
+
+    async def scenario() -> None:
+        sender = BumpingSender(rpc, s.tower_key, bump_after=0.5)
+        async with running_tower(s, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
+            await tower.register(params)
+            await tower.push(sign(s.adj.domain, eth_state(cid, 5, 10), s.a, s.b))
+        close_with(s, params, sign(s.adj.domain, eth_state(cid, 2, 0), s.a, s.b))
+        rpc._rpc("evm_setAutomine", [False])
+        async with running_tower(s, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
+            await until("the challenge in the pool", lambda: int(rpc._rpc("txpool_status", [])["pending"], 16) > 0)
+            await asyncio.to_thread(anvil.restart)
+            await until("the challenge mined", lambda: (r := s.adj.recorded(cid)) is not None and r.version == 5, 60)
+            assert tower.challenges[cid].outcome in ("mined", "reverted")
+        assert [e.version for e in closes(s, cid)] == [2, 5]
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
