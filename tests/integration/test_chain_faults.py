@@ -339,7 +339,7 @@ def test_chain_fault_the_tower_answers_a_close_across_an_rpc_restart(anvil: Anvi
             await until("the challenge in the pool", lambda: int(rpc._rpc("txpool_status", [])["pending"], 16) > 0)
             await asyncio.to_thread(anvil.restart)
             await until("the challenge mined", lambda: (r := s.adj.recorded(cid)) is not None and r.version == 5, 60)
-            assert tower.challenges[cid].outcome in ("mined", "reverted")
+            await until("the tower sees it mined", lambda: tower.challenges[cid].outcome == "mined")
         assert [e.version for e in closes(s, cid)] == [2, 5]
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
