@@ -32,11 +32,22 @@ def free_port() -> int:
 
 
 class Anvil:
-    """One anvil process; stopped by `stop()`."""
+    """One anvil process; stopped by `stop()`. With `state`, it keeps its chain in that file across
+    `restart()` (anvil's `--state`: loaded at start, dumped at exit) on the same port."""
 
-    def __init__(self, chain_id: int = EMBEDDED_CHAIN_ID) -> None:
+    def __init__(self, chain_id: int = EMBEDDED_CHAIN_ID, state: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.chain_id = chain_id
+        self.state = state
+        self._start()
+
+    def restart(self) -> None:
+        self.stop()
+        self._start()
+
+    def _start(self) -> None:
+        extra = ["--state", str(self.state)] if self.state is not None else []
         self.proc = subprocess.Popen(
             [
                 anvil_binary(),
@@ -48,7 +59,8 @@ class Anvil:
                 "--hardfork",
                 "prague",
                 "--chain-id",
-                str(chain_id),
+                str(self.chain_id),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

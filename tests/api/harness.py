@@ -62,6 +62,10 @@ class LockedChain:
         with self._lock:
             return self._chain.get_logs(address, from_block, to_block)
 
+    def resend_lost(self, key: PrivateKey) -> None:
+        with self._lock:
+            self._chain.resend_lost(key)
+
     def pending(self, address: bytes) -> int:
         with self._lock:
             return self._chain.pending(address)

@@ -71,6 +71,11 @@ class Chain(Protocol):
         """Sign, send and wait for inclusion; raise TransactionReverted on revert."""
         ...
 
+    def resend_lost(self, key: PrivateKey) -> None:
+        """Blocks were replaced: the transactions of `key` they held and the new ones lack go out again
+        under their own nonces (so each still executes at most once)."""
+        ...
+
     def call(self, to: bytes, data: bytes, sender: bytes | None = None) -> bytes: ...
 
     def call_many(self, calls: Sequence[tuple[bytes, bytes]]) -> list[bytes | TransactionReverted]:

@@ -172,6 +172,9 @@ class EmbeddedChain:
     def pending(self, address: bytes) -> int:
         return 0  # every transaction is mined as it is sent
 
+    def resend_lost(self, key: PrivateKey) -> None:
+        """This chain never reorganises."""
+
     @_locked
     def transaction(self, tx_hash: bytes) -> tuple[bytes | None, bytes]:
         tx = self._tester.get_transaction_by_hash(_hex(tx_hash))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from eth_account import Account
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
 from statechannel.chain.base import Block, ChainError, Log, Receipt, TransactionReverted, decode_revert
+from statechannel.chain.outbox import Outbox, RpcUnavailable
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.types import to_checksum
 
-PRIORITY_FEE = 10**9
 GAS_MARGIN_PERCENT = 25
 BATCH_SIZE = 200
 
@@ -30,20 +28,20 @@ def _bytes(value: Any) -> bytes:
 
 
 class RpcChain:
-    """Talks JSON-RPC; keeps its own nonce per sender, re-read after any failure."""
+    """Talks JSON-RPC; transactions go out through an `Outbox` (one per client): a retry never
+    sends a call twice, and a dropped, stuck or reorged-away transaction is pushed until mined."""
 
-    def __init__(self, url: str, receipt_timeout: float = 60.0) -> None:
+    def __init__(self, url: str, receipt_timeout: float = 60.0, bump_after: float = 5.0) -> None:
         self.url = url
         self._w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
-        self._receipt_timeout = receipt_timeout
-        self._nonces: dict[bytes, int] = {}
         self.chain_id: int = int(self._rpc("eth_chainId", []), 16)
+        self.outbox = Outbox(self._rpc, self.chain_id, receipt_timeout, bump_after)
 
     def _rpc(self, method: str, params: list[Any]) -> Any:
         try:
             response = self._w3.provider.make_request(method, params)  # type: ignore[arg-type]
         except Exception as exc:  # connection refused, timeout
-            raise ChainError(f"{method} to {self.url} failed: {exc}") from exc
+            raise RpcUnavailable(f"{method} to {self.url} failed: {exc}") from exc
         return self._result(method, response)
 
     def rpc_batch(self, requests: Sequence[tuple[str, list[Any]]]) -> list[Any]:
@@ -55,7 +53,7 @@ class RpcChain:
             try:
                 responses = self._w3.provider.make_batch_request(chunk)  # type: ignore[attr-defined]
             except Exception as exc:
-                raise ChainError(f"a batch of {len(chunk)} requests to {self.url} failed: {exc}") from exc
+                raise RpcUnavailable(f"a batch of {len(chunk)} requests to {self.url} failed: {exc}") from exc
             if not isinstance(responses, list) or len(responses) != len(chunk):
                 raise ChainError(f"the node answered a batch of {len(chunk)} requests with {responses!r:.200}")
             for (method, _), response in zip(chunk, responses, strict=True):
@@ -89,33 +87,14 @@ class RpcChain:
     def send_transaction(
         self, key: PrivateKey, to: bytes | None, data: bytes, value: int = 0, gas: int | None = None
     ) -> Receipt:
-        if gas is None:
-            estimate = int(self._rpc("eth_estimateGas", [self._tx(to, data, value, key.address)]), 16)
-            gas = estimate + estimate * GAS_MARGIN_PERCENT // 100
-        nonce = self._nonces.get(key.address)
-        if nonce is None:
-            nonce = int(self._rpc("eth_getTransactionCount", [to_checksum(key.address), "pending"]), 16)
-        base_fee = int(self._rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
-        tx: dict[str, Any] = {
-            "type": 2,
-            "chainId": self.chain_id,
-            "nonce": nonce,
-            "gas": gas,
-            "maxFeePerGas": 2 * base_fee + PRIORITY_FEE,
-            "maxPriorityFeePerGas": PRIORITY_FEE,
-            "value": value,
-            "data": data,
-        }
-        if to is not None:
-            tx["to"] = to_checksum(to)
-        raw = Account.sign_transaction(tx, key.secret).raw_transaction
-        try:
-            tx_hash = self._rpc("eth_sendRawTransaction", [_hex(bytes(raw))])
-        except ChainError:
-            self._nonces.pop(key.address, None)
-            raise
-        self._nonces[key.address] = nonce + 1
-        r = self._wait_receipt(tx_hash)
+        def estimate() -> int:
+            # a dry run as well: a call that would revert is refused here, costing nothing
+            if gas is not None:
+                return gas
+            used = int(self._rpc("eth_estimateGas", [self._tx(to, data, value, key.address)]), 16)
+            return used + used * GAS_MARGIN_PERCENT // 100
+
+        r = self.outbox.send(key, to, data, value, estimate)
         if int(r["status"], 16) != 1:
             raise TransactionReverted(self._replay_reason(to, data, value, key.address, r))
         return Receipt(
@@ -137,17 +116,9 @@ class RpcChain:
             return exc.reason
         return ""
 
-    def _wait_receipt(self, tx_hash: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self._receipt_timeout
-        delay = 0.002
-        while True:
-            r = self._rpc("eth_getTransactionReceipt", [tx_hash])
-            if r is not None:
-                return dict(r)
-            if time.monotonic() > deadline:
-                raise ChainError(f"no receipt for {tx_hash} after {self._receipt_timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
+    def resend_lost(self, key: PrivateKey) -> None:
+        """Blocks were replaced: transactions of `key` they held go out again (same nonces)."""
+        self.outbox.resend_lost(key)
 
     @staticmethod
     def _log(entry: dict[str, Any]) -> Log:

@@ -65,6 +65,16 @@ class Checkpointed:
     hash: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Poll:
+    events: list[ChainObserved]
+    mark: Checkpointed
+    timestamp: int
+    reorged: bool
+    undone: frozenset[bytes]
+    """Channels with events in blocks a reorg replaced."""
+
+
 class ChainIO:
     def __init__(self, chain: Chain, adjudicator: bytes, key: PrivateKey) -> None:
         self.chain = chain
@@ -73,6 +83,7 @@ class ChainIO:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
         self._recent: list[Checkpointed] = []
         self._read_time = 0  # timestamp of the last block whose events were read
+        self._touched: dict[int, set[bytes]] = {}  # block -> channels with events in it (recent blocks)
         self.gas_used: list[tuple[str, int]] = []  # (what, gas) of every mined submission, for reports
 
     async def run(self, fn: Callable[[], T]) -> T:
@@ -150,31 +161,57 @@ class ChainIO:
 
     # ------------------------------------------------------------ watching
 
-    def poll(self, since: int, confirmations: int) -> tuple[list[ChainObserved], Checkpointed, int, bool]:
+    def poll(self, since: int, confirmations: int) -> Poll:
         """Events in (since, head - confirmations], the new checkpoint, the timestamp of the last
         block read (what the channels' clocks may rely on: a withdrawal past its deadline there can
-        never execute), and whether a reorg replaced a block we had already read."""
+        never execute), and whether a reorg replaced a block we had already read: then the channels
+        whose events were in the replaced blocks are named (their funds and status must be read
+        again: the new branch may lack a deposit or a close), and my transactions those blocks held
+        go out again under their nonces (`Chain.resend_lost`)."""
         head = self.chain.block()
         reorged = False
+        undone: set[bytes] = set()
         if self._recent:
             mark = self._recent[-1]
-            if self.chain.block(mark.number).hash != mark.hash:
+            if self._hash_at(mark.number) != mark.hash:
                 reorged = True
-                while self._recent and self.chain.block(self._recent[-1].number).hash != self._recent[-1].hash:
+                while self._recent and self._hash_at(self._recent[-1].number) != self._recent[-1].hash:
                     self._recent.pop()
                 since = self._recent[-1].number if self._recent else max(0, since - REORG_DEPTH)
+                for number in [n for n in self._touched if n > since]:
+                    undone |= self._touched.pop(number)
+                try:
+                    self.chain.resend_lost(self.key)
+                except ChainError as exc:  # tried again by the next send of mine
+                    log.warning("could not resend my transactions after a reorg: %s", exc)
         to = head.number - confirmations
         if to <= since:
             cp = self._recent[-1] if self._recent else Checkpointed(since, b"")
             if not self._read_time:
                 self._read_time = self.chain.block(max(0, to)).timestamp
-            return [], cp, self._read_time, reorged
+            return Poll([], cp, self._read_time, reorged, frozenset(undone))
         events = _pair_deferred([self._with_state(e) for e in self.adj.events(since + 1, to)])
         block = self.chain.block(to)
         cp = Checkpointed(block.number, block.hash)
         self._recent = [*self._recent[-REORG_DEPTH:], cp]
         self._read_time = block.timestamp
-        return events, cp, block.timestamp, reorged
+        for e in events:
+            cid = getattr(e, "channel_id", None)
+            if cid is not None:
+                self._touched.setdefault(e.origin.block_number, set()).add(cid)
+        for number in [n for n in self._touched if n < to - 4 * REORG_DEPTH]:
+            del self._touched[number]
+        return Poll(events, cp, block.timestamp, reorged, frozenset(undone))
+
+    def _hash_at(self, number: int) -> bytes | None:
+        """None past the head: a reorg (or `evm_revert`) can make the chain shorter, and the watcher
+        must notice that at once, not wait blind until the chain grows back."""
+        if number > self.chain.block().number:
+            return None
+        return self.chain.block(number).hash
+
+    def is_open(self, channel_id: bytes) -> bool:
+        return self.adj.channel(channel_id).status is Status.OPEN
 
     def _with_state(self, event: ChainObserved) -> ChainObserved:
         """A close or challenge carries only the recorded state's hash: its calldata has the state, so a

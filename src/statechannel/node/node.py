@@ -670,10 +670,11 @@ class Node:
         failures = 0
         while True:
             try:
-                events, mark, timestamp, reorged = await self.chainio.run(
-                    functools.partial(self.chainio.poll, since, self.confirmations)
-                )
+                poll = await self.chainio.run(functools.partial(self.chainio.poll, since, self.confirmations))
+                events, mark, timestamp, reorged = poll.events, poll.mark, poll.timestamp, poll.reorged
                 self.chain_head = mark.number
+                for cid in poll.undone & self.channels.keys():
+                    await self._after_reorg(cid)
                 for event in events:
                     routed = to_inputs(event)
                     if routed is None or routed[0] not in self.channels:
@@ -761,6 +762,21 @@ class Node:
         self._timed.discard(channel_id)
         self._tails.pop(channel_id, None)
         await self.store.forget(channel_id)
+
+    async def _after_reorg(self, channel_id: bytes) -> None:
+        """Blocks with events of this channel were replaced: what the node took from them may be gone.
+        Its funds are read again (a deposit may be undone), and a close the node is answering that the
+        new branch lacks leaves the channel open on chain while the node is in its dispute: it closes
+        with its own latest state (the peer wanted out; a retry of that close is the same transaction)."""
+        await self._refresh_funds(channel_id)
+        ch = self.channels[channel_id]
+        if (
+            ch.phase is Phase.DISPUTE
+            and ch.latest is not None
+            and await self.chainio.run(lambda: self.chainio.is_open(channel_id))
+        ):
+            log.warning("channel 0x%s: the close was undone by a reorg: closing with my latest", channel_id.hex())
+            self._spawn(self._submit(channel_id, SubmitTxClose(ch.latest)))
 
     async def _refresh_funds(self, channel_id: bytes) -> None:
         ch = self.channels[channel_id]
