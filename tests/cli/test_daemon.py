@@ -120,7 +120,10 @@ def test_two_daemons_pay_each_other(tmp_path: Path, anvil: Anvil) -> None:
 def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     a, b = ("--data-dir", str(da)), ("--data-dir", str(db))
     peer = str(b_info["address"])
-    assert cli_json("peer", "connect", peer, str(b_info["listen"]), *a) == {"address": peer, "connected": True}
+    host, port = str(b_info["listen"]).rsplit(":", 1)
+    want = {"address": peer, "connected": True, "host": host, "port": int(port), "channels": 0}
+    assert cli_json("peer", "connect", peer, str(b_info["listen"]), *a) == want
+    assert cli_json("peer", "list", *a) == [want]  # issue 13: the peer book is listed
 
     ch = cli_json("channel", "open", "--peer", peer, "--deposit", f"eth={ETHER}", "--challenge-period", "60", *a)
     assert ch["phase"] == "open" and ch["balances"][0]["my_balance"] == str(ETHER)

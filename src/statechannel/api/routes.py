@@ -23,6 +23,7 @@ from statechannel.api.errors import ApiError, Code
 from statechannel.api.events import EventHub
 from statechannel.api.models import (
     CHANNEL_ID_PATTERN,
+    AbandonView,
     AssetAmountRequest,
     ChannelView,
     CloseRequest,
@@ -34,6 +35,7 @@ from statechannel.api.models import (
     PaymentView,
     PayRequest,
     PeerView,
+    SettleRequest,
     TermsView,
     asset_bytes,
 )
@@ -44,6 +46,8 @@ from statechannel.node.node import Node
 from statechannel.store.base import PaymentRecord
 
 CHAIN_READ_TIMEOUT = 3.0
+VERDICT_WAIT = 30.0
+"""Seconds a unilateral close waits for its transaction's verdict before answering 202 (still pending)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +134,50 @@ async def connect_peer(ctx: Ctx, body: ConnectRequest) -> PeerView:
     await transport.connect(peer, body.host, body.port, timeout=body.timeout)
     if ctx.node.peer_book is not None:
         ctx.node.peer_book.remember(peer, body.host, body.port)
-    return PeerView(address=body.address, connected=ctx.node.transport.connected(peer))
+    connected = ctx.node.transport.connected(peer)
+    count = sum(1 for ch in ctx.node.channels.values() if ch.peer_address == peer)
+    return PeerView(address=body.address, connected=connected, host=body.host, port=body.port, channels=count)
+
+
+@router.get("/peers", tags=["peers"])
+async def list_peers(ctx: Ctx) -> list[PeerView]:
+    """Every peer the node dials (its peer book) or holds a channel with, and whether it is connected."""
+    node = ctx.node
+    book = node.peer_book.known() if node.peer_book is not None else {}
+    counts = Counter(ch.peer_address for ch in node.channels.values())
+    views = []
+    for peer in sorted(set(book) | set(counts)):
+        host, port = book.get(peer, (None, None))
+        connected = node.transport.connected(peer)
+        views.append(
+            PeerView(address=to_checksum(peer), connected=connected, host=host, port=port, channels=counts[peer])
+        )
+    return views
+
+
+@runtime_checkable
+class Hangup(Protocol):
+    """What `DELETE /peers/{address}` needs of the node's transport."""
+
+    async def disconnect(self, peer: bytes) -> bool: ...
+
+
+@router.delete("/peers/{address}", tags=["peers"])
+async def disconnect_peer(ctx: Ctx, address: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")]) -> PeerView:
+    """Stop dialling a peer, forget where it listens, and drop its connection. It may still dial this node
+    (its channels resync then); its channels are unchanged."""
+    transport = ctx.node.transport
+    if not isinstance(transport, Hangup):
+        raise ApiError(400, Code.UNSUPPORTED, "this node's transport cannot hang up on peers")
+    peer = address_from_hex(address)
+    forgot = ctx.node.peer_book.forget(peer) if ctx.node.peer_book is not None else False
+    dropped = await transport.disconnect(peer)
+    if not (forgot or dropped):
+        raise ApiError(404, Code.NOT_FOUND, f"no peer {address} is dialled or connected")
+    count = sum(1 for ch in ctx.node.channels.values() if ch.peer_address == peer)
+    return PeerView(
+        address=to_checksum(peer), connected=transport.connected(peer), host=None, port=None, channels=count
+    )
 
 
 @router.get("/channels", tags=["channels"])
@@ -144,8 +191,9 @@ async def open_channel(ctx: Ctx, body: OpenChannelRequest) -> ChannelView:
     peer = address_from_hex(body.peer)
     if not ctx.node.transport.connected(peer):
         raise ApiError(503, Code.PEER_UNREACHABLE, f"peer {body.peer} is not connected; POST /peers first")
+    since = ctx.node.txlog.last
     cid = await ctx.node.open_channel(peer, body.deposit_pairs(), body.challenge_period)
-    return ctx.view(await ctx.settle(cid, Phase.OPEN, body.wait))
+    return ctx.view(await ctx.node.wait_or_fail(cid, Phase.OPEN, body.wait, since))
 
 
 @router.get("/channels/{channel_id}", tags=["channels"])
@@ -184,8 +232,37 @@ async def close_channel(ctx: Ctx, channel_id: ChannelId, body: CloseRequest) -> 
     ch = ctx.node.channel(cid)
     if not body.unilateral and ch.phase is Phase.OPEN:
         ctx.require_peer(ch, "close cooperatively (a unilateral close needs no peer)")
+    since = ctx.node.txlog.last
     await ctx.node.close(cid, cooperative=not body.unilateral)
-    return ctx.view(await ctx.settle(cid, Phase.CLOSED, body.wait))
+    if body.unilateral:  # its transaction's verdict first: a revert is the answer, at once
+        ch = await ctx.node.wait_or_fail(cid, Phase.CLOSED, max(body.wait, VERDICT_WAIT), since, steps=("Close",))
+        if ch.phase is Phase.CLOSED or body.wait <= 0:
+            return ctx.view(ch)
+    return ctx.view(await ctx.node.wait_or_fail(cid, Phase.CLOSED, body.wait, since))
+
+
+@router.post("/channels/{channel_id}/settle", tags=["channels"])
+async def settle_channel(ctx: Ctx, channel_id: ChannelId, body: SettleRequest) -> ChannelView:
+    """Settle a channel in dispute whose challenge window is over (the node does it by itself too); answers
+    once it is closed (or the wait ends), or at once with the reason it cannot be settled."""
+    cid = _cid(channel_id)
+    since = ctx.node.txlog.last
+    await ctx.node.settle(cid)
+    return ctx.view(await ctx.node.wait_or_fail(cid, Phase.CLOSED, body.wait, since))
+
+
+@router.post("/channels/{channel_id}/abandon", tags=["channels"])
+async def abandon_channel(ctx: Ctx, channel_id: ChannelId) -> AbandonView:
+    """Give up a channel that cannot open (its open or a deposit failed, or the peer never answered).
+    Never on chain: it is forgotten. Open on chain: it is closed with the pre-fund state, which returns
+    every deposit after the challenge period (follow it with `GET /channels/{id}`)."""
+    cid = _cid(channel_id)
+    since = ctx.node.txlog.last
+    done = await ctx.node.abandon(cid)
+    ch = ctx.node.channel(cid)
+    if ch.phase is not Phase.CLOSED:  # a close with the pre-fund state: its verdict is the answer
+        ch = await ctx.node.wait_or_fail(cid, Phase.CLOSED, VERDICT_WAIT, since, steps=("Close",))
+    return AbandonView(channel=ctx.view(ch), action=done)
 
 
 @router.post(

@@ -125,9 +125,43 @@ def channel_close(channel_id: str, unilateral: bool, wait: float | None, data_di
     """Close a channel, cooperatively unless --unilateral."""
     wait = (0.0 if unilateral else 120.0) if wait is None else wait
     with node_api(data_dir) as api:
-        ch = api.post(
-            f"/channels/{channel_id_arg(channel_id)}/close", {"unilateral": unilateral, "wait": wait}, timeout=wait + 30
-        )
+        body = {"unilateral": unilateral, "wait": wait}
+        ch = api.post(f"/channels/{channel_id_arg(channel_id)}/close", body, timeout=max(wait, 30) + 30)
+    out(as_json, ch, lambda: _channels_table([ch]))
+
+
+@channel.command("abandon")
+@click.argument("channel_id")
+@client_options
+def channel_abandon(channel_id: str, data_dir: str, as_json: bool) -> None:
+    """Give up a channel that cannot open (its open or a deposit failed, or the peer never answered).
+
+    Never on chain: it is forgotten. Open on chain: it is closed with the pre-fund state both signed,
+    which returns every deposit once the challenge period is over.
+
+    \b
+    Example:
+      statechannel channel abandon 0x3f2a...c9 --data-dir ./a
+    """
+    with node_api(data_dir) as api:
+        result = api.post(f"/channels/{channel_id_arg(channel_id)}/abandon", {}, timeout=90)
+    out(as_json, result, lambda: click.echo(result["action"]))
+
+
+@channel.command("settle")
+@click.argument("channel_id")
+@click.option("--wait", default=60.0, show_default=True, type=click.FloatRange(0, 600), help="s to wait for closed")
+@client_options
+def channel_settle(channel_id: str, wait: float, data_dir: str, as_json: bool) -> None:
+    """Settle a channel in dispute whose challenge window is over (the node also does it by itself);
+    fails at once, saying how long is left, while the window is open.
+
+    \b
+    Example:
+      statechannel channel settle 0x3f2a...c9 --data-dir ./a
+    """
+    with node_api(data_dir) as api:
+        ch = api.post(f"/channels/{channel_id_arg(channel_id)}/settle", {"wait": wait}, timeout=wait + 30)
     out(as_json, ch, lambda: _channels_table([ch]))
 
 

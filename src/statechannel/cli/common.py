@@ -41,6 +41,7 @@ REASON_PREFIX = {
     "expired": "quote expired",
     "oversize": "more than the quote has left",
     "bad_amount": "bad amount",
+    "tx_failed": "failed on chain",
 }
 
 

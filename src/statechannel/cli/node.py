@@ -225,3 +225,42 @@ def peer_connect(address: str, hostport: str, timeout: float, data_dir: str, as_
     with node_api(data_dir) as api:
         result = api.post("/peers", {"address": address, "host": host, "port": port, "timeout": timeout})
     out(as_json, result, lambda: click.echo(f"connected to {result['address']} at {host}:{port}"))
+
+
+@peer.command("list")
+@client_options
+def peer_list(data_dir: str, as_json: bool) -> None:
+    """Peers the node dials or holds channels with, and whether each is connected.
+
+    \b
+    Example:
+      statechannel peer list --data-dir ./a
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    with node_api(data_dir) as api:
+        peers = api.get("/peers")
+    table = Table(title="peers")
+    for name in ("address", "connected", "dials", "channels"):
+        table.add_column(name, no_wrap=name == "address", justify="right" if name == "channels" else "left")
+    for p in peers:
+        dials = f"{p['host']}:{p['port']}" if p["host"] else "-"
+        table.add_row(p["address"], "yes" if p["connected"] else "no", dials, str(p["channels"]))
+    out(as_json, peers, lambda: Console().print(table if peers else "no peers"))
+
+
+@peer.command("disconnect")
+@click.argument("address")
+@client_options
+def peer_disconnect(address: str, data_dir: str, as_json: bool) -> None:
+    """Stop dialling ADDRESS, forget where it listens and drop its connection (it may still dial this node;
+    its channels are unchanged).
+
+    \b
+    Example:
+      statechannel peer disconnect 0xB0b... --data-dir ./a
+    """
+    with node_api(data_dir) as api:
+        result = api.request("DELETE", f"/peers/{address}")
+    out(as_json, result, lambda: click.echo(f"disconnected from {result['address']}"))
