@@ -8,7 +8,7 @@ export ANVIL_BIN := $(abspath $(ANVIL))
 
 PG_FOUND = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
 
-.PHONY: postgresql install demo gas test lint typecheck importlint artifacts check-artifacts bench clean
+.PHONY: postgresql install chain demo gas test lint typecheck importlint artifacts check-artifacts bench clean
 
 $(BIN)/statechannel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ postgresql:
 	}
 
 install: $(BIN)/statechannel $(ANVIL) postgresql
+
+## what README's "Using it on a chain" needs: the CLI and anvil
+chain: $(BIN)/statechannel $(ANVIL)
 
 ## the main job: the whole product on the embedded chain in well under a minute
 demo: $(BIN)/statechannel

@@ -18,6 +18,7 @@ from statechannel.cli.common import (
     channel_id_arg,
     client_options,
     deposits_arg,
+    fail,
     node_api,
     out,
 )
@@ -42,6 +43,7 @@ def channel() -> None:
 )
 @click.option("--challenge-period", default=3600, show_default=True, type=click.IntRange(1, 2**32 - 1), help="s")
 @click.option("--wait", default=120.0, show_default=True, type=click.FloatRange(0, 600), help="s to wait for open")
+@click.option("-q", "--quiet", is_flag=True, help="print only the channel id (for scripts: CH=$(...))")
 @client_options
 def channel_open(
     peer_address: str,
@@ -49,10 +51,17 @@ def channel_open(
     peer_deposits: tuple[str, ...],
     challenge_period: int,
     wait: float,
+    quiet: bool,
     data_dir: str,
     as_json: bool,
 ) -> None:
-    """Open a channel with a connected peer and deposit into it."""
+    """Open a channel with a connected peer and deposit into it; fails at once, with the chain's reason,
+    if the wallet cannot make the deposit or the chain refuses a step.
+
+    \b
+    Example:
+      statechannel channel open --peer 0xB0b... --deposit eth=1000000000000000000 --data-dir ./a
+    """
     body = {
         "peer": peer_address,
         "deposits": deposits_arg(deposits, "--deposit"),
@@ -62,6 +71,11 @@ def channel_open(
     }
     with node_api(data_dir) as api:
         ch = api.post("/channels", body, timeout=wait + 30)
+    if wait > 0 and ch["phase"] != "open":  # not an error on chain, but not what was asked either
+        raise fail(f"channel {ch['channel_id']} is still {ch['phase']} after {wait:g} s (see `channel list`)")
+    if quiet and not as_json:
+        click.echo(ch["channel_id"])
+        return
     out(as_json, ch, lambda: _channels_table([ch]))
 
 

@@ -168,6 +168,11 @@ def kv_table(title: str, rows: dict[str, Any]) -> None:
 
 def unlock_key(keystore: str, password_file: str | None) -> PrivateKey:
     """The key in `keystore`, or a one-line failure (no file, wrong password)."""
+    return unlock(keystore, password_file)[0]
+
+
+def unlock(keystore: str, password_file: str | None) -> tuple[PrivateKey, str]:
+    """The key in `keystore` and the password that opened it, or a one-line failure."""
     from statechannel.core.errors import LocalError
     from statechannel.node.keys import load_keystore
 
@@ -176,7 +181,7 @@ def unlock_key(keystore: str, password_file: str | None) -> PrivateKey:
         raise fail(f"no keystore at {keystore} (create one with `statechannel keys new`)")
     password = ask_password(password_file, confirm=False)
     try:
-        return load_keystore(path, password)
+        return load_keystore(path, password), password
     except LocalError as exc:
         raise fail(exc.detail) from None
 

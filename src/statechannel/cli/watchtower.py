@@ -17,7 +17,7 @@ from statechannel.cli.common import (
     kv_table,
     out,
     run_foreground,
-    unlock_key,
+    unlock,
 )
 
 # ------------------------------------------------------------------ watchtower
@@ -42,6 +42,8 @@ def watchtower() -> None:
 @click.option("--poll-interval", default=0.5, show_default=True, type=click.FloatRange(0.01, 60), help="s")
 @click.option("--bump-after", default=3.0, show_default=True, type=click.FloatRange(0.1, 600), help="s unmined")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+@click.option("--detach", is_flag=True, help="run in the background, logging to --log-file; `watchtower stop` ends it")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="with --detach  [default: <data-dir>/tower.log]")
 def watchtower_start(
     rpc: str,
     adjudicator: str,
@@ -54,8 +56,16 @@ def watchtower_start(
     poll_interval: float,
     bump_after: float,
     log_level: str,
+    detach: bool,
+    log_file: str | None,
 ) -> None:
-    """Run the watchtower in the foreground until Ctrl-C or SIGTERM."""
+    """Run the watchtower in the foreground until Ctrl-C or SIGTERM, or with --detach in the background.
+
+    \b
+    Example:
+      statechannel watchtower start --rpc http://127.0.0.1:8545 --adjudicator 0xADJ \\
+        --keystore t.json --data-dir ./t --api 127.0.0.1:9100 --detach
+    """
 
     from statechannel.core.errors import LocalError
     from statechannel.core.types import address_from_hex
@@ -75,8 +85,30 @@ def watchtower_start(
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
-    key = unlock_key(keystore, password_file)
+    key, password = unlock(keystore, password_file)
+    if detach:
+        from statechannel.cli.background import detach as go
+        from statechannel.watchtower.daemon import TOWER_FILE
+
+        logs = Path(log_file).expanduser() if log_file else config.data_dir / "tower.log"
+        go("watchtower", config.data_dir, TOWER_FILE, logs, password)
+        return
     run_foreground(run(config, key), (TowerDaemonError,), log_level)
+
+
+@watchtower.command("stop")
+@click.option("--data-dir", default=DEFAULT_TOWER_DIR, show_default=True, help="the running tower's data directory")
+def watchtower_stop(data_dir: str) -> None:
+    """Stop the watchtower running in the data directory (SIGTERM, then wait until it exited).
+
+    \b
+    Example:
+      statechannel watchtower stop --data-dir ./t
+    """
+    from statechannel.cli.background import stop
+    from statechannel.watchtower.daemon import TOWER_FILE
+
+    stop("watchtower", Path(data_dir).expanduser(), TOWER_FILE)
 
 
 @watchtower.command("info")
