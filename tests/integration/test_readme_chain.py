@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,8 +62,14 @@ def test_the_readme_chain_section_runs_as_written(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(REPO / "src")  # this checkout's sources, whatever the venv's editable install says
     script = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + readme_block()
     try:
-        done = subprocess.run(  # noqa: S603
-            ["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=420, check=False
+        done = subprocess.run(
+            [shutil.which("bash") or "/bin/bash", "-c", script],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=420,
+            check=False,
         )
     finally:
         _kill_leftovers(work)
