@@ -7,8 +7,11 @@ reverted answered 202; nothing could give such a channel up."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 from statechannel.chain.adjudicator import Token
 from statechannel.contracts import load
@@ -153,3 +156,35 @@ def test_settle_says_how_long_the_window_has_left_then_settles(tmp_path: Path) -
         assert r.status_code == 200 and r.json()["phase"] == "closed", r.text
 
     run(tmp_path, scenario)
+
+
+def test_the_owed_side_settles_and_the_other_weighs_the_gas(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13, part 5. Before: both sides sent a settle, so B paid about 0.05 mETH of gas to collect
+    1,000 wei; now B, owed less than the gas, leaves it to A (owed the rest) and says so in its log."""
+
+    async def scenario(w: World) -> None:
+        w.a.weigh_gas = w.b.weigh_gas = True  # as the daemon runs them
+        r = await w.api_a.post("/channels", json=_open(w, {"eth": str(ETHER)}))
+        cid = r.json()["channel_id"]
+        raw = bytes.fromhex(cid[2:])
+        await w.b.wait_for(raw, Phase.OPEN)
+        r = await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "1000"})
+        assert r.json()["status"] == "sent"
+        await w.b.idle(raw)
+        r = await w.api_b.post(f"/channels/{cid}/close", json={"unilateral": True})
+        assert r.status_code == 202, r.text
+        await w.a.wait_for(raw, Phase.DISPUTE)
+        await w.b.wait_for(raw, Phase.DISPUTE)
+        w.chain.advance_time(61)
+        await w.a.wait_for(raw, Phase.CLOSED)
+        await w.b.wait_for(raw, Phase.CLOSED)
+        settles = {
+            name: [o for o in n.txlog.since(raw, 0) if o.what == "Settle"] for name, n in (("a", w.a), ("b", w.b))
+        }
+        assert [o.ok for o in settles["a"]] == [True] and settles["b"] == []
+
+    with caplog.at_level(logging.INFO, logger="statechannel.node.node"):
+        run(tmp_path, scenario)
+    assert "settle not sent: it would cost about" in caplog.text
+    assert "1,000 wei owed to me" in caplog.text
+    assert "settling: about" in caplog.text

@@ -180,8 +180,14 @@ def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     (mine,) = cli_json("channel", "list", *b)
     assert mine["channel_id"] == cid
     assert mine["balances"][0]["my_balance"] == str(2050 + 500)
-    table = cli("channel", "list", *a)
+    table = cli("channel", "list", *a, env={"COLUMNS": "80"})
     assert table.exit_code == 0 and "closed" in table.stdout
+    lines = table.stdout.splitlines()
+    assert any(cid in line for line in lines)  # issue 13: the whole id on one line, to copy
+    (final,) = cli_json("channel", "list", *a)
+    for bal in final["balances"]:  # and every number whole (they were folded over lines at 80 columns)
+        assert any(bal["my_balance"] in line and bal["peer_balance"] in line for line in lines), table.stdout
+    assert all(len(line) <= 80 for line in lines if cid not in line), table.stdout
     gone = cli_json("peer", "disconnect", peer, *a)
     assert gone["connected"] is False
     assert cli_json("peer", "list", *a)[0]["host"] is None  # forgotten: not dialled again

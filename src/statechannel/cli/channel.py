@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -20,7 +21,9 @@ from statechannel.cli.common import (
     deposits_arg,
     fail,
     node_api,
+    number_column,
     out,
+    short_id,
 )
 
 # ------------------------------------------------------------------ channels
@@ -189,15 +192,17 @@ def channel_list(data_dir: str, as_json: bool) -> None:
 
 
 def _channels_table(chs: list[dict[str, Any]]) -> None:
-    table = Table(title="channels")
-    for name in ("channel", "peer", "phase", "version", "asset", "mine", "peer's", "towers hold"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("version", "mine", "peer's") else "left")
+    """Fits 80 columns: ids shortened (whole below the table, to copy), amounts never folded or cut."""
+    table = Table(title="channels", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("channel", no_wrap=True)
+    table.add_column("phase", overflow="fold", min_width=10)
+    table.add_column("asset", no_wrap=True, min_width=11)
+    number_column(table, "mine")
+    number_column(table, "peer's")
+    notes: list[str] = []
     for ch in chs:
-        version = "-" if ch["version"] is None else str(ch["version"])
-        peer_text = ch["peer"] + ("" if ch["peer_connected"] else " (offline)")
-        # which watchtower holds which version (its receipt is in --json)
-        towers = "\n".join(f"v{p['version']} {p['tower']}" for p in ch.get("protection", [])) or "-"
         phase, balances = ch["phase"], ch["balances"]
+        phase += "" if ch["version"] is None else f" v{ch['version']}"
         outcome = ch.get("outcome")
         if outcome is not None:  # what the chain concluded and paid, never what this node hoped
             phase = f"closed at v{outcome['version']}" + (", challenged" if outcome["challenged"] else "")
@@ -206,16 +211,19 @@ def _channels_table(chs: list[dict[str, Any]]) -> None:
         for i, bal in enumerate(balances):
             first = i == 0
             table.add_row(
-                ch["channel_id"] if first else "",
-                peer_text if first else "",
+                short_id(ch["channel_id"]) if first else "",
                 phase if first else "",
-                version if first else "",
-                bal["asset"],
+                bal["asset"] if len(bal["asset"]) < 12 else f"{bal['asset'][:6]}…{bal['asset'][-4:]}",
                 bal["my_balance"],
                 bal["peer_balance"],
-                towers if first else "",
             )
+        # the whole ids to copy, and which watchtower holds which version (its receipt is in --json)
+        line = f"channel {ch['channel_id']}\n  peer {ch['peer']}" + ("" if ch["peer_connected"] else " (offline)")
+        line += "".join(f"\n  tower {p['tower']} holds v{p['version']}" for p in ch.get("protection", []))
+        notes.append(line)
     Console().print(table if chs else "no channels")
+    for line in notes:
+        click.echo(line)
 
 
 # ------------------------------------------------------------------ payments and events
@@ -234,11 +242,20 @@ def payments(channel_id: str | None, limit: int, data_dir: str, as_json: bool) -
         rows = api.get("/payments", params=params)
     table = Table(title="payments")
     for name in ("id", "channel", "direction", "asset", "amount", "status", "version"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("amount", "version") else "left")
+        if name in ("amount", "version"):
+            number_column(table, name)
+        else:
+            table.add_column(name, overflow="fold", no_wrap=name in ("id", "channel", "asset"))
     for p in rows:
         status = p["status"] + (f" ({p['reason']})" if p["reason"] else "")
         table.add_row(
-            p["payment_id"], p["channel_id"], p["direction"], p["asset"], p["amount"], status, str(p["version"])
+            short_id(p["payment_id"]),
+            short_id(p["channel_id"]),
+            p["direction"],
+            short_id(p["asset"]),
+            p["amount"],
+            status,
+            str(p["version"]),
         )
     out(as_json, rows, lambda: Console().print(table if rows else "no payments"))
 

@@ -189,9 +189,22 @@ def unlock(keystore: str, password_file: str | None) -> tuple[PrivateKey, str]:
 def run_foreground(main: Coroutine[Any, Any, None], errors: tuple[type[Exception], ...], log_level: str) -> None:
     """Run a daemon in this process until it stops; its own errors become one line."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # a line per tower push or chain call drowned the node's own (issue 13)
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         asyncio.run(main)
     except errors as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         sys.exit(130)
+
+
+def short_id(full: str) -> str:
+    """`0x4a274cc8…c9d1`: enough to tell ids apart in a table; the full one is in --json and below it."""
+    return full if len(full) <= 18 else f"{full[:10]}…{full[-4:]}"
+
+
+def number_column(table: Table, name: str) -> None:
+    """A column of amounts: right-aligned and never folded or cut (a number cut in two is a wrong number)."""
+    table.add_column(name, justify="right", no_wrap=True, overflow="ignore")

@@ -72,6 +72,11 @@ def node() -> None:
     type=click.FloatRange(0, 3600),
     help="s: how long a channel restored from a backup waits for the peer's newer state before closing",
 )
+@click.option(
+    "--always-settle",
+    is_flag=True,
+    help="settle and challenge whatever the gas costs (default: only where the stake is worth it; logged)",
+)
 @click.option("--detach", is_flag=True, help="run in the background, logging to --log-file; `node stop` ends it")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="with --detach  [default: <data-dir>/node.log]")
 def node_start(
@@ -89,6 +94,7 @@ def node_start(
     min_challenge_period: int,
     max_challenge_period: int,
     recovery_wait: float,
+    always_settle: bool,
     detach: bool,
     log_file: str | None,
 ) -> None:
@@ -118,6 +124,7 @@ def node_start(
             tower_policy=TowerPolicy.parse(tower_policy),
             terms=Terms(min_challenge_period, max_challenge_period),
             recovery_wait=recovery_wait,
+            weigh_gas=not always_settle,
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None

@@ -45,10 +45,12 @@ from statechannel.core.io import (
     Payment,
     PeerConnected,
     SendMessage,
+    SubmitTxChallenge,
     SubmitTxClose,
     SubmitTxCloseCooperative,
     SubmitTxDeposit,
     SubmitTxOpen,
+    SubmitTxSettle,
     SubmitTxWithdraw,
 )
 from statechannel.core.machine import Terms, accept_open, open_channel, pending_work, receive, transition
@@ -56,7 +58,7 @@ from statechannel.core.persist import decode_channel, encode_channel
 from statechannel.core.types import ChannelParams, Domain, to_checksum
 from statechannel.net.base import PeerUnreachable, Transport
 from statechannel.node.chainio import ChainIO, SubmitTx, to_inputs
-from statechannel.node.onchain import TxLog, TxOutcome, check_wallet
+from statechannel.node.onchain import TxLog, TxOutcome, check_wallet, weigh
 from statechannel.node.peers import PeerBook
 from statechannel.node.swapdesk import Fill, SignedQuote, SwapDesk
 from statechannel.node.towers import TowerClient
@@ -121,8 +123,10 @@ class Node:
         max_unfunded_per_peer: int = MAX_UNFUNDED_PER_PEER,
         unfunded_ttl: float = UNFUNDED_TTL,
         recovery_wait: float = RECOVERY_WAIT,
+        weigh_gas: bool = False,
     ) -> None:
         self.recovery_wait = recovery_wait
+        self.weigh_gas = weigh_gas  # settle and challenge only where the stake is worth the gas (the daemon's default)
         self.terms = terms or Terms()
         self.max_unfunded_per_peer = max_unfunded_per_peer
         self.unfunded_ttl = unfunded_ttl
@@ -241,7 +245,9 @@ class Node:
     def _told(self, channel_id: bytes, tx: SubmitTx, verdict: Any) -> TxOutcome:
         """Record, log and publish what became of one of my submissions."""
         outcome = self.txlog.record(channel_id, tx, verdict)
-        level = logging.INFO if outcome.ok else logging.WARNING
+        # a settle or challenge that reverts was mostly done already (by the peer, or a tower): no alarm
+        quiet = outcome.ok or isinstance(tx, SubmitTxSettle | SubmitTxChallenge)
+        level = logging.INFO if quiet else logging.WARNING
         log.log(level, "channel 0x%s: %s", channel_id.hex()[:12], outcome.describe())
         data = {"step": outcome.what, "ok": outcome.ok, "reason": outcome.reason, "gas": outcome.gas}
         self._emit(NodeEvent("tx", "0x" + channel_id.hex(), {**data, "tx_hash": outcome.tx_hash}))
@@ -349,6 +355,10 @@ class Node:
 
     def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
         return list(self.store.payments(channel_id, limit))
+
+    def notify(self, kind: str, channel_id: bytes, data: dict[str, Any]) -> None:
+        """An app's own event (a stream or schedule that stopped) on the node's event stream."""
+        self._emit(NodeEvent(kind, "0x" + channel_id.hex(), data))
 
     async def subscribe(self) -> AsyncIterator[NodeEvent]:
         sub = _Subscriber()
@@ -474,6 +484,13 @@ class Node:
                 self._publish(channel_id, effect)
             case NotifyFilled() | NotifyTakeFailed():
                 self.swaps.on_effect(channel_id, effect)
+            case SubmitTxSettle() | SubmitTxChallenge():
+                online = self.transport.connected(ch.peer_address)
+                worth, why = weigh(ch, effect, self.txlog.gas_price, online) if self.weigh_gas else (True, "")
+                if why:  # gas against the amount at stake, said in the log either way
+                    log.info("channel 0x%s: %s", channel_id.hex()[:12], why)
+                if worth:
+                    self._spawn(self._submit(channel_id, effect))
             case _:
                 self._spawn(self._submit(channel_id, effect))  # a SubmitTx*: mined in the background
 

@@ -11,12 +11,16 @@ from dataclasses import dataclass
 
 from statechannel.chain.adjudicator import Token
 from statechannel.chain.base import ChainError
+from statechannel.core.channel import Channel
 from statechannel.core.errors import LocalError, Reason
+from statechannel.core.io import SubmitTxChallenge, SubmitTxSettle
 from statechannel.core.types import ETH, to_checksum
 from statechannel.node.chainio import ChainIO, SubmitTx, Verdict
 
 log = logging.getLogger(__name__)
 KEPT_PER_CHANNEL = 32
+DEFAULT_GAS_PRICE = 2 * 10**9
+"""Wei per gas assumed before this node has paid for a transaction of its own (then: what it paid last)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +47,15 @@ class TxLog:
     def __init__(self) -> None:
         self._seq = itertools.count(1)
         self.last = 0
+        self.gas_price = DEFAULT_GAS_PRICE  # what my last mined transaction paid per gas
         self._by_channel: dict[bytes, deque[TxOutcome]] = defaultdict(lambda: deque(maxlen=KEPT_PER_CHANNEL))
 
     def record(self, channel_id: bytes, tx: SubmitTx, verdict: Verdict) -> TxOutcome:
         what = type(tx).__name__.removeprefix("SubmitTx")
         r = verdict.receipt
         if r is not None:
+            if r.gas_used and r.fee:
+                self.gas_price = r.fee // r.gas_used
             outcome = TxOutcome(next(self._seq), channel_id, what, True, "", r.gas_used, "0x" + r.tx_hash.hex())
         else:
             reason = f"reverted: {verdict.reverted}" if verdict.reverted is not None else (verdict.failed or "failed")
@@ -94,3 +101,56 @@ def check_wallet(chainio: ChainIO, me: bytes, deposits: dict[bytes, int]) -> Non
                 Reason.INSUFFICIENT_FUNDS,
                 f"the wallet {to_checksum(me)} holds {held:,} {what}; the deposit is {amount:,}{gas}",
             )
+
+
+SETTLE_GAS = 60_000
+"""About what a settle costs (bench/gas.py: 50,853 gas for ETH, 54,435 with a token), with a margin."""
+CHALLENGE_GAS = 55_000
+"""About what a challenge costs (46,716 / 49,198 gas), with a margin."""
+SETTLE_GRACE = 600
+"""Chain seconds the side owed less leaves the owed side to settle, before it settles itself."""
+
+
+def weigh(
+    ch: Channel, tx: SubmitTxSettle | SubmitTxChallenge, gas_price: int, peer_online: bool = True
+) -> tuple[bool, str]:
+    """Whether a settle or a challenge is worth its gas, and why (for the log). Token amounts have no
+    price here: any token at stake is worth it. A settle pays both sides, so the side the recorded state
+    owes more sends it; the other side does only after SETTLE_GRACE, if the owed side has not (at once
+    when the owed side is offline: it will not)."""
+    me, peer = ch.me, ch.peer
+    if isinstance(tx, SubmitTxSettle):
+        cost = SETTLE_GAS * gas_price
+        pairs = ch.balances(tx.state)
+        mine = [(asset, p[me], p[peer]) for asset, p in zip(ch.assets, pairs, strict=True)]
+        eth_mine = sum(m for asset, m, _ in mine if asset == ETH)
+        eth_peer = sum(o for asset, _, o in mine if asset == ETH)
+        tokens = any(m for asset, m, _ in mine if asset != ETH)
+        stake = f"{eth_mine:,} wei{' and tokens' if tokens else ''} owed to me, {eth_peer:,} wei to the peer"
+        if not tokens and eth_mine <= cost:
+            return False, f"settle not sent: it would cost about {cost:,} wei for {stake}"
+        owed_more = tokens or eth_mine >= eth_peer
+        if not owed_more and peer_online and ch.now < tx.finalizes_at + SETTLE_GRACE:
+            return False, f"settle left to the peer, owed more ({stake}) until {SETTLE_GRACE} s after the window"
+        return True, f"settling: about {cost:,} wei of gas for {stake}"
+    cost = CHALLENGE_GAS * gas_price
+    latest = ch.latest
+    recorded = tx.recorded_version
+    if latest is None:
+        return True, "challenging"
+    now_pairs = ch.balances(latest.state)
+    told = ch.dispute.state if ch.dispute is not None else None
+    if told is None:
+        return True, f"challenging version {recorded} (its state is unknown here: whatever it pays may be wrong)"
+    then_pairs = ch.balances(told)
+    gain_eth = sum(n[me] - t[me] for asset, n, t in zip(ch.assets, now_pairs, then_pairs, strict=True) if asset == ETH)
+    gain_tokens = any(
+        n[me] > t[me] for asset, n, t in zip(ch.assets, now_pairs, then_pairs, strict=True) if asset != ETH
+    )
+    if not gain_tokens and gain_eth <= cost:
+        return False, f"challenge not sent: version {recorded} costs me {gain_eth:,} wei, the challenge about {cost:,}"
+    what = f"{gain_eth:,} wei" + (" and tokens" if gain_tokens else "")
+    return (
+        True,
+        f"challenging version {recorded} with {latest.state.version}: {what} at stake, about {cost:,} wei of gas",
+    )
