@@ -188,3 +188,27 @@ def test_the_owed_side_settles_and_the_other_weighs_the_gas(tmp_path: Path, capl
     assert "settle not sent: it would cost about" in caplog.text
     assert "1,000 wei owed to me" in caplog.text
     assert "settling: about" in caplog.text
+
+
+def test_a_payment_retried_with_its_idempotency_key_pays_once(tmp_path: Path) -> None:
+    """Issue 13, part 4: a client that lost the answer (killed mid-request, a timeout) could not retry
+    without paying twice."""
+
+    async def scenario(w: World) -> None:
+        r = await w.api_a.post("/channels", json=_open(w, {"eth": "1000"}))
+        cid = r.json()["channel_id"]
+        raw = bytes.fromhex(cid[2:])
+        await w.b.wait_for(raw, Phase.OPEN)
+        path, key = f"/channels/{cid}/payments", {"Idempotency-Key": "order-1234"}
+        first = await w.api_a.post(path, json={"amount": "7"}, headers=key)
+        assert first.status_code == 200 and first.json()["status"] == "sent", first.text
+        again = await w.api_a.post(path, json={"amount": "7"}, headers=key)
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.json()["payment_id"] == first.json()["payment_id"]
+        assert error(await w.api_a.post(path, json={"amount": "8"}, headers=key)) == (409, "validation")
+        other = await w.api_a.post(path, json={"amount": "7"}, headers={"Idempotency-Key": "order-1235"})
+        assert other.json()["payment_id"] != first.json()["payment_id"]
+        await w.b.idle(raw)
+        assert w.b.channel(raw).my_balance(ETH) == 14  # two payments, not three
+
+    run(tmp_path, scenario)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -270,17 +271,40 @@ async def abandon_channel(ctx: Ctx, channel_id: ChannelId) -> AbandonView:
     tags=["payments"],
     responses={202: {"model": PaymentView, "description": "Not countersigned within the timeout: still pending"}},
 )
-async def pay(ctx: Ctx, channel_id: ChannelId, body: PayRequest, response: Response) -> PaymentView | PayBatchView:
+async def pay(
+    ctx: Ctx,
+    channel_id: ChannelId,
+    body: PayRequest,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=200, description="A retry with the same key pays once: the first answer."),
+    ] = None,
+) -> PaymentView | PayBatchView:
     """Pay the peer and wait until it has countersigned. With `count` > 1, make `count` equal payments at
-    once and answer with how many were sent and how many failed."""
+    once and answer with how many were sent and how many failed. With an `Idempotency-Key`, a retried
+    request (after a timeout or a crash of the client) pays once and answers with that payment, while it
+    is among the channel's last 10,000 payments."""
     node = ctx.node
     cid = _cid(channel_id)
-    ctx.require_peer(node.channel(cid), "pay")
     asset, amount = asset_bytes(body.asset), int(body.amount)
+    pid = secrets.token_hex(8)  # chosen here so a payment still pending at the timeout can be looked up
+    if idempotency_key is not None:
+        if body.count > 1:
+            raise ApiError(400, Code.VALIDATION, "an Idempotency-Key names one payment: not with count > 1")
+        pid = "k" + hashlib.sha256(cid + idempotency_key.encode()).hexdigest()[:31]
+        prior = node.find_payment(cid, pid)
+        if prior is not None:
+            if prior.amount and (prior.asset, prior.amount) != (asset, amount):
+                raise ApiError(409, Code.VALIDATION, "this Idempotency-Key was used for another payment")
+            response.headers["Idempotent-Replayed"] = "true"
+            if prior.status == "pending":
+                response.status_code = 202
+            return PaymentView.of(replace(prior, asset=asset, amount=amount) if not prior.amount else prior)
+    ctx.require_peer(node.channel(cid), "pay")
     if body.count > 1:
         return await _pay_many(node, cid, asset, amount, body.count, body.timeout)
     created = int(time.time() * 1000)
-    pid = secrets.token_hex(8)  # chosen here so a payment still pending at the timeout can be looked up
     fut = node.pay_nowait(cid, asset, amount, pid)
     fut.add_done_callback(_consume)
     status, version = "pending", 0

@@ -353,6 +353,13 @@ class Node:
     async def pay(self, channel_id: bytes, asset: bytes, amount: int, payment_id: str | None = None) -> PaymentRecord:
         return await self.pay_nowait(channel_id, asset, amount, payment_id)
 
+    def find_payment(self, channel_id: bytes, payment_id: str) -> PaymentRecord | None:
+        """A payment of mine by id: queued or in flight, else among the channel's last 10,000 recorded."""
+        if payment_id in self._records or payment_id in self._waiters:
+            r = self._records.get(payment_id)
+            return r or PaymentRecord(payment_id, channel_id, "out", b"", 0, "pending", 0, "", 0)
+        return next((r for r in self.store.payments(channel_id, 10_000) if r.payment_id == payment_id), None)
+
     def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
         return list(self.store.payments(channel_id, limit))
 
