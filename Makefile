@@ -10,7 +10,7 @@ PG_FOUND = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v ini
 # Playwright drives the system's Chromium (tests/dashboard); it never downloads a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: postgresql chromium install demo gas test lint typecheck importlint artifacts check-artifacts bench clean
+.PHONY: postgresql chromium install chain demo gas test lint typecheck importlint artifacts check-artifacts bench clean
 
 $(BIN)/statechannel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ chromium:
 	}
 
 install: $(BIN)/statechannel $(ANVIL) postgresql chromium
+
+## what README's "Using it on a chain" needs: the CLI and anvil
+chain: $(BIN)/statechannel $(ANVIL)
 
 ## the main job: the whole product on the embedded chain in well under a minute
 demo: $(BIN)/statechannel

@@ -84,6 +84,8 @@ class DaemonConfig:
     terms: Terms = field(default_factory=Terms)
     """The challenge periods this node accepts in channels opened with it (and opens with)."""
     recovery_wait: float = 20.0
+    weigh_gas: bool = True
+    """Settle and challenge only where the amount at stake is worth the gas (node/onchain.py: weigh)."""
     """Seconds a channel restored from a backup waits for the peer's proof of a newer state, then closes."""
 
 
@@ -211,6 +213,7 @@ async def run(
             towers=_tower_client(config),
             terms=config.terms,
             recovery_wait=config.recovery_wait,
+            weigh_gas=config.weigh_gas,
         )
         api: _Api | None = None
         redial: asyncio.Task[None] | None = None

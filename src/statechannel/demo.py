@@ -424,7 +424,10 @@ def render(console: Console, summary: dict[str, Any]) -> None:
     console.print(table)
     checks = Table(title="final balances")
     for col in ("what", "expected", "actual", ""):
-        checks.add_column(col, justify="right" if col in ("expected", "actual") else "left")
+        if col in ("expected", "actual"):  # the numbers the table exists to show: never folded or cut
+            checks.add_column(col, justify="right", no_wrap=True, overflow="ignore")
+        else:
+            checks.add_column(col, overflow="fold")
     for row in summary["balances"]:
         mark = "[green]ok[/]" if row["ok"] else "[red]MISMATCH[/]"
         checks.add_row(row["what"], f"{int(row['expected']):,}", f"{int(row['actual']):,}", mark)

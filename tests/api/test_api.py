@@ -241,7 +241,8 @@ def test_connect_a_peer_over_tcp_and_pay(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         peer = to_checksum(w.b.address)
         r = await w.api_a.post("/peers", json={"address": peer, "host": "127.0.0.1", "port": w.b_listen})
-        assert r.status_code == 200 and r.json() == {"address": peer, "connected": True}, r.text
+        want = {"address": peer, "connected": True, "host": "127.0.0.1", "port": w.b_listen, "channels": 0}
+        assert r.status_code == 200 and r.json() == want, r.text
         cid = await open_channel(w, deposit=ETHER)
         r = await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "7"})
         assert r.json()["status"] == "sent"
@@ -261,14 +262,14 @@ def test_a_client_behind_the_event_buffer_is_told_what_it_missed(tmp_path: Path)
         hub = EventHub(w.a, capacity=2)
         hub.start()
         await asyncio.sleep(0)  # let the hub subscribe before anything happens
-        cid = await open_channel(w, deposit=1000)  # phases opening, funding, open
+        cid = await open_channel(w, deposit=1000)  # phases opening, funding, the open mined (tx), open
         for _ in range(2):
             await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "1"})  # two 'sent'
-        await eventually(lambda: hub.last_seq == 5)
+        await eventually(lambda: hub.last_seq == 6)
         got = [ev async for ev in hub.stream(after=0, timeout=0.2)]
-        assert [(e.seq, e.kind) for e in got] == [(3, "gap"), (4, "sent"), (5, "sent")]
-        assert got[0].data == {"missed": 3}
-        filtered = [ev async for ev in hub.stream(after=3, channel_id="0x" + "00" * 32, timeout=0.2)]
+        assert [(e.seq, e.kind) for e in got] == [(4, "gap"), (5, "sent"), (6, "sent")]
+        assert got[0].data == {"missed": 4}
+        filtered = [ev async for ev in hub.stream(after=4, channel_id="0x" + "00" * 32, timeout=0.2)]
         assert filtered == []
         await hub.close()
         assert [ev async for ev in hub.stream(after=0)] == []  # a closed hub ends streams at once

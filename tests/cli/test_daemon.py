@@ -105,6 +105,9 @@ def test_two_daemons_pay_each_other(tmp_path: Path, anvil: Anvil) -> None:
     for k in keys.values():
         chain.fund(k.address, 100 * ETHER)
     adj, _ = Adjudicator.deploy(chain, keys["deployer"])
+    # issue 13: `dev fund` is refused on a chain that is not a dev chain (this anvil has a public-looking id)
+    line = one_line_error(cli("dev", "fund", "--rpc", anvil.url, to_checksum(keys["a"].address)))
+    assert "not a dev chain" in line
     extra = ("--adjudicator", to_checksum(adj.address))
     da, db = tmp_path / "A", tmp_path / "B"
     node_a = start_daemon(tmp_path / "a.json", da, anvil.url, *extra)
@@ -120,11 +123,21 @@ def test_two_daemons_pay_each_other(tmp_path: Path, anvil: Anvil) -> None:
 def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     a, b = ("--data-dir", str(da)), ("--data-dir", str(db))
     peer = str(b_info["address"])
-    assert cli_json("peer", "connect", peer, str(b_info["listen"]), *a) == {"address": peer, "connected": True}
+    host, port = str(b_info["listen"]).rsplit(":", 1)
+    want = {"address": peer, "connected": True, "host": host, "port": int(port), "channels": 0}
+    assert cli_json("peer", "connect", peer, str(b_info["listen"]), *a) == want
+    assert cli_json("peer", "list", *a) == [want]  # issue 13: the peer book is listed
 
     ch = cli_json("channel", "open", "--peer", peer, "--deposit", f"eth={ETHER}", "--challenge-period", "60", *a)
     assert ch["phase"] == "open" and ch["balances"][0]["my_balance"] == str(ETHER)
     cid = ch["channel_id"]
+    # issue 13: more than the wallet holds fails at once, with the reason, and leaves no channel behind
+    line = one_line_error(cli("channel", "open", "--peer", peer, "--deposit", f"eth={10**30}", *a))
+    assert line.startswith("Error: insufficient balance: the wallet"), line
+    assert len(cli_json("channel", "list", *a)) == 1
+    schedule = cli_json("recurring", "add", cid, "1", "--every-ms", "60000", *a)
+    cancelled = cli("recurring", "cancel", schedule["schedule_id"], *a)  # a 204 was "bad_response", exit 1
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.stdout, cancelled.output
 
     last = max(int(str(e["id"])) for e in _events(a, "--since", "0", "--timeout", "0.5"))
     live = subprocess.Popen(  # a stream open while the payment happens: delivered live through uvicorn
@@ -154,7 +167,8 @@ def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     assert kinds[:2] == ["phase", "phase"] and "received" in kinds
 
     deposited = cli_json("channel", "deposit", cid, "eth", "500", *b)
-    assert deposited["balances"][0]["my_deposit"] == "0"  # what was agreed at opening; funded follows on chain
+    assert deposited["balances"][0]["my_deposit"] == "0"  # what was agreed at opening
+    assert deposited["balances"][0]["my_funded"] == "500"  # issue 13: the balances after the deposit, not before
     _until(lambda: _balance(a, "peer_funded") == 500)
     withdrawn = cli_json("channel", "withdraw", cid, "eth", "100", *a)
     assert int(withdrawn["balances"][0]["my_balance"]) == ETHER - 2050 - 100
@@ -166,8 +180,17 @@ def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     (mine,) = cli_json("channel", "list", *b)
     assert mine["channel_id"] == cid
     assert mine["balances"][0]["my_balance"] == str(2050 + 500)
-    table = cli("channel", "list", *a)
+    table = cli("channel", "list", *a, env={"COLUMNS": "80"})
     assert table.exit_code == 0 and "closed" in table.stdout
+    lines = table.stdout.splitlines()
+    assert any(cid in line for line in lines)  # issue 13: the whole id on one line, to copy
+    (final,) = cli_json("channel", "list", *a)
+    for bal in final["balances"]:  # and every number whole (they were folded over lines at 80 columns)
+        assert any(bal["my_balance"] in line and bal["peer_balance"] in line for line in lines), table.stdout
+    assert all(len(line) <= 80 for line in lines if cid not in line), table.stdout
+    gone = cli_json("peer", "disconnect", peer, *a)
+    assert gone["connected"] is False
+    assert cli_json("peer", "list", *a)[0]["host"] is None  # forgotten: not dialled again
 
 
 def _balance(data_dir: tuple[str, str], field: str) -> int:

@@ -73,6 +73,8 @@ class ApiClient:
 
 
 def _decode(response: httpx.Response) -> Any:
+    if response.status_code == 204 or (response.is_success and not response.content):
+        return None  # done, and nothing to say (a DELETE)
     try:
         body = response.json()
     except ValueError:

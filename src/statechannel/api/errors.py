@@ -46,6 +46,7 @@ STATUS_OF_REASON: dict[Reason, int] = {
     Reason.WRONG_CHANNEL: 404,
     Reason.WRONG_PHASE: 409,
     Reason.PIPELINE_FULL: 503,
+    Reason.TX_FAILED: 502,
 }
 """Every other core reason is the caller's bad input: 400."""
 

@@ -131,6 +131,10 @@ class CloseRequest(_Request):
     wait: Wait = 0.0
 
 
+class SettleRequest(_Request):
+    wait: Wait = 60.0
+
+
 class PayRequest(_Request):
     """No caller-chosen payment id: the node checks ids for uniqueness only while a payment is in flight,
     so a retried id would pay twice. The id is chosen here and returned (and appears in the events)."""
@@ -282,6 +286,11 @@ class ChannelView(_Response):
         )
 
 
+class AbandonView(_Response):
+    channel: ChannelView
+    action: str = Field(description="What the node did: forgot it, or closes it with the pre-fund state.")
+
+
 def _outcome(ch: Channel) -> OutcomeView | None:
     o = ch.outcome
     if o is None:
@@ -344,6 +353,9 @@ class PayBatchView(_Response):
 class PeerView(_Response):
     address: str
     connected: bool
+    host: str | None = Field(None, description="Where the node dials it (null: it dialled us, or was forgotten).")
+    port: int | None = None
+    channels: int = Field(0, description="Channels with this peer, in any phase.")
 
 
 class NodeInfo(_Response):

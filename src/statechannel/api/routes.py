@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -23,6 +24,7 @@ from statechannel.api.errors import ApiError, Code
 from statechannel.api.events import EventHub
 from statechannel.api.models import (
     CHANNEL_ID_PATTERN,
+    AbandonView,
     AssetAmountRequest,
     ChannelView,
     CloseRequest,
@@ -34,6 +36,7 @@ from statechannel.api.models import (
     PaymentView,
     PayRequest,
     PeerView,
+    SettleRequest,
     TermsView,
     asset_bytes,
 )
@@ -44,6 +47,8 @@ from statechannel.node.node import Node
 from statechannel.store.base import PaymentRecord
 
 CHAIN_READ_TIMEOUT = 3.0
+VERDICT_WAIT = 30.0
+"""Seconds a unilateral close waits for its transaction's verdict before answering 202 (still pending)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +136,50 @@ async def connect_peer(ctx: Ctx, body: ConnectRequest) -> PeerView:
     await transport.connect(peer, body.host, body.port, timeout=body.timeout)
     if ctx.node.peer_book is not None:
         ctx.node.peer_book.remember(peer, body.host, body.port)
-    return PeerView(address=body.address, connected=ctx.node.transport.connected(peer))
+    connected = ctx.node.transport.connected(peer)
+    count = sum(1 for ch in ctx.node.channels.values() if ch.peer_address == peer)
+    return PeerView(address=body.address, connected=connected, host=body.host, port=body.port, channels=count)
+
+
+@router.get("/peers", tags=["peers"])
+async def list_peers(ctx: Ctx) -> list[PeerView]:
+    """Every peer the node dials (its peer book) or holds a channel with, and whether it is connected."""
+    node = ctx.node
+    book = node.peer_book.known() if node.peer_book is not None else {}
+    counts = Counter(ch.peer_address for ch in node.channels.values())
+    views = []
+    for peer in sorted(set(book) | set(counts)):
+        host, port = book.get(peer, (None, None))
+        connected = node.transport.connected(peer)
+        views.append(
+            PeerView(address=to_checksum(peer), connected=connected, host=host, port=port, channels=counts[peer])
+        )
+    return views
+
+
+@runtime_checkable
+class Hangup(Protocol):
+    """What `DELETE /peers/{address}` needs of the node's transport."""
+
+    async def disconnect(self, peer: bytes) -> bool: ...
+
+
+@router.delete("/peers/{address}", tags=["peers"])
+async def disconnect_peer(ctx: Ctx, address: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")]) -> PeerView:
+    """Stop dialling a peer, forget where it listens, and drop its connection. It may still dial this node
+    (its channels resync then); its channels are unchanged."""
+    transport = ctx.node.transport
+    if not isinstance(transport, Hangup):
+        raise ApiError(400, Code.UNSUPPORTED, "this node's transport cannot hang up on peers")
+    peer = address_from_hex(address)
+    forgot = ctx.node.peer_book.forget(peer) if ctx.node.peer_book is not None else False
+    dropped = await transport.disconnect(peer)
+    if not (forgot or dropped):
+        raise ApiError(404, Code.NOT_FOUND, f"no peer {address} is dialled or connected")
+    count = sum(1 for ch in ctx.node.channels.values() if ch.peer_address == peer)
+    return PeerView(
+        address=to_checksum(peer), connected=transport.connected(peer), host=None, port=None, channels=count
+    )
 
 
 @router.get("/channels", tags=["channels"])
@@ -145,8 +193,9 @@ async def open_channel(ctx: Ctx, body: OpenChannelRequest) -> ChannelView:
     peer = address_from_hex(body.peer)
     if not ctx.node.transport.connected(peer):
         raise ApiError(503, Code.PEER_UNREACHABLE, f"peer {body.peer} is not connected; POST /peers first")
+    since = ctx.node.txlog.last
     cid = await ctx.node.open_channel(peer, body.deposit_pairs(), body.challenge_period)
-    return ctx.view(await ctx.settle(cid, Phase.OPEN, body.wait))
+    return ctx.view(await ctx.node.wait_or_fail(cid, Phase.OPEN, body.wait, since))
 
 
 @router.get("/channels/{channel_id}", tags=["channels"])
@@ -185,8 +234,37 @@ async def close_channel(ctx: Ctx, channel_id: ChannelId, body: CloseRequest) -> 
     ch = ctx.node.channel(cid)
     if not body.unilateral and ch.phase is Phase.OPEN:
         ctx.require_peer(ch, "close cooperatively (a unilateral close needs no peer)")
+    since = ctx.node.txlog.last
     await ctx.node.close(cid, cooperative=not body.unilateral)
-    return ctx.view(await ctx.settle(cid, Phase.CLOSED, body.wait))
+    if body.unilateral:  # its transaction's verdict first: a revert is the answer, at once
+        ch = await ctx.node.wait_or_fail(cid, Phase.CLOSED, max(body.wait, VERDICT_WAIT), since, steps=("Close",))
+        if ch.phase is Phase.CLOSED or body.wait <= 0:
+            return ctx.view(ch)
+    return ctx.view(await ctx.node.wait_or_fail(cid, Phase.CLOSED, body.wait, since))
+
+
+@router.post("/channels/{channel_id}/settle", tags=["channels"])
+async def settle_channel(ctx: Ctx, channel_id: ChannelId, body: SettleRequest) -> ChannelView:
+    """Settle a channel in dispute whose challenge window is over (the node does it by itself too); answers
+    once it is closed (or the wait ends), or at once with the reason it cannot be settled."""
+    cid = _cid(channel_id)
+    since = ctx.node.txlog.last
+    await ctx.node.settle(cid)
+    return ctx.view(await ctx.node.wait_or_fail(cid, Phase.CLOSED, body.wait, since))
+
+
+@router.post("/channels/{channel_id}/abandon", tags=["channels"])
+async def abandon_channel(ctx: Ctx, channel_id: ChannelId) -> AbandonView:
+    """Give up a channel that cannot open (its open or a deposit failed, or the peer never answered).
+    Never on chain: it is forgotten. Open on chain: it is closed with the pre-fund state, which returns
+    every deposit after the challenge period (follow it with `GET /channels/{id}`)."""
+    cid = _cid(channel_id)
+    since = ctx.node.txlog.last
+    done = await ctx.node.abandon(cid)
+    ch = ctx.node.channel(cid)
+    if ch.phase is not Phase.CLOSED:  # a close with the pre-fund state: its verdict is the answer
+        ch = await ctx.node.wait_or_fail(cid, Phase.CLOSED, VERDICT_WAIT, since, steps=("Close",))
+    return AbandonView(channel=ctx.view(ch), action=done)
 
 
 @router.post(
@@ -194,17 +272,40 @@ async def close_channel(ctx: Ctx, channel_id: ChannelId, body: CloseRequest) -> 
     tags=["payments"],
     responses={202: {"model": PaymentView, "description": "Not countersigned within the timeout: still pending"}},
 )
-async def pay(ctx: Ctx, channel_id: ChannelId, body: PayRequest, response: Response) -> PaymentView | PayBatchView:
+async def pay(
+    ctx: Ctx,
+    channel_id: ChannelId,
+    body: PayRequest,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=200, description="A retry with the same key pays once: the first answer."),
+    ] = None,
+) -> PaymentView | PayBatchView:
     """Pay the peer and wait until it has countersigned. With `count` > 1, make `count` equal payments at
-    once and answer with how many were sent and how many failed."""
+    once and answer with how many were sent and how many failed. With an `Idempotency-Key`, a retried
+    request (after a timeout or a crash of the client) pays once and answers with that payment, while it
+    is among the channel's last 10,000 payments."""
     node = ctx.node
     cid = _cid(channel_id)
-    ctx.require_peer(node.channel(cid), "pay")
     asset, amount = asset_bytes(body.asset), int(body.amount)
+    pid = secrets.token_hex(8)  # chosen here so a payment still pending at the timeout can be looked up
+    if idempotency_key is not None:
+        if body.count > 1:
+            raise ApiError(400, Code.VALIDATION, "an Idempotency-Key names one payment: not with count > 1")
+        pid = "k" + hashlib.sha256(cid + idempotency_key.encode()).hexdigest()[:31]
+        prior = node.find_payment(cid, pid)
+        if prior is not None:
+            if prior.amount and (prior.asset, prior.amount) != (asset, amount):
+                raise ApiError(409, Code.VALIDATION, "this Idempotency-Key was used for another payment")
+            response.headers["Idempotent-Replayed"] = "true"
+            if prior.status == "pending":
+                response.status_code = 202
+            return PaymentView.of(replace(prior, asset=asset, amount=amount) if not prior.amount else prior)
+    ctx.require_peer(node.channel(cid), "pay")
     if body.count > 1:
         return await _pay_many(node, cid, asset, amount, body.count, body.timeout)
     created = int(time.time() * 1000)
-    pid = secrets.token_hex(8)  # chosen here so a payment still pending at the timeout can be looked up
     fut = node.pay_nowait(cid, asset, amount, pid)
     fut.add_done_callback(_consume)
     status, version = "pending", 0

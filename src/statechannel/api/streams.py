@@ -5,6 +5,10 @@ directory, so recurring schedules are kept beside the node's database."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -14,25 +18,73 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from statechannel.api.models import Amount, Asset, PositiveAmount, asset_bytes
-from statechannel.apps.streams import Recurring, Schedule, Stream, StreamProgress, StreamWatch, WatchReport
+from statechannel.apps.streams import (
+    Recurring,
+    Schedule,
+    Stream,
+    StreamProgress,
+    StreamStatus,
+    StreamWatch,
+    WatchReport,
+)
+from statechannel.core.channel import Phase
 from statechannel.core.errors import LocalError, Reason
 from statechannel.node.node import Node
 
+log = logging.getLogger(__name__)
 ChannelIdText = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="0x-hex channel id")]
 StreamId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{1,32}$")]
 
 
+SAVE_EVERY_S = 1.0
+"""A running stream's progress is saved at most this often (and at every start, pause, stop and end)."""
+
+
 class StreamService:
+    """Streams and schedules of one node, kept in its data directory (`streams.json`, `recurring.json`) so
+    they survive a restart: a running stream resumes at its rate, the time down owing nothing."""
+
     def __init__(self, node: Node, data_dir: Path) -> None:
         self.node = node
         self.streams: dict[str, Stream] = {}
         self.watches: dict[str, StreamWatch] = {}
         self.recurring = Recurring(node, data_dir / "recurring.json")
+        self._path = data_dir / "streams.json"
+        self._saved_at = 0.0
+        self._closing = False
 
     def start(self) -> None:
         self.recurring.start()
+        try:
+            saved = json.loads(self._path.read_text()) if self._path.exists() else {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self._path, exc)
+            saved = {}
+        for rec in saved.values():
+            try:
+                self.add(Stream.restore(self.node, rec))
+            except (LocalError, KeyError, ValueError, TypeError) as exc:
+                log.warning("stream %s not restored: %s", rec.get("stream_id"), exc)
+
+    def add(self, stream: Stream) -> None:
+        self.streams[stream.stream_id] = stream
+        stream.on_change = self._changed
+        self._save()
+
+    def _changed(self, stream: Stream) -> None:
+        running = stream.progress().status is StreamStatus.RUNNING
+        if not self._closing and (not running or time.monotonic() - self._saved_at >= SAVE_EVERY_S):
+            self._save()
+
+    def _save(self) -> None:
+        self._saved_at = time.monotonic()
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: st.record() for k, st in self.streams.items()}))
+        os.replace(tmp, self._path)
 
     async def close(self) -> None:
+        self._save()  # running ones saved as running: they resume after the restart
+        self._closing = True
         for stream in self.streams.values():
             stream.pause()
         for watch in self.watches.values():
@@ -76,6 +128,9 @@ class AddRecurring(_Body):
     amount: PositiveAmount
     period_ms: int = Field(ge=100, strict=True)
     count: int | None = Field(None, ge=1, strict=True)
+    catch_up: int = Field(
+        1, ge=1, le=1000, strict=True, description="Occurrences paid at most after the node was down (rest skipped)."
+    )
 
 
 class StreamView(BaseModel):
@@ -130,6 +185,7 @@ class ScheduleView(BaseModel):
     remaining: int | None
     paid_count: int
     last_error: str
+    catch_up: int | None
 
 
 router = APIRouter(tags=["streams"])
@@ -149,8 +205,11 @@ async def start_stream(request: Request, body: StartStream) -> StreamView:
     svc = _svc(request)
     cid = bytes.fromhex(body.channel_id[2:])
     svc.node.channel(cid)  # 404 for an unknown channel
+    phase = svc.node.channel(cid).phase
+    if phase is not Phase.OPEN:
+        raise LocalError(Reason.WRONG_PHASE, f"the channel is {phase}: a stream needs an open one")
     stream = Stream(svc.node, cid, asset_bytes(body.asset), int(body.rate_per_s), int(body.cap), body.tick_ms)
-    svc.streams[stream.stream_id] = stream
+    svc.add(stream)
     stream.start()
     return StreamView.of(stream.progress())
 
@@ -218,8 +277,7 @@ async def add_recurring(request: Request, body: AddRecurring) -> ScheduleView:
     """Pay `amount` every `period_ms` (`count` times, or until cancelled); kept across restarts."""
     svc = _svc(request)
     cid = bytes.fromhex(body.channel_id[2:])
-    svc.node.channel(cid)
-    s = svc.recurring.add(cid, asset_bytes(body.asset), int(body.amount), body.period_ms, body.count)
+    s = svc.recurring.add(cid, asset_bytes(body.asset), int(body.amount), body.period_ms, body.count, body.catch_up)
     return _schedule_view(s)
 
 

@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from statechannel.core.channel import Phase
 from statechannel.core.errors import LocalError, Reason, StatechannelError
 from statechannel.node.node import Node
 
@@ -94,6 +95,48 @@ class Stream:
         self._reason = ""
         self._task: asyncio.Task[None] | None = None
         self._metered = 0
+        self.on_change: Callable[[Stream], None] | None = None  # the service saves the stream there
+
+    def record(self) -> dict[str, Any]:
+        """What a restart needs: the terms, what was paid, and whether it was running."""
+        return {
+            "stream_id": self.stream_id,
+            "channel_id": self.channel_id.hex(),
+            "asset": self.asset.hex(),
+            "rate_per_s": self.rate_per_s,
+            "cap": self.cap,
+            "tick_ms": self.tick_ms,
+            "paid": self._paid,
+            "status": self._status.value,
+            "reason": self._reason,
+        }
+
+    @classmethod
+    def restore(cls, node: Node, rec: dict[str, Any], clock: Clock = monotonic_ms) -> Stream:
+        """A stream as saved; running time is counted as exactly what was paid (the rest of the outage owes
+        nothing), so a running one resumes at its rate from now, never with a lump for the time down."""
+        st = cls(
+            node,
+            bytes.fromhex(rec["channel_id"]),
+            bytes.fromhex(rec["asset"]),
+            int(rec["rate_per_s"]),
+            int(rec["cap"]),
+            int(rec["tick_ms"]),
+            clock,
+            str(rec["stream_id"]),
+        )
+        st._paid = int(rec["paid"])
+        st._active_ms = st._paid * 1000 // st.rate_per_s
+        st._status = StreamStatus(rec["status"])
+        st._reason = str(rec.get("reason", ""))
+        if st._status is StreamStatus.RUNNING:
+            st._status = StreamStatus.PAUSED
+            st.start()
+        return st
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
 
     # control
     def start(self) -> None:
@@ -103,6 +146,7 @@ class Stream:
             return
         self._status, self._run_start = StreamStatus.RUNNING, self._clock()
         self._task = asyncio.create_task(self._run())
+        self._changed()
 
     resume = start
 
@@ -110,6 +154,7 @@ class Stream:
         if self._status is StreamStatus.RUNNING:
             self._freeze()
             self._status = StreamStatus.PAUSED
+            self._changed()
 
     async def stop(self) -> StreamProgress:
         """Stop and pay what is owed up to now (so a stopped stream is square)."""
@@ -117,7 +162,10 @@ class Stream:
             self._freeze()
         if self._status in (StreamStatus.RUNNING, StreamStatus.PAUSED):
             self._status = StreamStatus.STOPPED
-            await self._settle_up()
+            try:
+                await self._settle_up()
+            finally:
+                self._changed()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -163,10 +211,12 @@ class Stream:
             await self.node.pay(self.channel_id, self.asset, due)
         except StatechannelError as exc:
             self._status, self._reason = StreamStatus.FAILED, str(exc)
+            self._changed()
             raise
         self._paid += due
         if self._paid >= self.cap:
             self._status = StreamStatus.COMPLETED
+        self._changed()
 
     async def _run(self) -> None:
         while self._status is StreamStatus.RUNNING:
@@ -174,6 +224,7 @@ class Stream:
                 await self._settle_up()
             except StatechannelError as exc:
                 log.warning("stream %s stopped: %s", self.stream_id, exc)
+                self.node.notify("stream_stopped", self.channel_id, {"stream_id": self.stream_id, "reason": str(exc)})
                 return
             if self._status is not StreamStatus.RUNNING:
                 return
@@ -234,6 +285,8 @@ class Schedule:
     remaining: int | None  # None: until cancelled
     paid_count: int = 0
     last_error: str = ""
+    catch_up: int | None = None
+    """Occurrences paid at most after an outage (the rest are skipped); None: the scheduler's default."""
 
 
 class Recurring:
@@ -250,13 +303,33 @@ class Recurring:
             self.schedules = {k: Schedule(**v) for k, v in raw.items()}
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, channel_id: bytes, asset: bytes, amount: int, period_ms: int, count: int | None = None) -> Schedule:
+    def add(
+        self,
+        channel_id: bytes,
+        asset: bytes,
+        amount: int,
+        period_ms: int,
+        count: int | None = None,
+        catch_up: int | None = None,
+    ) -> Schedule:
         _positive(amount, "amount")
         _positive(period_ms, "period")
         if count is not None:
             _positive(count, "count")
+        if catch_up is not None:
+            _positive(catch_up, "catch-up")
+        phase = self.node.channel(channel_id).phase
+        if phase is not Phase.OPEN:
+            raise LocalError(Reason.WRONG_PHASE, f"the channel is {phase}: recurring payments need an open one")
         s = Schedule(
-            secrets.token_hex(6), channel_id.hex(), asset.hex(), amount, period_ms, self._clock() + period_ms, count
+            secrets.token_hex(6),
+            channel_id.hex(),
+            asset.hex(),
+            amount,
+            period_ms,
+            self._clock() + period_ms,
+            count,
+            catch_up=catch_up,
         )
         self.schedules[s.schedule_id] = s
         self._save()
@@ -289,7 +362,10 @@ class Recurring:
         now = self._clock()
         for original in list(self.schedules.values()):
             s, missed = original, 0
-            while s.next_due_ms <= now and (s.remaining is None or s.remaining > 0) and missed < self.catch_up:
+            if self._ended(s):
+                continue
+            allowance = self.catch_up if s.catch_up is None else s.catch_up
+            while s.next_due_ms <= now and (s.remaining is None or s.remaining > 0) and missed < allowance:
                 missed += 1
                 cid, asset = bytes.fromhex(s.channel_id), bytes.fromhex(s.asset)
                 pid = f"rec:{s.schedule_id}:{s.next_due_ms}"
@@ -318,6 +394,19 @@ class Recurring:
                 del self.schedules[s.schedule_id]
                 self._save()
         return paid
+
+    def _ended(self, s: Schedule) -> bool:
+        """A schedule on a channel that is closing or closed can never pay again: dropped, with an event."""
+        cid = bytes.fromhex(s.channel_id)
+        ch = self.node.channels.get(cid)
+        if ch is not None and ch.phase in (Phase.OPEN, Phase.FUNDING):
+            return False
+        why = "the channel is gone" if ch is None else f"the channel is {ch.phase}"
+        del self.schedules[s.schedule_id]
+        self._save()
+        log.info("recurring payment %s stopped: %s", s.schedule_id, why)
+        self.node.notify("recurring_stopped", cid, {"schedule_id": s.schedule_id, "reason": why})
+        return True
 
     def start(self, poll_ms: int = 200) -> None:
         async def loop() -> None:

@@ -13,6 +13,7 @@ from statechannel.cli.backup import backup
 from statechannel.cli.chain import gas
 from statechannel.cli.channel import channel, events, payments
 from statechannel.cli.demo import demo, deploy
+from statechannel.cli.dev import dev
 from statechannel.cli.node import keys, node, peer
 from statechannel.cli.stream import recurring, stream, watch
 from statechannel.cli.trade import trade
@@ -46,6 +47,7 @@ for command in (
     trade,
     watchtower,
     backup,
+    dev,
 ):
     main.add_command(command)
 

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,8 +19,11 @@ from statechannel.cli.common import (
     channel_id_arg,
     client_options,
     deposits_arg,
+    fail,
     node_api,
+    number_column,
     out,
+    short_id,
 )
 
 # ------------------------------------------------------------------ channels
@@ -42,6 +46,7 @@ def channel() -> None:
 )
 @click.option("--challenge-period", default=3600, show_default=True, type=click.IntRange(1, 2**32 - 1), help="s")
 @click.option("--wait", default=120.0, show_default=True, type=click.FloatRange(0, 600), help="s to wait for open")
+@click.option("-q", "--quiet", is_flag=True, help="print only the channel id (for scripts: CH=$(...))")
 @client_options
 def channel_open(
     peer_address: str,
@@ -49,10 +54,17 @@ def channel_open(
     peer_deposits: tuple[str, ...],
     challenge_period: int,
     wait: float,
+    quiet: bool,
     data_dir: str,
     as_json: bool,
 ) -> None:
-    """Open a channel with a connected peer and deposit into it."""
+    """Open a channel with a connected peer and deposit into it; fails at once, with the chain's reason,
+    if the wallet cannot make the deposit or the chain refuses a step.
+
+    \b
+    Example:
+      statechannel channel open --peer 0xB0b... --deposit eth=1000000000000000000 --data-dir ./a
+    """
     body = {
         "peer": peer_address,
         "deposits": deposits_arg(deposits, "--deposit"),
@@ -62,6 +74,11 @@ def channel_open(
     }
     with node_api(data_dir) as api:
         ch = api.post("/channels", body, timeout=wait + 30)
+    if wait > 0 and ch["phase"] != "open":  # not an error on chain, but not what was asked either
+        raise fail(f"channel {ch['channel_id']} is still {ch['phase']} after {wait:g} s (see `channel list`)")
+    if quiet and not as_json:
+        click.echo(ch["channel_id"])
+        return
     out(as_json, ch, lambda: _channels_table([ch]))
 
 
@@ -99,14 +116,29 @@ def channel_withdraw(channel_id: str, asset: str, amount: str, data_dir: str, as
 @click.option("--asset", default="eth", show_default=True, help="'eth' or a token address")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 1_000_000), help="pay AMOUNT N times")
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600), help="s to wait")
+@click.option("--idempotency-key", metavar="KEY", help="a retry with the same KEY pays once (not with --count)")
 @client_options
 def channel_pay(
-    channel_id: str, amount: str, asset: str, count: int, timeout: float, data_dir: str, as_json: bool
+    channel_id: str,
+    amount: str,
+    asset: str,
+    count: int,
+    timeout: float,
+    idempotency_key: str | None,
+    data_dir: str,
+    as_json: bool,
 ) -> None:
-    """Pay AMOUNT to the peer of a channel; returns once the peer has countersigned."""
+    """Pay AMOUNT to the peer of a channel; returns once the peer has countersigned.
+
+    \b
+    Example:
+      statechannel channel pay 0xCHANNEL 1000 --idempotency-key order-1234 --data-dir ./a
+    """
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     body = {"amount": amount_arg(amount), "asset": asset_arg(asset), "count": count, "timeout": timeout}
     with node_api(data_dir) as api:
-        result = api.post(f"/channels/{channel_id_arg(channel_id)}/payments", body, timeout=timeout + 30)
+        path = f"/channels/{channel_id_arg(channel_id)}/payments"
+        result = api.post(path, body, timeout=timeout + 30, headers=headers)
     if count > 1:
         human = f"{result['sent']} sent, {result['failed']} failed, {result['pending']} pending"
         human += f" in {result['elapsed_ms']} ms" + "".join(f"; {n} {why}" for why, n in result["failures"].items())
@@ -125,9 +157,43 @@ def channel_close(channel_id: str, unilateral: bool, wait: float | None, data_di
     """Close a channel, cooperatively unless --unilateral."""
     wait = (0.0 if unilateral else 120.0) if wait is None else wait
     with node_api(data_dir) as api:
-        ch = api.post(
-            f"/channels/{channel_id_arg(channel_id)}/close", {"unilateral": unilateral, "wait": wait}, timeout=wait + 30
-        )
+        body = {"unilateral": unilateral, "wait": wait}
+        ch = api.post(f"/channels/{channel_id_arg(channel_id)}/close", body, timeout=max(wait, 30) + 30)
+    out(as_json, ch, lambda: _channels_table([ch]))
+
+
+@channel.command("abandon")
+@click.argument("channel_id")
+@client_options
+def channel_abandon(channel_id: str, data_dir: str, as_json: bool) -> None:
+    """Give up a channel that cannot open (its open or a deposit failed, or the peer never answered).
+
+    Never on chain: it is forgotten. Open on chain: it is closed with the pre-fund state both signed,
+    which returns every deposit once the challenge period is over.
+
+    \b
+    Example:
+      statechannel channel abandon 0x3f2a...c9 --data-dir ./a
+    """
+    with node_api(data_dir) as api:
+        result = api.post(f"/channels/{channel_id_arg(channel_id)}/abandon", {}, timeout=90)
+    out(as_json, result, lambda: click.echo(result["action"]))
+
+
+@channel.command("settle")
+@click.argument("channel_id")
+@click.option("--wait", default=60.0, show_default=True, type=click.FloatRange(0, 600), help="s to wait for closed")
+@client_options
+def channel_settle(channel_id: str, wait: float, data_dir: str, as_json: bool) -> None:
+    """Settle a channel in dispute whose challenge window is over (the node also does it by itself);
+    fails at once, saying how long is left, while the window is open.
+
+    \b
+    Example:
+      statechannel channel settle 0x3f2a...c9 --data-dir ./a
+    """
+    with node_api(data_dir) as api:
+        ch = api.post(f"/channels/{channel_id_arg(channel_id)}/settle", {"wait": wait}, timeout=wait + 30)
     out(as_json, ch, lambda: _channels_table([ch]))
 
 
@@ -163,15 +229,17 @@ def channel_list(data_dir: str, as_json: bool) -> None:
 
 
 def _channels_table(chs: list[dict[str, Any]]) -> None:
-    table = Table(title="channels")
-    for name in ("channel", "peer", "phase", "version", "asset", "mine", "peer's", "towers hold"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("version", "mine", "peer's") else "left")
+    """Fits 80 columns: ids shortened (whole below the table, to copy), amounts never folded or cut."""
+    table = Table(title="channels", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("channel", no_wrap=True)
+    table.add_column("phase", overflow="fold", min_width=10)
+    table.add_column("asset", no_wrap=True, min_width=11)
+    number_column(table, "mine")
+    number_column(table, "peer's")
+    notes: list[str] = []
     for ch in chs:
-        version = "-" if ch["version"] is None else str(ch["version"])
-        peer_text = ch["peer"] + ("" if ch["peer_connected"] else " (offline)")
-        # which watchtower holds which version (its receipt is in --json)
-        towers = "\n".join(f"v{p['version']} {p['tower']}" for p in ch.get("protection", [])) or "-"
         phase, balances = ch["phase"], ch["balances"]
+        phase += "" if ch["version"] is None else f" v{ch['version']}"
         outcome = ch.get("outcome")
         if outcome is not None:  # what the chain concluded and paid, never what this node hoped
             phase = f"closed at v{outcome['version']}" + (", challenged" if outcome["challenged"] else "")
@@ -180,16 +248,19 @@ def _channels_table(chs: list[dict[str, Any]]) -> None:
         for i, bal in enumerate(balances):
             first = i == 0
             table.add_row(
-                ch["channel_id"] if first else "",
-                peer_text if first else "",
+                short_id(ch["channel_id"]) if first else "",
                 phase if first else "",
-                version if first else "",
-                bal["asset"],
+                bal["asset"] if len(bal["asset"]) < 12 else f"{bal['asset'][:6]}…{bal['asset'][-4:]}",
                 bal["my_balance"],
                 bal["peer_balance"],
-                towers if first else "",
             )
+        # the whole ids to copy, and which watchtower holds which version (its receipt is in --json)
+        line = f"channel {ch['channel_id']}\n  peer {ch['peer']}" + ("" if ch["peer_connected"] else " (offline)")
+        line += "".join(f"\n  tower {p['tower']} holds v{p['version']}" for p in ch.get("protection", []))
+        notes.append(line)
     Console().print(table if chs else "no channels")
+    for line in notes:
+        click.echo(line)
 
 
 # ------------------------------------------------------------------ payments and events
@@ -208,11 +279,20 @@ def payments(channel_id: str | None, limit: int, data_dir: str, as_json: bool) -
         rows = api.get("/payments", params=params)
     table = Table(title="payments")
     for name in ("id", "channel", "direction", "asset", "amount", "status", "version"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("amount", "version") else "left")
+        if name in ("amount", "version"):
+            number_column(table, name)
+        else:
+            table.add_column(name, overflow="fold", no_wrap=name in ("id", "channel", "asset"))
     for p in rows:
         status = p["status"] + (f" ({p['reason']})" if p["reason"] else "")
         table.add_row(
-            p["payment_id"], p["channel_id"], p["direction"], p["asset"], p["amount"], status, str(p["version"])
+            short_id(p["payment_id"]),
+            short_id(p["channel_id"]),
+            p["direction"],
+            short_id(p["asset"]),
+            p["amount"],
+            status,
+            str(p["version"]),
         )
     out(as_json, rows, lambda: Console().print(table if rows else "no payments"))
 

@@ -40,6 +40,7 @@ REASON_PREFIX = {
     "expired": "quote expired",
     "oversize": "more than the quote has left",
     "bad_amount": "bad amount",
+    "tx_failed": "failed on chain",
 }
 
 
@@ -166,6 +167,11 @@ def kv_table(title: str, rows: dict[str, Any]) -> None:
 
 def unlock_key(keystore: str, password_file: str | None) -> PrivateKey:
     """The key in `keystore`, or a one-line failure (no file, wrong password)."""
+    return unlock(keystore, password_file)[0]
+
+
+def unlock(keystore: str, password_file: str | None) -> tuple[PrivateKey, str]:
+    """The key in `keystore` and the password that opened it, or a one-line failure."""
     from statechannel.core.errors import LocalError
     from statechannel.logs import redact
     from statechannel.node.keys import load_keystore
@@ -176,7 +182,7 @@ def unlock_key(keystore: str, password_file: str | None) -> PrivateKey:
     password = ask_password(password_file, confirm=False)
     redact(password)  # never in a log line, whatever prints it
     try:
-        return load_keystore(path, password)
+        return load_keystore(path, password), password
     except LocalError as exc:
         raise fail(exc.detail) from None
 
@@ -198,9 +204,22 @@ def run_foreground(
     from statechannel.logs import setup
 
     setup(log_level, log_format)
+    if log_level != "debug":  # a line per tower push or chain call drowned the node's own (issue 13)
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         asyncio.run(main)
     except errors as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         sys.exit(130)
+
+
+def short_id(full: str) -> str:
+    """`0x4a274cc8…c9d1`: enough to tell ids apart in a table; the full one is in --json and below it."""
+    return full if len(full) <= 18 else f"{full[:10]}…{full[-4:]}"
+
+
+def number_column(table: Table, name: str) -> None:
+    """A column of amounts: right-aligned and never folded or cut (a number cut in two is a wrong number)."""
+    table.add_column(name, justify="right", no_wrap=True, overflow="ignore")

@@ -40,8 +40,17 @@ def demo(as_json: bool, keep: bool) -> None:
 @click.option("--password-file", type=click.Path(dir_okay=False), help="else $STATECHANNEL_PASSWORD, else a prompt")
 @click.option("--token", "token_symbol", metavar="SYMBOL", help="also deploy a test ERC-20 with this symbol")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def deploy(rpc: str, keystore: str, password_file: str | None, token_symbol: str | None, as_json: bool) -> None:
-    """Deploy the adjudicator (and optionally a test token) on a chain; print their addresses."""
+@click.option("--env", "as_env", is_flag=True, help="print ADJUDICATOR=0x.. (and TOKEN=0x..) lines for a shell's eval")
+def deploy(
+    rpc: str, keystore: str, password_file: str | None, token_symbol: str | None, as_json: bool, as_env: bool
+) -> None:
+    """Deploy the adjudicator (and optionally a test token, supply 0: mint with `dev fund`) on a chain;
+    print their addresses.
+
+    \b
+    Example:
+      eval "$(statechannel deploy --rpc http://127.0.0.1:8545 --keystore a.json --token DDL --env)"
+    """
 
     from statechannel.chain.adjudicator import Adjudicator, Token
     from statechannel.chain.base import ChainError
@@ -57,4 +66,7 @@ def deploy(rpc: str, keystore: str, password_file: str | None, token_symbol: str
             out["token"] = to_checksum(Token.deploy(chain, key, f"Test {token_symbol}", token_symbol[:8]).address)
     except (LocalError, ChainError) as exc:
         raise fail(f"deploy failed: {exc}") from None
-    click.echo(json.dumps(out, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+    if as_env:
+        click.echo("\n".join(f"{k.upper()}={v}" for k, v in out.items() if k in ("adjudicator", "token")))
+    else:
+        click.echo(json.dumps(out, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))

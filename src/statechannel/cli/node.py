@@ -23,7 +23,7 @@ from statechannel.cli.common import (
     node_api,
     out,
     run_foreground,
-    unlock_key,
+    unlock,
 )
 
 # ------------------------------------------------------------------ node
@@ -74,6 +74,13 @@ def node() -> None:
     type=click.FloatRange(0, 3600),
     help="s: how long a channel restored from a backup waits for the peer's newer state before closing",
 )
+@click.option(
+    "--always-settle",
+    is_flag=True,
+    help="settle and challenge whatever the gas costs (default: only where the stake is worth it; logged)",
+)
+@click.option("--detach", is_flag=True, help="run in the background, logging to --log-file; `node stop` ends it")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="with --detach  [default: <data-dir>/node.log]")
 def node_start(
     rpc: str,
     adjudicator: str | None,
@@ -90,8 +97,17 @@ def node_start(
     min_challenge_period: int,
     max_challenge_period: int,
     recovery_wait: float,
+    always_settle: bool,
+    detach: bool,
+    log_file: str | None,
 ) -> None:
-    """Run the node in the foreground until Ctrl-C or SIGTERM."""
+    """Run the node in the foreground until Ctrl-C or SIGTERM, or with --detach in the background.
+
+    \b
+    Example:
+      statechannel node start --rpc http://127.0.0.1:8545 --adjudicator 0xADJ \\
+        --keystore a.json --data-dir ./a --listen 127.0.0.1:9001 --detach
+    """
 
     from statechannel.core.errors import LocalError
     from statechannel.core.machine import Terms
@@ -111,11 +127,34 @@ def node_start(
             tower_policy=TowerPolicy.parse(tower_policy),
             terms=Terms(min_challenge_period, max_challenge_period),
             recovery_wait=recovery_wait,
+            weigh_gas=not always_settle,
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
-    key = unlock_key(keystore, password_file)
+    key, password = unlock(keystore, password_file)
+    if detach:
+        from statechannel.api.discovery import NODE_FILE
+        from statechannel.cli.background import detach as go
+
+        logs = Path(log_file).expanduser() if log_file else config.data_dir / "node.log"
+        go("node", config.data_dir, NODE_FILE, logs, password)
+        return
     run_foreground(run(config, key), (DaemonError,), log_level, log_format)
+
+
+@node.command("stop")
+@data_dir_option
+def node_stop(data_dir: str) -> None:
+    """Stop the node running in the data directory (SIGTERM: it finishes its work and exits cleanly).
+
+    \b
+    Example:
+      statechannel node stop --data-dir ./a
+    """
+    from statechannel.api.discovery import NODE_FILE
+    from statechannel.cli.background import stop
+
+    stop("node", Path(data_dir).expanduser(), NODE_FILE)
 
 
 @node.command("info")
@@ -154,6 +193,24 @@ def keys_new(keystore: str, password_file: str | None, as_json: bool) -> None:
     from statechannel.node.keys import new_keystore
 
     _write_keystore(keystore, password_file, as_json, lambda path, pw: new_keystore(path, pw).address)
+
+
+@keys.command("address")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True), help="a keystore file")
+def keys_address(keystore: str) -> None:
+    """Print the address a keystore holds (no password needed), for scripts.
+
+    \b
+    Example:
+      B=$(statechannel keys address --keystore b.json)
+    """
+    from statechannel.core.types import address_from_hex, to_checksum
+    from statechannel.node.keys import keystore_address
+
+    try:
+        click.echo(to_checksum(address_from_hex(keystore_address(Path(keystore)))))
+    except Exception as exc:  # not JSON, no address field: say so in one line
+        raise fail(f"{keystore} is not a keystore with an address: {exc}") from None
 
 
 @keys.command("import")
@@ -228,3 +285,42 @@ def peer_connect(address: str, hostport: str, timeout: float, data_dir: str, as_
     with node_api(data_dir) as api:
         result = api.post("/peers", {"address": address, "host": host, "port": port, "timeout": timeout})
     out(as_json, result, lambda: click.echo(f"connected to {result['address']} at {host}:{port}"))
+
+
+@peer.command("list")
+@client_options
+def peer_list(data_dir: str, as_json: bool) -> None:
+    """Peers the node dials or holds channels with, and whether each is connected.
+
+    \b
+    Example:
+      statechannel peer list --data-dir ./a
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    with node_api(data_dir) as api:
+        peers = api.get("/peers")
+    table = Table(title="peers")
+    for name in ("address", "connected", "dials", "channels"):
+        table.add_column(name, no_wrap=name == "address", justify="right" if name == "channels" else "left")
+    for p in peers:
+        dials = f"{p['host']}:{p['port']}" if p["host"] else "-"
+        table.add_row(p["address"], "yes" if p["connected"] else "no", dials, str(p["channels"]))
+    out(as_json, peers, lambda: Console().print(table if peers else "no peers"))
+
+
+@peer.command("disconnect")
+@click.argument("address")
+@client_options
+def peer_disconnect(address: str, data_dir: str, as_json: bool) -> None:
+    """Stop dialling ADDRESS, forget where it listens and drop its connection (it may still dial this node;
+    its channels are unchanged).
+
+    \b
+    Example:
+      statechannel peer disconnect 0xB0b... --data-dir ./a
+    """
+    with node_api(data_dir) as api:
+        result = api.request("DELETE", f"/peers/{address}")
+    out(as_json, result, lambda: click.echo(f"disconnected from {result['address']}"))

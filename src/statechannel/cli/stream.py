@@ -35,6 +35,14 @@ def stream() -> None:
 def stream_start(
     channel_id: str, rate_per_s: str, cap: str, asset: str, tick_ms: int, data_dir: str, as_json: bool
 ) -> None:
+    """Pay RATE_PER_S smallest units per second to the peer, in ticks, until --cap is paid. Kept across
+    node restarts: a running stream resumes at its rate (the time the node was down owes nothing); it
+    stops, with a `stream_stopped` event, when the channel closes.
+
+    \b
+    Example:
+      statechannel stream start 0xCHANNEL 1000000 --cap 60000000 --data-dir ./a
+    """
     body = {
         "channel_id": channel_id_arg(channel_id),
         "asset": asset_arg(asset),
@@ -48,7 +56,12 @@ def stream_start(
 
 
 def _control(action: str) -> Any:
-    @stream.command(action, help=f"{action.capitalize()} a stream.")
+    @stream.command(
+        action,
+        help=f"{action.capitalize()} a stream."
+        + (" Stopping pays what is owed up to now." if action == "stop" else "")
+        + f"\n\n\b\nExample:\n  statechannel stream {action} STREAM_ID --data-dir ./a",
+    )
     @click.argument("stream_id")
     @client_options
     def command(stream_id: str, data_dir: str, as_json: bool) -> None:
@@ -69,7 +82,12 @@ for _action in ("pause", "resume", "stop"):
 @click.argument("price_per_unit")
 @client_options
 def stream_meter(stream_id: str, units: int, price_per_unit: str, data_dir: str, as_json: bool) -> None:
-    """Pay for UNITS of metered service at PRICE_PER_UNIT each."""
+    """Pay for UNITS of metered service at PRICE_PER_UNIT each (within the stream's cap).
+
+    \b
+    Example:
+      statechannel stream meter STREAM_ID 3 500 --data-dir ./a
+    """
     with node_api(data_dir) as client:
         view = client.post(
             f"/streams/{stream_id}/meter", {"units": units, "price_per_unit": amount_arg(price_per_unit)}
@@ -80,6 +98,12 @@ def stream_meter(stream_id: str, units: int, price_per_unit: str, data_dir: str,
 @stream.command("list")
 @client_options
 def stream_list(data_dir: str, as_json: bool) -> None:
+    """Every stream of the node (running, paused, stopped, completed, failed) with what it paid.
+
+    \b
+    Example:
+      statechannel stream list --data-dir ./a
+    """
     with node_api(data_dir) as client:
         rows = client.get("/streams")
     out(as_json, rows, lambda: _stream_table(rows))
@@ -96,16 +120,38 @@ def recurring() -> None:
 @click.option("--every-ms", "period_ms", required=True, type=click.IntRange(100))
 @click.option("--count", type=click.IntRange(1), help="how many times (default: until cancelled)")
 @click.option("--asset", default="eth", show_default=True)
+@click.option(
+    "--catch-up",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="occurrences paid at most after the node was down (the rest are skipped, never paid in a lump)",
+)
 @client_options
 def recurring_add(
-    channel_id: str, amount: str, period_ms: int, count: int | None, asset: str, data_dir: str, as_json: bool
+    channel_id: str,
+    amount: str,
+    period_ms: int,
+    count: int | None,
+    asset: str,
+    catch_up: int,
+    data_dir: str,
+    as_json: bool,
 ) -> None:
+    """Pay AMOUNT every --every-ms milliseconds on an open channel (--count times, or until cancelled);
+    kept across restarts, and ended, with a `recurring_stopped` event, when the channel closes.
+
+    \b
+    Example:
+      statechannel recurring add 0xCHANNEL 5000 --every-ms 60000 --count 12 --data-dir ./a
+    """
     body = {
         "channel_id": channel_id_arg(channel_id),
         "asset": asset_arg(asset),
         "amount": amount_arg(amount),
         "period_ms": period_ms,
         "count": count,
+        "catch_up": catch_up,
     }
     with node_api(data_dir) as client:
         view = client.post("/recurring", body)
@@ -115,6 +161,12 @@ def recurring_add(
 @recurring.command("list")
 @client_options
 def recurring_list(data_dir: str, as_json: bool) -> None:
+    """Every recurring payment: when it is next due, how many remain and were paid, the last error.
+
+    \b
+    Example:
+      statechannel recurring list --data-dir ./a
+    """
     with node_api(data_dir) as client:
         rows = client.get("/recurring")
 
@@ -134,6 +186,12 @@ def recurring_list(data_dir: str, as_json: bool) -> None:
 @click.argument("schedule_id")
 @client_options
 def recurring_cancel(schedule_id: str, data_dir: str, as_json: bool) -> None:
+    """Cancel a recurring payment (what it paid stays paid).
+
+    \b
+    Example:
+      statechannel recurring cancel SCHEDULE_ID --data-dir ./a
+    """
     with node_api(data_dir) as client:
         client.request("DELETE", f"/recurring/{schedule_id}")
     out(as_json, {"cancelled": schedule_id}, lambda: click.echo(f"cancelled {schedule_id}"))

@@ -35,11 +35,26 @@ def trade() -> None:
 @click.option("--price", required=True, metavar="Q[/B]", help="Q quote units per B base units (B: 1)")
 @click.option("--size", required=True, help="the most base this quote may swap, over all takes")
 @click.option("--ttl", default=30.0, show_default=True, type=click.FloatRange(0.001, 7 * 24 * 3600), help="s")
+@click.option("-q", "--quiet", is_flag=True, help="print only the quote id (for scripts: Q=$(...))")
 @client_options
 def trade_quote(
-    channel_id: str, side: str, base: str, quote: str, price: str, size: str, ttl: float, data_dir: str, as_json: bool
+    channel_id: str,
+    side: str,
+    base: str,
+    quote: str,
+    price: str,
+    size: str,
+    ttl: float,
+    quiet: bool,
+    data_dir: str,
+    as_json: bool,
 ) -> None:
-    """Offer the peer to SIDE (sell or buy) BASE for QUOTE: e.g. `sell 0xTOKEN eth --price 3/1000`."""
+    """Offer the peer to SIDE (sell or buy) BASE for QUOTE: e.g. `sell 0xTOKEN eth --price 3/1000`.
+
+    \b
+    Example:
+      statechannel trade quote 0xCHANNEL sell 0xTOKEN eth --price 3/1000 --size 1000000 --data-dir ./a
+    """
     quote_unit, base_unit = _price(price)
     body = {
         "side": side,
@@ -52,6 +67,9 @@ def trade_quote(
     }
     with node_api(data_dir) as api:
         q = api.post(f"/channels/{channel_id_arg(channel_id)}/quotes", body)
+    if quiet and not as_json:
+        click.echo(q["quote_id"])
+        return
     out(as_json, q, lambda: click.echo(f"quote {q['quote_id']}: {_describe(q)}"))
 
 

@@ -18,7 +18,7 @@ from statechannel.cli.common import (
     log_format_option,
     out,
     run_foreground,
-    unlock_key,
+    unlock,
 )
 
 # ------------------------------------------------------------------ watchtower
@@ -56,6 +56,8 @@ def watchtower() -> None:
 @click.option("--max-bytes-per-client", default=32 * 1024 * 1024, show_default=True, type=click.IntRange(1024, None))
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
 @log_format_option
+@click.option("--detach", is_flag=True, help="run in the background, logging to --log-file; `watchtower stop` ends it")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="with --detach  [default: <data-dir>/tower.log]")
 def watchtower_start(
     rpc: str,
     adjudicator: str,
@@ -73,8 +75,16 @@ def watchtower_start(
     max_bytes_per_client: int,
     log_level: str,
     log_format: str,
+    detach: bool,
+    log_file: str | None,
 ) -> None:
-    """Run the watchtower in the foreground until Ctrl-C or SIGTERM."""
+    """Run the watchtower in the foreground until Ctrl-C or SIGTERM, or with --detach in the background.
+
+    \b
+    Example:
+      statechannel watchtower start --rpc http://127.0.0.1:8545 --adjudicator 0xADJ \\
+        --keystore t.json --data-dir ./t --api 127.0.0.1:9100 --detach
+    """
 
     from statechannel.core.errors import LocalError
     from statechannel.core.types import address_from_hex
@@ -97,8 +107,30 @@ def watchtower_start(
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
-    key = unlock_key(keystore, password_file)
+    key, password = unlock(keystore, password_file)
+    if detach:
+        from statechannel.cli.background import detach as go
+        from statechannel.watchtower.daemon import TOWER_FILE
+
+        logs = Path(log_file).expanduser() if log_file else config.data_dir / "tower.log"
+        go("watchtower", config.data_dir, TOWER_FILE, logs, password)
+        return
     run_foreground(run(config, key), (TowerDaemonError,), log_level, log_format)
+
+
+@watchtower.command("stop")
+@click.option("--data-dir", default=DEFAULT_TOWER_DIR, show_default=True, help="the running tower's data directory")
+def watchtower_stop(data_dir: str) -> None:
+    """Stop the watchtower running in the data directory (SIGTERM, then wait until it exited).
+
+    \b
+    Example:
+      statechannel watchtower stop --data-dir ./t
+    """
+    from statechannel.cli.background import stop
+    from statechannel.watchtower.daemon import TOWER_FILE
+
+    stop("watchtower", Path(data_dir).expanduser(), TOWER_FILE)
 
 
 @watchtower.command("info")

@@ -40,6 +40,8 @@ class Reason(StrEnum):
     TOO_MANY_UNFUNDED = "too_many_unfunded"
     CLOSING = "closing"
     """The channel is being closed: nothing new is signed."""
+    TX_FAILED = "tx_failed"
+    """An on-chain step of this node reverted or was refused by the chain (the detail says why)."""
     NOT_INCLUDED = "not_included"
     """The channel concluded on a state that does not carry this payment or take."""
 

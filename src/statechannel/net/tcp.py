@@ -170,6 +170,21 @@ class TcpTransport:
                 self._drop(state, conn)
                 raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
 
+    async def disconnect(self, peer: bytes) -> bool:
+        """Stop dialling `peer` and drop its connection (it may dial again: refusing it is another matter).
+        Whether there was anything to drop."""
+        state = self._peers.get(peer)
+        if state is None:
+            return False
+        had = state.conn is not None or state.maintainer is not None
+        if state.maintainer is not None:
+            state.maintainer.cancel()
+            await asyncio.gather(state.maintainer, return_exceptions=True)
+            state.maintainer = None
+        if state.conn is not None:
+            self._drop(state, state.conn)
+        return had
+
     def connected(self, peer: bytes) -> bool:
         state = self._peers.get(peer)
         return state is not None and state.conn is not None

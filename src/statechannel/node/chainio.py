@@ -57,6 +57,18 @@ SubmitTx = (
 )
 RETRIES = 5
 REORG_DEPTH = 12
+FINAL_FAILURES = ("insufficient funds", "not have enough balance", "gas required exceeds")
+"""Words of a chain's refusal that no retry can change (the wallet cannot pay): failed at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What became of one submission: `receipt` if mined; else `reverted` (the contract's reason) or
+    `failed` (why it never got mined)."""
+
+    receipt: Receipt | None
+    reverted: str | None
+    failed: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +114,14 @@ class ChainIO:
 
     async def submit_checked(self, ch: Channel, tx: SubmitTx) -> tuple[Receipt | None, str | None]:
         """As `submit`, also saying why it reverted (None: mined, or it never got a verdict)."""
+        verdict = await self.submit_verdict(ch, tx)
+        return verdict.receipt, verdict.reverted
+
+    async def submit_verdict(self, ch: Channel, tx: SubmitTx) -> Verdict:
+        """As `submit`, with the whole verdict: mined, reverted (and why), or failed otherwise (and why:
+        the chain refused it, say for funds, or never answered)."""
         delay = 0.2
+        failure = "not sent"
         for attempt in range(RETRIES):
             if isinstance(tx, SubmitTxChallenge | SubmitTxSettle) and await self._pending():
                 # one of mine is not mined yet (perhaps this very one, sent before a timeout): another would
@@ -112,23 +131,27 @@ class ChainIO:
                     type(tx).__name__,
                     ch.channel_id.hex()[:12],
                 )
-                return None, None
+                return Verdict(None, None, "a transaction of mine is pending")
             try:
                 receipt = await self.run(lambda: self._send(ch, tx))
                 self.gas_used.append((type(tx).__name__.removeprefix("SubmitTx"), receipt.gas_used))
-                return receipt, None
+                return Verdict(receipt, None, None)
             except TransactionReverted as exc:
                 log.info("%s for channel 0x%s reverted: %s", type(tx).__name__, ch.channel_id.hex()[:12], exc.reason)
-                return None, exc.reason
+                return Verdict(None, exc.reason, None)
             except ChainError as exc:
+                failure = str(exc)
+                if any(word in failure.lower() for word in FINAL_FAILURES):  # asking again cannot help
+                    log.warning("%s for channel 0x%s refused: %s", type(tx).__name__, ch.channel_id.hex()[:12], exc)
+                    return Verdict(None, None, failure)
                 log.warning("%s failed (attempt %d): %s", type(tx).__name__, attempt + 1, exc)
                 await asyncio.sleep(delay)
                 delay *= 2
-            except Exception:  # a bug or an unexpected backend error: say so, never die silently
+            except Exception as exc:  # a bug or an unexpected backend error: say so, never die silently
                 log.exception("%s for channel 0x%s failed", type(tx).__name__, ch.channel_id.hex()[:12])
-                return None, None
+                return Verdict(None, None, f"{type(exc).__name__}: {exc}")
         log.error("%s for channel 0x%s gave up after %d attempts", type(tx).__name__, ch.channel_id.hex(), RETRIES)
-        return None, None
+        return Verdict(None, None, f"gave up after {RETRIES} attempts: {failure}")
 
     async def _pending(self) -> bool:
         me = self.key.address

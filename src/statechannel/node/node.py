@@ -45,10 +45,12 @@ from statechannel.core.io import (
     Payment,
     PeerConnected,
     SendMessage,
+    SubmitTxChallenge,
     SubmitTxClose,
     SubmitTxCloseCooperative,
     SubmitTxDeposit,
     SubmitTxOpen,
+    SubmitTxSettle,
     SubmitTxWithdraw,
 )
 from statechannel.core.machine import Terms, accept_open, open_channel, pending_work, receive, transition
@@ -56,6 +58,7 @@ from statechannel.core.persist import decode_channel, encode_channel
 from statechannel.core.types import ChannelParams, Domain, to_checksum
 from statechannel.net.base import PeerUnreachable, Transport
 from statechannel.node.chainio import ChainIO, SubmitTx, to_inputs
+from statechannel.node.onchain import TxLog, TxOutcome, check_wallet, weigh
 from statechannel.node.peers import PeerBook
 from statechannel.node.swapdesk import Fill, SignedQuote, SwapDesk
 from statechannel.node.towers import TowerClient
@@ -88,6 +91,9 @@ REFUSALS_KEPT = 10_000
 
 _TX_FAILURES_FED = (SubmitTxOpen, SubmitTxDeposit, SubmitTxWithdraw, SubmitTxClose, SubmitTxCloseCooperative)
 """Reverts the machine may act on; the others (challenge, settle) are logged only."""
+
+
+_ABANDON_HINT = " (a channel that cannot open can be given up: `statechannel channel abandon`)"
 
 
 class NodeError(LocalError):
@@ -123,8 +129,10 @@ class Node:
         max_unfunded_per_peer: int = MAX_UNFUNDED_PER_PEER,
         unfunded_ttl: float = UNFUNDED_TTL,
         recovery_wait: float = RECOVERY_WAIT,
+        weigh_gas: bool = False,
     ) -> None:
         self.recovery_wait = recovery_wait
+        self.weigh_gas = weigh_gas  # settle and challenge only where the stake is worth the gas (the daemon's default)
         self.terms = terms or Terms()
         self.max_unfunded_per_peer = max_unfunded_per_peer
         self.unfunded_ttl = unfunded_ttl
@@ -160,6 +168,7 @@ class Node:
         self._watcher: asyncio.Task[None] | None = None
         self.chain_head = 0
         self.chain_time = 0
+        self.txlog = TxLog()  # every submission's verdict, so the command that caused it can tell the truth
 
     # ------------------------------------------------------------ lifecycle
 
@@ -224,6 +233,8 @@ class Node:
         if not self.transport.connected(peer):
             raise NodeError(Reason.BAD_PARAMS, f"peer {to_checksum(peer)} is not connected")
         self.terms.check(challenge_period)  # I would refuse it from a peer: I do not offer it either
+        mine = {a: d[0] for a, d in deposits.items()}
+        await self.chainio.run(lambda: check_wallet(self.chainio, self.address, mine))  # never a stuck channel
         assets = tuple(sorted(deposits))
         params = ChannelParams(self.address, peer, challenge_period, secrets.randbits(64))
         ch, effects = open_channel(params, self.domain, assets, tuple(deposits[a] for a in assets), self.key)
@@ -236,16 +247,92 @@ class Node:
             raise NodeError(Reason.BAD_AMOUNT, "deposit needs an asset of the channel and a positive amount")
         if ch.phase not in (Phase.FUNDING, Phase.OPEN) or ch.latest is None:
             raise NodeError(Reason.WRONG_PHASE, f"no deposits while {ch.phase}: nothing signed would return them")
-        if await self.chainio.submit(ch, SubmitTxDeposit(asset, amount)) is None:
-            raise NodeError(Reason.BAD_AMOUNT, "the deposit transaction failed (reverted or the chain is unreachable)")
+        await self.chainio.run(lambda: check_wallet(self.chainio, self.address, {asset: amount}))
+        tx = SubmitTxDeposit(asset, amount)
+        outcome = self._told(channel_id, tx, await self.chainio.submit_verdict(ch, tx))
+        if not outcome.ok:
+            raise NodeError(Reason.TX_FAILED, f"the deposit did not go in: {outcome.reason}")
+        await self._refresh_funds(channel_id)  # answer with the balances after it, not before
+
+    def _told(self, channel_id: bytes, tx: SubmitTx, verdict: Any) -> TxOutcome:
+        """Record, log and publish what became of one of my submissions."""
+        outcome = self.txlog.record(channel_id, tx, verdict)
+        # a settle or challenge that reverts was mostly done already (by the peer, or a tower): no alarm
+        quiet = outcome.ok or isinstance(tx, SubmitTxSettle | SubmitTxChallenge)
+        level = logging.INFO if quiet else logging.WARNING
+        log.log(level, "channel 0x%s: %s", channel_id.hex()[:12], outcome.describe())
+        data = {"step": outcome.what, "ok": outcome.ok, "reason": outcome.reason, "gas": outcome.gas}
+        self._emit(NodeEvent("tx", "0x" + channel_id.hex(), {**data, "tx_hash": outcome.tx_hash}))
+        return outcome
+
+    async def wait_or_fail(
+        self, channel_id: bytes, phase: Phase, timeout: float, since: int, steps: tuple[str, ...] = ()
+    ) -> Channel:
+        """The channel once it reaches `phase` (or as far as it got in `timeout`), failing at once with the
+        chain's reason when one of my on-chain steps for it, after `since`, failed. With `steps`, also done
+        as soon as each of those steps was mined."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ch = self.channel(channel_id)
+            late = time.monotonic() >= deadline
+            outcomes = self.txlog.since(channel_id, since)
+            # a settle or challenge that reverted was mostly done by someone else: fatal only if, by the
+            # deadline, the channel did not get where it was going
+            failed = [o for o in outcomes if not o.ok and (o.what not in ("Settle", "Challenge") or late)]
+            if failed and ch.phase is not phase:
+                hint = _ABANDON_HINT if ch.phase in (Phase.OPENING, Phase.FUNDING) else ""
+                raise NodeError(Reason.TX_FAILED, "; ".join(o.describe() for o in failed) + hint)
+            mined = {o.what for o in outcomes if o.ok}
+            if ch.phase is phase or (steps and mined.issuperset(steps)) or late:
+                return ch
+            await asyncio.sleep(0.02)
 
     async def withdraw(self, channel_id: bytes, asset: bytes, amount: int) -> None:
         self._tick(channel_id)  # the deadline is set in chain time
         self._feed(channel_id, ActionWithdraw(asset, amount))
 
-    async def abandon(self, channel_id: bytes) -> None:
-        """Forget a channel that never opened and holds no deposit (closing is for one that does)."""
-        self._feed(channel_id, ActionAbandon())
+    async def abandon(self, channel_id: bytes) -> str:
+        """Give up a channel that cannot open. Never on chain: forgotten (not while a transaction of mine
+        might still open it). Open on chain (a deposit failed): closed with the pre-fund state both signed,
+        which returns every deposit once the challenge period is over. Says which it did."""
+        ch = self.channel(channel_id)
+        if ch.phase not in (Phase.OPENING, Phase.FUNDING):
+            raise NodeError(Reason.WRONG_PHASE, f"the channel is {ch.phase}: only one that never opened is abandoned")
+        on_chain = ch.opened or any(a or b for a, b in ch.funded)
+        if not on_chain:
+            info, pending = await self.chainio.run(
+                lambda: (self.chainio.adj.channel(channel_id), self.chainio.chain.pending(self.address))
+            )
+            if pending:
+                raise NodeError(Reason.WRONG_PHASE, "a transaction of mine is not mined yet: it may open the channel")
+            on_chain = info.status != 0
+        if not on_chain:
+            self._feed(channel_id, ActionAbandon())
+            return "abandoned: it never opened on chain and holds nothing"
+        if ch.latest is None:
+            raise NodeError(Reason.WRONG_PHASE, "open on chain, but I hold no both-signed state to close it with")
+        self._feed(channel_id, ActionCloseUnilateral())
+        return (
+            f"closing on chain with the pre-fund state: every deposit comes back after the challenge period "
+            f"({ch.params.challenge_period} s)"
+        )
+
+    async def settle(self, channel_id: bytes) -> None:
+        """Settle a dispute whose window is over now (the node also does it by itself, on the next block)."""
+        ch = self.channel(channel_id)
+        d = ch.dispute
+        if ch.phase is not Phase.DISPUTE or d is None:
+            raise NodeError(Reason.WRONG_PHASE, f"only a channel in dispute is settled; this one is {ch.phase}")
+        now = await self.chainio.run(lambda: self.chainio.chain.block().timestamp)
+        if now < d.finalizes_at:
+            raise NodeError(
+                Reason.WRONG_PHASE,
+                f"the challenge window is open for {d.finalizes_at - now} s more (until chain time "
+                f"{d.finalizes_at}); the node settles by itself then",
+            )
+        if d.state is None:
+            raise NodeError(Reason.WRONG_PHASE, "the recorded state is not known to this node: it cannot settle it")
+        self._feed(channel_id, ChainTime(max(now, ch.now)))
 
     def _tick(self, channel_id: bytes) -> None:
         ch = self.channels.get(channel_id)
@@ -281,8 +368,19 @@ class Node:
     async def pay(self, channel_id: bytes, asset: bytes, amount: int, payment_id: str | None = None) -> PaymentRecord:
         return await self.pay_nowait(channel_id, asset, amount, payment_id)
 
+    def find_payment(self, channel_id: bytes, payment_id: str) -> PaymentRecord | None:
+        """A payment of mine by id: queued or in flight, else among the channel's last 10,000 recorded."""
+        if payment_id in self._records or payment_id in self._waiters:
+            r = self._records.get(payment_id)
+            return r or PaymentRecord(payment_id, channel_id, "out", b"", 0, "pending", 0, "", 0)
+        return next((r for r in self.store.payments(channel_id, 10_000) if r.payment_id == payment_id), None)
+
     def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
         return list(self.store.payments(channel_id, limit))
+
+    def notify(self, kind: str, channel_id: bytes, data: dict[str, Any]) -> None:
+        """An app's own event (a stream or schedule that stopped) on the node's event stream."""
+        self._emit(NodeEvent(kind, "0x" + channel_id.hex(), data))
 
     async def subscribe(self) -> AsyncIterator[NodeEvent]:
         sub = _Subscriber()
@@ -419,19 +517,26 @@ class Node:
                 self._publish(channel_id, effect)
             case NotifyFilled() | NotifyTakeFailed():
                 self.swaps.on_effect(channel_id, effect)
+            case SubmitTxSettle() | SubmitTxChallenge():
+                online = self.transport.connected(ch.peer_address)
+                worth, why = weigh(ch, effect, self.txlog.gas_price, online) if self.weigh_gas else (True, "")
+                if why:  # gas against the amount at stake, said in the log either way
+                    log.info("channel 0x%s: %s", channel_id.hex()[:12], why)
+                if worth:
+                    self._spawn(self._submit(channel_id, effect))
             case _:
                 self._spawn(self._submit(channel_id, effect))  # a SubmitTx*: mined in the background
 
     async def _submit(self, channel_id: bytes, tx: SubmitTx) -> None:
         """Send a transaction; a revert goes back to the machine, which may have something to do about it
         (deposit after all when someone else opened first, drop a withdrawal that can never execute)."""
-        receipt, reverted = await self.chainio.submit_checked(self.channels[channel_id], tx)
-        if receipt is None and reverted is not None:
-            log.info("%s for 0x%s reverted: %s", type(tx).__name__, channel_id.hex()[:12], reverted)
-            if isinstance(tx, _TX_FAILURES_FED):
-                if isinstance(tx, SubmitTxOpen):  # what is funded decides what is missing: read it first
-                    await self._refresh_funds(channel_id)
-                self._feed_quietly(channel_id, ChainTxFailed(tx, reverted))
+        verdict = await self.chainio.submit_verdict(self.channels[channel_id], tx)
+        self._told(channel_id, tx, verdict)
+        reverted = verdict.reverted
+        if verdict.receipt is None and reverted is not None and isinstance(tx, _TX_FAILURES_FED):
+            if isinstance(tx, SubmitTxOpen):  # what is funded decides what is missing: read it first
+                await self._refresh_funds(channel_id)
+            self._feed_quietly(channel_id, ChainTxFailed(tx, reverted))
 
     # ------------------------------------------------------------ payments
 
@@ -553,7 +658,9 @@ class Node:
                 kind, data = "alert", {"kind": effect.kind, "detail": effect.detail}
             case _:
                 return
-        event = NodeEvent(kind, "0x" + channel_id.hex(), data)
+        self._emit(NodeEvent(kind, "0x" + channel_id.hex(), data))
+
+    def _emit(self, event: NodeEvent) -> None:
         for sub in self._subscribers:
             try:
                 sub.queue.put_nowait(event)

@@ -31,6 +31,14 @@ class PeerBook:
         tmp.write_text(json.dumps(self._peers))
         os.replace(tmp, self.path)  # atomic: a crash leaves the old book or the new one
 
+    def forget(self, address: bytes) -> bool:
+        if self._peers.pop(address.hex(), None) is None:
+            return False
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._peers))
+        os.replace(tmp, self.path)
+        return True
+
     def known(self) -> dict[bytes, tuple[str, int]]:
         return {bytes.fromhex(k): v for k, v in self._peers.items()}
 
