@@ -201,6 +201,8 @@ def run_foreground(
     main: Coroutine[Any, Any, None], errors: tuple[type[Exception], ...], log_level: str, log_format: str = "text"
 ) -> None:
     """Run a daemon in this process until it stops; its own errors become one line."""
+    import logging
+
     from statechannel.logs import setup
 
     setup(log_level, log_format)
