@@ -161,7 +161,7 @@ async def list_peers(ctx: Ctx) -> list[PeerView]:
 class Hangup(Protocol):
     """What `DELETE /peers/{address}` needs of the node's transport."""
 
-    async def disconnect(self, peer: bytes) -> bool: ...
+    async def hang_up(self, peer: bytes) -> bool: ...
 
 
 @router.delete("/peers/{address}", tags=["peers"])
@@ -173,7 +173,7 @@ async def disconnect_peer(ctx: Ctx, address: Annotated[str, Path(pattern=r"^0x[0
         raise ApiError(400, Code.UNSUPPORTED, "this node's transport cannot hang up on peers")
     peer = address_from_hex(address)
     forgot = ctx.node.peer_book.forget(peer) if ctx.node.peer_book is not None else False
-    dropped = await transport.disconnect(peer)
+    dropped = await transport.hang_up(peer)
     if not (forgot or dropped):
         raise ApiError(404, Code.NOT_FOUND, f"no peer {address} is dialled or connected")
     count = sum(1 for ch in ctx.node.channels.values() if ch.peer_address == peer)

@@ -170,7 +170,7 @@ class TcpTransport:
                 self._drop(state, conn)
                 raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
 
-    async def disconnect(self, peer: bytes) -> bool:
+    async def hang_up(self, peer: bytes) -> bool:
         """Stop dialling `peer` and drop its connection (it may dial again: refusing it is another matter).
         Whether there was anything to drop."""
         state = self._peers.get(peer)
