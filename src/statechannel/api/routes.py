@@ -283,7 +283,8 @@ async def pay(
     ] = None,
 ) -> PaymentView | PayBatchView:
     """Pay the peer and wait until it has countersigned. With `count` > 1, make `count` equal payments at
-    once and answer with how many were sent and how many failed. With an `Idempotency-Key`, a retried
+    once and answer with how many were sent and how many failed; a batch whose total is more than this
+    side can spend is refused whole (400 `insufficient_funds`) and changes nothing. With an `Idempotency-Key`, a retried
     request (after a timeout or a crash of the client) pays once and answers with that payment, while it
     is among the channel's last 10,000 payments."""
     node = ctx.node
@@ -359,7 +360,7 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 async def _pay_many(node: Node, cid: bytes, asset: bytes, amount: int, count: int, timeout: float) -> PayBatchView:
     start = time.monotonic()
-    futures = [node.pay_nowait(cid, asset, amount) for _ in range(count)]
+    futures = node.pay_many_nowait(cid, asset, amount, count)  # all or none: a total over the balance is a 400
     for fut in futures:
         fut.add_done_callback(_consume)
     done, pending = await asyncio.wait(futures, timeout=timeout)
