@@ -38,3 +38,31 @@ def test_a_batch_that_does_not_fit_is_refused_whole_and_changes_nothing(tmp_path
         assert await _balance(w, "a", cid) == "0"
 
     run(tmp_path, scenario)
+
+
+def test_history_is_paged_and_says_what_retention_pruned(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        cid = await open_channel(w, deposit=1000)
+        for amount in range(1, 6):  # five payments, each its own update
+            assert (await w.api_a.post(f"/channels/{cid}/payments", json={"amount": str(amount)})).status_code == 200
+        await eventually(lambda: w.b.channel(bytes.fromhex(cid[2:])).my_balance(bytes(20)) == 15)
+
+        pages, offset, heads = [], 0, []
+        while True:
+            r = await w.api_a.get("/payments", params={"channel_id": cid, "limit": 3, "offset": offset})
+            assert r.status_code == 200, r.text
+            pages.append([int(p["amount"]) for p in r.json()])
+            heads.append((r.headers["X-History-Pruned"], r.headers["X-History-Retention"]))
+            if "X-Next-Offset" not in r.headers:
+                break
+            offset = int(r.headers["X-Next-Offset"])
+        assert pages == [[5, 4, 3], [2]]  # the newest 4 of 5 kept
+        assert set(heads) == {("1", "4")}
+        r = await w.api_b.get("/payments", params={"channel_id": cid})
+        assert [int(p["amount"]) for p in r.json()] == [5, 4, 3, 2] and r.headers["X-History-Pruned"] == "1"
+        assert "X-Next-Offset" not in r.headers
+
+        assert error(await w.api_a.get("/payments", params={"limit": 10_001})) == (422, "validation")
+        assert error(await w.api_a.get("/payments", params={"offset": -1})) == (422, "validation")
+
+    run(tmp_path, scenario, history=4)

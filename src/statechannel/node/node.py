@@ -397,8 +397,8 @@ class Node:
             return r or PaymentRecord(payment_id, channel_id, "out", b"", 0, "pending", 0, "", 0)
         return next((r for r in self.store.payments(channel_id, 10_000) if r.payment_id == payment_id), None)
 
-    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
-        return list(self.store.payments(channel_id, limit))
+    def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:
+        return list(self.store.payments(channel_id, limit, offset))
 
     def notify(self, kind: str, channel_id: bytes, data: dict[str, Any]) -> None:
         """An app's own event (a stream or schedule that stopped) on the node's event stream."""
