@@ -272,8 +272,11 @@ PAGE = 1_000  # rows asked for per request when following pages
 @click.option("--channel", "channel_id", help="only this channel")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10**9), help="rows at most")
 @click.option("--all", "everything", is_flag=True, help="every row the node keeps (follows all pages)")
+@click.option("--page-size", default=PAGE, show_default=True, type=click.IntRange(1, 10_000), help="rows a request")
 @client_options
-def payments(channel_id: str | None, limit: int, everything: bool, data_dir: str, as_json: bool) -> None:
+def payments(
+    channel_id: str | None, limit: int, everything: bool, page_size: int, data_dir: str, as_json: bool
+) -> None:
     """Sent and received payments, newest first, fetched page by page. One row per payment on the
     paying side and one per received update (per asset) on the side paid. Says on stderr when the
     node's retention (`node start --history`) has pruned older rows.
@@ -289,8 +292,8 @@ def payments(channel_id: str | None, limit: int, everything: bool, data_dir: str
     pruned, retention, offset = 0, "", 0
     with node_api(data_dir) as api:
         while everything or len(rows) < limit:
-            page_size = PAGE if everything else min(PAGE, limit - len(rows))
-            rows.extend(api.get("/payments", params={**params, "limit": page_size, "offset": offset}))
+            size = page_size if everything else min(page_size, limit - len(rows))
+            rows.extend(api.get("/payments", params={**params, "limit": size, "offset": offset}))
             pruned = int(api.last_headers.get("X-History-Pruned", "0"))
             retention = api.last_headers.get("X-History-Retention", "")
             following = api.last_headers.get("X-Next-Offset")
