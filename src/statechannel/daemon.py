@@ -48,7 +48,7 @@ from statechannel.runtime import (
     signals_set,
     step,
 )
-from statechannel.store.base import StoreError
+from statechannel.store.base import DEFAULT_HISTORY, StoreError
 from statechannel.store.sqlite import SqliteStore
 
 limit_recursion()  # py_ecc and py-evm, imported now or later (key, chain), raise it: see runtime.SAFE_RECURSION_LIMIT
@@ -85,6 +85,8 @@ class DaemonConfig:
     """The challenge periods this node accepts in channels opened with it (and opens with)."""
     recovery_wait: float = 20.0
     weigh_gas: bool = True
+    history: int = DEFAULT_HISTORY
+    """Payment rows kept (the newest); older ones are pruned and the API says how many."""
     """Settle and challenge only where the amount at stake is worth the gas (node/onchain.py: weigh)."""
     """Seconds a channel restored from a backup waits for the peer's proof of a newer state, then closes."""
 
@@ -197,7 +199,7 @@ async def run(
             raise DaemonError(str(exc)) from None
         chain, adjudicator, metrics = await asyncio.to_thread(_connect_metered, config, key)
         try:
-            store = SqliteStore(data_dir / DB_FILE)
+            store = SqliteStore(data_dir / DB_FILE, max_payments=config.history)
         except (StoreError, OSError) as exc:
             raise DaemonError(f"cannot open {data_dir / DB_FILE}: {exc}") from None
         chainio = ChainIO(chain, adjudicator, key)

@@ -121,7 +121,7 @@ def client(app: FastAPI, token: str | None = TOKEN) -> httpx.AsyncClient:
 
 
 @asynccontextmanager
-async def world(tmp: Path, tcp: bool = False) -> AsyncIterator[World]:
+async def world(tmp: Path, tcp: bool = False, history: int = 100_000) -> AsyncIterator[World]:
     chain = LockedChain()
     ka, kb, deployer = key("a"), key("b"), key("deployer")
     for k in (ka, kb, deployer):
@@ -133,7 +133,7 @@ async def world(tmp: Path, tcp: bool = False) -> AsyncIterator[World]:
     async with AsyncExitStack() as stack:
         nodes = []
         for k, transport, name in ((ka, transports[0], "a"), (kb, transports[1], "b")):
-            store = SqliteStore(tmp / f"{name}.db")
+            store = SqliteStore(tmp / f"{name}.db", max_payments=history)
             chainio = ChainIO(chain, adjudicator.address, k)
             node = Node(k, chainio, store, transport, poll_interval=0.02, terms=TEST_TERMS)
             stack.push_async_callback(_stop, node, transport, store, chainio)
@@ -157,11 +157,17 @@ async def _stop(node: Node, transport: Transport, store: SqliteStore, chainio: C
     chainio.close()
 
 
-def run(tmp: Path, scenario: Callable[[World], Awaitable[T]], tcp: bool = False, timeout: float = TIMEOUT) -> T:
+def run(
+    tmp: Path,
+    scenario: Callable[[World], Awaitable[T]],
+    tcp: bool = False,
+    timeout: float = TIMEOUT,
+    history: int = 100_000,
+) -> T:
     """Each test is a plain sync test around one bounded asyncio.run (no pytest-asyncio)."""
 
     async def main() -> T:
-        async with world(tmp, tcp) as w:
+        async with world(tmp, tcp, history) as w:
             return await asyncio.wait_for(scenario(w), timeout)
 
     return asyncio.run(main())

@@ -110,7 +110,7 @@ def test_two_daemons_pay_each_other(tmp_path: Path, anvil: Anvil) -> None:
     assert "not a dev chain" in line
     extra = ("--adjudicator", to_checksum(adj.address))
     da, db = tmp_path / "A", tmp_path / "B"
-    node_a = start_daemon(tmp_path / "a.json", da, anvil.url, *extra)
+    node_a = start_daemon(tmp_path / "a.json", da, anvil.url, *extra, "--history", "50")
     node_b: Daemon | None = None
     try:
         node_b = start_daemon(tmp_path / "b.json", db, anvil.url, *extra)
@@ -160,6 +160,12 @@ def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     line = one_line_error(cli("channel", "pay", cid, str(2 * ETHER), *a))
     assert line.startswith("Error: insufficient balance:")
 
+    # issue 13: A keeps its newest 50 rows (--history 50), pages through them, and says it pruned the rest
+    paged = cli("payments", "--channel", cid, "--all", "--page-size", "7", "--json", *a)
+    assert paged.exit_code == 0, paged.output
+    assert len(json.loads(paged.stdout)) == 50 and "older payment rows were pruned" in paged.stderr
+    assert "keeps the newest 50" in paged.stderr
+    assert json.loads(paged.stdout) == cli_json("payments", "--channel", cid, "--limit", "1000", *a)
     received = cli_json("payments", "--channel", cid, *b)
     assert {p["direction"] for p in received} == {"in"}
     assert sum(int(p["amount"]) for p in received) == 1000 + 1000 + 50

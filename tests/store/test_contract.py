@@ -296,3 +296,24 @@ def test_quotes_are_kept_until_they_expire_one_per_channel_and_id(make_store: Ma
         assert len(store.load_quotes(0)) == 2, "a refused quote changes nothing"
 
     run(make_store, body)
+
+
+def test_pruning_is_counted_per_channel(make_store: MakeStore) -> None:
+    async def body(store: Store) -> None:
+        assert store.max_payments == 3 and store.pruned() == 0
+        await store.save(cid(1), b"x", [record(f"a{j}", cid(1), created_ms=j) for j in range(3)])
+        await store.save(cid(2), b"x", [record(f"b{j}", cid(2), created_ms=10 + j) for j in range(2)])
+        assert (store.pruned(cid(1)), store.pruned(cid(2)), store.pruned()) == (2, 0, 2)
+
+    run(make_store, body, max_payments=3)
+
+
+def test_a_page_is_limit_rows_after_offset(make_store: MakeStore) -> None:
+    async def body(store: Store) -> None:
+        await store.save(cid(1), b"x", [record(f"p{j}", cid(1), created_ms=j) for j in range(7)])
+        pages = [[p.created_ms for p in store.payments(cid(1), limit=3, offset=o)] for o in (0, 3, 6, 9)]
+        assert pages == [[6, 5, 4], [3, 2, 1], [0], []]
+        with pytest.raises(InvalidRecord):
+            store.payments(limit=1, offset=-1)
+
+    run(make_store, body)

@@ -258,3 +258,15 @@ def test_files_it_cannot_use_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="cannot open store"):
         SqliteStore(tmp_path / "missing-dir" / "s.db")
+
+
+def test_the_pruned_count_survives_a_reopen_and_a_smaller_bound_adds_to_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "s.db", max_payments=3)
+        await store.save(cid(1), b"x", [record(f"p{j}", cid(1), created_ms=j) for j in range(5)])
+        await store.close()
+        store = SqliteStore(tmp_path / "s.db", max_payments=1)  # reopened with less retention: prunes 2 more
+        assert (store.pruned(cid(1)), len(store.payments(limit=10))) == (4, 1)
+        await store.close()
+
+    asyncio.run(main())

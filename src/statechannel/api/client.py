@@ -28,6 +28,8 @@ class ApiClientError(Exception):
 class ApiClient:
     def __init__(self, base_url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
+        self.last_headers: httpx.Headers = httpx.Headers()
+        """The headers of the last answer (a page's `X-Next-Offset`, `X-History-Pruned`)."""
         self._http = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
     def close(self) -> None:
@@ -50,6 +52,7 @@ class ApiClient:
             raise ApiClientError("timeout", f"the node did not answer {method} {path} in time") from exc
         except httpx.HTTPError as exc:
             raise ApiClientError("node_unreachable", f"talking to {self.base_url} failed: {exc}") from exc
+        self.last_headers = response.headers
         return _decode(response)
 
     def get(self, path: str, **kwargs: Any) -> Any:

@@ -283,7 +283,8 @@ async def pay(
     ] = None,
 ) -> PaymentView | PayBatchView:
     """Pay the peer and wait until it has countersigned. With `count` > 1, make `count` equal payments at
-    once and answer with how many were sent and how many failed. With an `Idempotency-Key`, a retried
+    once and answer with how many were sent and how many failed; a batch whose total is more than this
+    side can spend is refused whole (400 `insufficient_funds`) and changes nothing. With an `Idempotency-Key`, a retried
     request (after a timeout or a crash of the client) pays once and answers with that payment, while it
     is among the channel's last 10,000 payments."""
     node = ctx.node
@@ -317,16 +318,34 @@ async def pay(
     return PaymentView.of(PaymentRecord(pid, cid, "out", asset, amount, status, version, "", created))
 
 
+MAX_PAGE = 10_000
+"""The most rows one page of `GET /payments` holds."""
+
+
 @router.get("/payments", tags=["payments"])
 async def list_payments(
-    ctx: Ctx, channel_id: ChannelFilter = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ctx: Ctx,
+    response: Response,
+    channel_id: ChannelFilter = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows in this page.")] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62, description="Skip this many of the newest rows.")] = 0,
 ) -> list[PaymentView]:
-    """Sent and received payments, newest first."""
+    """Sent and received payments, newest first, one page at a time: `X-Next-Offset` is the `offset` of
+    the next page (absent on the last). Each row is one payment on the side that made it and one
+    received update (per asset) on the side paid. The node keeps its newest `node start --history`
+    rows: `X-History-Pruned` says how many older rows (of this channel, or in all) were deleted, and
+    `X-History-Retention` how many are kept."""
     cid = None
     if channel_id is not None:
         cid = _cid(channel_id)
         ctx.node.channel(cid)  # 404 for a channel this node never had, rather than an empty list
-    return [PaymentView.of(rec) for rec in ctx.node.payments(cid, limit)]
+    rows = ctx.node.payments(cid, limit, offset)
+    store = ctx.node.store
+    response.headers["X-History-Pruned"] = str(store.pruned(cid))
+    response.headers["X-History-Retention"] = str(store.max_payments)
+    if len(rows) == limit:
+        response.headers["X-Next-Offset"] = str(offset + limit)
+    return [PaymentView.of(rec) for rec in rows]
 
 
 @router.get("/events", response_class=EventSourceResponse, tags=["events"])
@@ -359,7 +378,7 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 async def _pay_many(node: Node, cid: bytes, asset: bytes, amount: int, count: int, timeout: float) -> PayBatchView:
     start = time.monotonic()
-    futures = [node.pay_nowait(cid, asset, amount) for _ in range(count)]
+    futures = node.pay_many_nowait(cid, asset, amount, count)  # all or none: a total over the balance is a 400
     for fut in futures:
         fut.add_done_callback(_consume)
     done, pending = await asyncio.wait(futures, timeout=timeout)

@@ -265,18 +265,46 @@ def _channels_table(chs: list[dict[str, Any]]) -> None:
 
 # ------------------------------------------------------------------ payments and events
 
+PAGE = 1_000  # rows asked for per request when following pages
+
 
 @click.command()
 @click.option("--channel", "channel_id", help="only this channel")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10**9), help="rows at most")
+@click.option("--all", "everything", is_flag=True, help="every row the node keeps (follows all pages)")
+@click.option("--page-size", default=PAGE, show_default=True, type=click.IntRange(1, 10_000), help="rows a request")
 @client_options
-def payments(channel_id: str | None, limit: int, data_dir: str, as_json: bool) -> None:
-    """Sent and received payments, newest first."""
-    params: dict[str, Any] = {"limit": limit}
+def payments(
+    channel_id: str | None, limit: int, everything: bool, page_size: int, data_dir: str, as_json: bool
+) -> None:
+    """Sent and received payments, newest first, fetched page by page. One row per payment on the
+    paying side and one per received update (per asset) on the side paid. Says on stderr when the
+    node's retention (`node start --history`) has pruned older rows.
+
+    \b
+    Example:
+      statechannel payments --channel 0xCHANNEL --all --data-dir ./a
+    """
+    params: dict[str, Any] = {}
     if channel_id is not None:
         params["channel_id"] = channel_id_arg(channel_id)
+    rows: list[dict[str, Any]] = []
+    pruned, retention, offset = 0, "", 0
     with node_api(data_dir) as api:
-        rows = api.get("/payments", params=params)
+        while everything or len(rows) < limit:
+            size = page_size if everything else min(page_size, limit - len(rows))
+            rows.extend(api.get("/payments", params={**params, "limit": size, "offset": offset}))
+            pruned = int(api.last_headers.get("X-History-Pruned", "0"))
+            retention = api.last_headers.get("X-History-Retention", "")
+            following = api.last_headers.get("X-Next-Offset")
+            if following is None:
+                break
+            offset = int(following)
+    if pruned:
+        click.echo(
+            f"{pruned} older payment rows were pruned: this node keeps the newest {retention} (node start --history)",
+            err=True,
+        )
     table = Table(title="payments")
     for name in ("id", "channel", "direction", "asset", "amount", "status", "version"):
         if name in ("amount", "version"):

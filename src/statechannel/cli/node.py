@@ -79,6 +79,14 @@ def node() -> None:
     is_flag=True,
     help="settle and challenge whatever the gas costs (default: only where the stake is worth it; logged)",
 )
+@click.option(
+    "--history",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(0, 10**9),
+    metavar="N",
+    help="payment rows kept, newest first; older ones are pruned and `payments` says how many",
+)
 @click.option("--detach", is_flag=True, help="run in the background, logging to --log-file; `node stop` ends it")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="with --detach  [default: <data-dir>/node.log]")
 def node_start(
@@ -98,6 +106,7 @@ def node_start(
     max_challenge_period: int,
     recovery_wait: float,
     always_settle: bool,
+    history: int,
     detach: bool,
     log_file: str | None,
 ) -> None:
@@ -128,6 +137,7 @@ def node_start(
             terms=Terms(min_challenge_period, max_challenge_period),
             recovery_wait=recovery_wait,
             weigh_gas=not always_settle,
+            history=history,
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None

@@ -365,6 +365,28 @@ class Node:
             asyncio.get_running_loop().call_soon(self._flush, channel_id)
         return fut
 
+    def pay_many_nowait(
+        self, channel_id: bytes, asset: bytes, amount: int, count: int
+    ) -> list[asyncio.Future[PaymentRecord]]:
+        """Queue `count` equal payments, all or none: refused whole (nothing queued, nothing changed) when
+        their total is more than my lowest possible balance of `asset` less what is already queued."""
+        ch = self.channel(channel_id)
+        if ch.phase is not Phase.OPEN:
+            raise NodeError(Reason.WRONG_PHASE, f"channel is {ch.phase}, not open")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 or count <= 0:
+            raise NodeError(Reason.BAD_AMOUNT, "amount and count must be positive ints")
+        if asset not in ch.assets:
+            raise NodeError(Reason.BAD_ASSETS, f"asset 0x{asset.hex()} is not in this channel")
+        queued = sum(p.amount for p, _ in self._queued.get(channel_id, ()) if p.asset == asset)
+        available = ch.lowest_balance(ch.me, asset) - queued
+        if amount * count > available:
+            raise NodeError(
+                Reason.INSUFFICIENT_FUNDS,
+                f"{count} payments of {amount} total {amount * count}, more than the {max(available, 0)} "
+                f"of asset 0x{asset.hex()} this side can spend: none was made",
+            )
+        return [self.pay_nowait(channel_id, asset, amount) for _ in range(count)]
+
     async def pay(self, channel_id: bytes, asset: bytes, amount: int, payment_id: str | None = None) -> PaymentRecord:
         return await self.pay_nowait(channel_id, asset, amount, payment_id)
 
@@ -375,8 +397,8 @@ class Node:
             return r or PaymentRecord(payment_id, channel_id, "out", b"", 0, "pending", 0, "", 0)
         return next((r for r in self.store.payments(channel_id, 10_000) if r.payment_id == payment_id), None)
 
-    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
-        return list(self.store.payments(channel_id, limit))
+    def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:
+        return list(self.store.payments(channel_id, limit, offset))
 
     def notify(self, kind: str, channel_id: bytes, data: dict[str, Any]) -> None:
         """An app's own event (a stream or schedule that stopped) on the node's event stream."""

@@ -94,7 +94,18 @@ class Store(Protocol):
         """Drop a channel's row for good (one that never opened and holds nothing); its payments stay."""
         ...
 
-    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]: ...
+    def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:
+        """Newest first, optionally of one channel; skips the newest `offset` (a page)."""
+        ...
+
+    def pruned(self, channel_id: bytes | None = None) -> int:
+        """How many rows (of one channel, or in all) the retention bound has deleted so far."""
+        ...
+
+    @property
+    def max_payments(self) -> int:
+        """The retention bound: the newest this many payment rows are kept."""
+        ...
 
     async def save_quote(self, quote: StoredQuote, now_ms: int) -> None:
         """Keep `quote` (replacing one of the same channel and id) and forget those expired by `now_ms`."""
@@ -194,6 +205,10 @@ def check_checkpoint(checkpoint: object) -> None:
 def check_limit(limit: object) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise InvalidRecord(f"limit must be a non-negative int, got {limit!r}")
+
+
+DEFAULT_HISTORY = 100_000
+"""Payment rows kept unless `node start --history N` says otherwise."""
 
 
 def check_max_payments(max_payments: object) -> None:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from statechannel.store.base import (
+    DEFAULT_HISTORY,
     NEW_STATUSES,
     Checkpoint,
     PaymentRecord,
@@ -31,7 +32,7 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     """Everything lives in dicts; each save counts as its own commit."""
 
-    def __init__(self, path: str | Path | None = None, max_payments: int = 100_000) -> None:
+    def __init__(self, path: str | Path | None = None, max_payments: int = DEFAULT_HISTORY) -> None:
         """`path` is accepted only so the two stores construct alike; nothing is written there."""
         check_max_payments(max_payments)
         self._max_payments = max_payments
@@ -42,6 +43,7 @@ class MemoryStore:
         self._payments: dict[str, tuple[int, PaymentRecord]] = {}
         self._oldest: list[tuple[int, int, str]] = []  # heap of (created_ms, seq, id): pruning is O(log n) a row
         self._seq = 0
+        self._pruned: dict[bytes, int] = {}
         self._closed = False
         self._stats = {
             "commits": 0,
@@ -62,13 +64,22 @@ class MemoryStore:
         self._check_open()
         return self._checkpoint
 
-    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
+    @property
+    def max_payments(self) -> int:
+        return self._max_payments
+
+    def pruned(self, channel_id: bytes | None = None) -> int:
+        self._check_open()
+        return sum(self._pruned.values()) if channel_id is None else self._pruned.get(channel_id, 0)
+
+    def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:
         """Newest first (by created_ms, then by first insertion), optionally of one channel."""
         self._check_open()
         check_limit(limit)
+        check_limit(offset)
         rows = (row for row in self._payments.values() if channel_id is None or row[1].channel_id == channel_id)
         ordered = sorted(rows, key=lambda row: (row[1].created_ms, row[0]), reverse=True)
-        return [record for _, record in ordered[:limit]]
+        return [record for _, record in ordered[offset : offset + limit]]
 
     def load_quotes(self, now_ms: int) -> list[StoredQuote]:
         self._check_open()
@@ -120,7 +131,8 @@ class MemoryStore:
 
     def _prune(self) -> None:
         while len(self._payments) > self._max_payments:
-            del self._payments[heapq.heappop(self._oldest)[2]]
+            _, record = self._payments.pop(heapq.heappop(self._oldest)[2])
+            self._pruned[record.channel_id] = self._pruned.get(record.channel_id, 0) + 1
 
     def _count(self, saves: int = 0, checkpoint_saves: int = 0, payment_upserts: int = 0) -> None:
         stats = self._stats

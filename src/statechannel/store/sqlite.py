@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from statechannel.store.base import (
+    DEFAULT_HISTORY,
     NEW_STATUSES,
     Checkpoint,
     CommitFailed,
@@ -70,6 +71,8 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_ms, seq)",
     "CREATE INDEX IF NOT EXISTS payments_by_channel ON payments (channel_id, created_ms, seq)",
+    # how many payment rows of each channel the retention bound deleted: a listing says so, never silent
+    "CREATE TABLE IF NOT EXISTS pruned (channel_id BLOB PRIMARY KEY, rows INTEGER NOT NULL)",
     # the quotes this node sent, until they expire (added after schema 1 shipped: IF NOT EXISTS is the migration)
     """CREATE TABLE IF NOT EXISTS quotes (
         channel_id BLOB NOT NULL,
@@ -100,11 +103,16 @@ _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 ROWS_PER_STATEMENT = 500  # 4,500 parameters: well inside SQLite's limit of 32,766
 IDS_PER_STATEMENT = 2_000
 _Row = tuple[bytes, str, bytes, str, str, int, str, int, str]
+_COUNT_PRUNED = (
+    "INSERT INTO pruned (channel_id, rows) SELECT channel_id, COUNT(*) FROM "
+    "(SELECT channel_id FROM payments ORDER BY created_ms, seq LIMIT ?) WHERE true GROUP BY channel_id "
+    "ON CONFLICT (channel_id) DO UPDATE SET rows = rows + excluded.rows"
+)
 _PRUNE_PAYMENTS = "DELETE FROM payments WHERE seq IN (SELECT seq FROM payments ORDER BY created_ms, seq LIMIT ?)"
 _SELECT_PAYMENTS = (
     "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
 )
-_NEWEST_FIRST = " ORDER BY created_ms DESC, seq DESC LIMIT ?"
+_NEWEST_FIRST = " ORDER BY created_ms DESC, seq DESC LIMIT ? OFFSET ?"
 _UPSERT_QUOTE = (
     "INSERT INTO quotes (channel_id, quote_id, expires_at_ms, blob) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (channel_id, quote_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, blob = excluded.blob"
@@ -133,7 +141,7 @@ class _Stop(NamedTuple):
 class SqliteStore:
     """Durable store; `save` returns only after the transaction holding it committed (and fsynced)."""
 
-    def __init__(self, path: str | Path, max_payments: int = 100_000) -> None:
+    def __init__(self, path: str | Path, max_payments: int = DEFAULT_HISTORY) -> None:
         check_max_payments(max_payments)
         self.path = Path(path)
         self._max_payments = max_payments
@@ -175,13 +183,25 @@ class SqliteStore:
         rows = self._read("SELECT block_number, block_hash FROM checkpoint WHERE one = 1", ())
         return Checkpoint(rows[0][0], rows[0][1]) if rows else None
 
-    def payments(self, channel_id: bytes | None = None, limit: int = 100) -> list[PaymentRecord]:
+    @property
+    def max_payments(self) -> int:
+        return self._max_payments
+
+    def pruned(self, channel_id: bytes | None = None) -> int:
+        if channel_id is None:
+            rows = self._read("SELECT COALESCE(SUM(rows), 0) FROM pruned", ())
+        else:
+            rows = self._read("SELECT COALESCE(SUM(rows), 0) FROM pruned WHERE channel_id = ?", (channel_id,))
+        return int(rows[0][0])
+
+    def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:
         """Newest first (by created_ms, then by first insertion), optionally of one channel."""
         check_limit(limit)
+        check_limit(offset)
         if channel_id is None:
-            rows = self._read(_SELECT_PAYMENTS + _NEWEST_FIRST, (limit,))
+            rows = self._read(_SELECT_PAYMENTS + _NEWEST_FIRST, (limit, offset))
         else:
-            rows = self._read(_SELECT_PAYMENTS + " WHERE channel_id = ?" + _NEWEST_FIRST, (channel_id, limit))
+            rows = self._read(_SELECT_PAYMENTS + " WHERE channel_id = ?" + _NEWEST_FIRST, (channel_id, limit, offset))
         return [
             PaymentRecord(pid, cid, d, asset, int(amt), st, v, why, ms)
             for pid, cid, d, asset, amt, st, v, why, ms in rows
@@ -436,7 +456,10 @@ def _update_outcomes(conn: sqlite3.Connection, rows: list[_Row]) -> int:
 def _prune(conn: sqlite3.Connection, count: int, max_payments: int) -> int:
     """Drop the oldest rows beyond the bound; only when over it, so a steady node pays nothing."""
     excess = count - max_payments
-    return conn.execute(_PRUNE_PAYMENTS, (excess,)).rowcount if excess > 0 else 0
+    if excess <= 0:
+        return 0
+    conn.execute(_COUNT_PRUNED, (excess,))
+    return conn.execute(_PRUNE_PAYMENTS, (excess,)).rowcount
 
 
 def _connect(path: Path) -> sqlite3.Connection:

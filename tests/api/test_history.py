@@ -1,0 +1,68 @@
+"""Payment batches are all-or-nothing; the payment history is the same on both sides, bounded by a
+stated retention that says when it pruned, and paged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.api.harness import World, error, eventually, run
+from tests.api.test_api import open_channel
+
+
+async def _balance(w: World, side: str, cid: str) -> str:
+    api = w.api_a if side == "a" else w.api_b
+    return str((await api.get(f"/channels/{cid}")).json()["balances"][0]["my_balance"])
+
+
+def test_a_batch_that_does_not_fit_is_refused_whole_and_changes_nothing(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        cid = await open_channel(w, deposit=1000)
+        pay = f"/channels/{cid}/payments"
+        assert (await w.api_a.post(pay, json={"amount": "300"})).status_code == 200
+        await eventually(lambda: w.b.channel(bytes.fromhex(cid[2:])).my_balance(bytes(20)) == 300)
+        before_a = (await w.api_a.get("/payments", params={"channel_id": cid})).json()
+        before_b = (await w.api_b.get("/payments", params={"channel_id": cid})).json()
+
+        r = await w.api_a.post(pay, json={"amount": "200", "count": 5})  # 1000 > the 700 A holds
+        assert error(r) == (400, "insufficient_funds"), r.text
+        assert "1000" in r.json()["error"]["detail"] and "700" in r.json()["error"]["detail"]
+        r = await w.api_b.post(pay, json={"amount": "100", "count": 4})  # the follower: 400 > 300
+        assert error(r) == (400, "insufficient_funds"), r.text
+
+        assert (await _balance(w, "a", cid), await _balance(w, "b", cid)) == ("700", "300")
+        assert (await w.api_a.get("/payments", params={"channel_id": cid})).json() == before_a
+        assert (await w.api_b.get("/payments", params={"channel_id": cid})).json() == before_b
+
+        r = await w.api_a.post(pay, json={"amount": "100", "count": 7})  # exactly what A holds: all of it
+        assert r.status_code == 200 and (r.json()["sent"], r.json()["failed"]) == (7, 0), r.text
+        assert await _balance(w, "a", cid) == "0"
+
+    run(tmp_path, scenario)
+
+
+def test_history_is_paged_and_says_what_retention_pruned(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        cid = await open_channel(w, deposit=1000)
+        for amount in range(1, 6):  # five payments, each its own update
+            assert (await w.api_a.post(f"/channels/{cid}/payments", json={"amount": str(amount)})).status_code == 200
+        await eventually(lambda: w.b.channel(bytes.fromhex(cid[2:])).my_balance(bytes(20)) == 15)
+
+        pages, offset, heads = [], 0, []
+        while True:
+            r = await w.api_a.get("/payments", params={"channel_id": cid, "limit": 3, "offset": offset})
+            assert r.status_code == 200, r.text
+            pages.append([int(p["amount"]) for p in r.json()])
+            heads.append((r.headers["X-History-Pruned"], r.headers["X-History-Retention"]))
+            if "X-Next-Offset" not in r.headers:
+                break
+            offset = int(r.headers["X-Next-Offset"])
+        assert pages == [[5, 4, 3], [2]]  # the newest 4 of 5 kept
+        assert set(heads) == {("1", "4")}
+        r = await w.api_b.get("/payments", params={"channel_id": cid})
+        assert [int(p["amount"]) for p in r.json()] == [5, 4, 3, 2] and r.headers["X-History-Pruned"] == "1"
+        assert "X-Next-Offset" not in r.headers
+
+        assert error(await w.api_a.get("/payments", params={"limit": 10_001})) == (422, "validation")
+        assert error(await w.api_a.get("/payments", params={"offset": -1})) == (422, "validation")
+
+    run(tmp_path, scenario, history=4)
