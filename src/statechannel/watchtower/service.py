@@ -104,7 +104,11 @@ class Tower:
         self.clock = clock
         """Wall time, only to judge how fresh a client's signed request is."""
         self.unusable: dict[bytes, dict[bytes, str]] = {}
-        """Per channel, the states (by digest) a dry run or a mined challenge showed the chain rejects, and why."""
+        """Per channel, the states (by digest) a dry run or a mined challenge showed the chain rejects, and why:
+        against the dispute in `_unusable_against` only. A revert can come from the record moving under the
+        challenge (the counterparty's own challenge mined first in the same block), so a new record tries every
+        state again (a dry run each, which costs no gas)."""
+        self._unusable_against: dict[bytes, Dispute] = {}
         self.watch = ChainWatch(chain, self.adj, confirmations)
         self.head = 0
         self.now = 0
@@ -219,11 +223,22 @@ class Tower:
         ch = self.row(channel_id)
         if ch is None:
             return []
-        bad = self.unusable.get(channel_id, {})
+        bad = self._marks(channel_id, ch.dispute)
         return [s for s in ch.candidates() if state_digest(self.domain, s.state) not in bad]
 
-    def _mark_unusable(self, signed: SignedState, reason: str) -> None:
+    def _marks(self, channel_id: bytes, dispute: Dispute | None) -> dict[bytes, str]:
+        """The states known unusable against `dispute`; marks made against another record are forgotten."""
+        if self._unusable_against.get(channel_id) != dispute:
+            self.unusable.pop(channel_id, None)
+            self._unusable_against.pop(channel_id, None)
+        return self.unusable.get(channel_id, {})
+
+    def _mark_unusable(self, signed: SignedState, reason: str, against: Dispute | None) -> None:
         cid = signed.state.channel_id
+        if against is None:
+            return
+        self._marks(cid, against)
+        self._unusable_against[cid] = against
         self.unusable.setdefault(cid, {})[state_digest(self.domain, signed.state)] = reason
         log.warning("channel 0x%s: version %d is not usable on chain: %s", cid.hex(), signed.state.version, reason)
 
@@ -253,7 +268,7 @@ class Tower:
                 if exc.reason in RECORD_REVERTS:
                     log.info("channel 0x%s: dry run: %s", ch.channel_id.hex(), exc.reason)
                     return None
-                self._mark_unusable(s, exc.reason or "reverted")
+                self._mark_unusable(s, exc.reason or "reverted", ch.dispute)
                 continue
             except ChainError as exc:  # no answer: send anyway, the sender retries and reports
                 log.warning("channel 0x%s: dry run failed, sending anyway: %s", ch.channel_id.hex(), exc)
@@ -398,7 +413,7 @@ class Tower:
                     self._finish(cid, "reverted", exc.reason)
                     if exc.reason in RECORD_REVERTS:  # someone was first, or the window ended: not retried
                         return
-                    self._mark_unusable(s, exc.reason or "reverted")  # this state fails: the next one may not
+                    self._mark_unusable(s, exc.reason or "reverted", d)  # this state fails: the next one may not
                     continue
                 except ChainError as exc:
                     log.warning("channel 0x%s: challenge not mined (attempt %d): %s", cid.hex(), attempt + 1, exc)

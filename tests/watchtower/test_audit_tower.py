@@ -1,0 +1,85 @@
+"""Audit of the reworked tower (issue 10) as a hostile counterparty: each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from statechannel.chain.adjudicator import DisputeRecord
+from statechannel.chain.base import Receipt, TransactionReverted
+from statechannel.chain.embedded import EmbeddedChain
+from statechannel.core.io import SignedState
+from statechannel.core.types import ChannelParams
+from statechannel.watchtower.sender import OnSent, PlainSender
+from tests.watchtower.helpers import (
+    Setup,
+    close_with,
+    closes,
+    deploy,
+    eth_state,
+    eventually,
+    open_channel,
+    push,
+    register,
+    running_tower,
+    sign,
+)
+
+
+class RacedOnce:
+    """The real chain's sender, except that the counterparty's own challenge lands just before the tower's first
+    one, in the same block. The tower's challenge then reverts, and the RPC sender's reason for it is the empty
+    string: it replays the transaction on the block before (`RpcSender._revert_reason`), where the counterparty's
+    challenge had not run yet and the call succeeds."""
+
+    def __init__(self, s: Setup, params: ChannelParams, recorded: SignedState, theirs: SignedState) -> None:
+        self._plain = PlainSender(s.chain, s.tower_key)
+        self._s, self._params, self._recorded, self._theirs = s, params, recorded, theirs
+        self.raced = False
+
+    def send(
+        self, to: bytes, data: bytes, *, timeout: float, on_sent: OnSent | None = None, cancel: threading.Event
+    ) -> Receipt:
+        if not self.raced:
+            self.raced = True
+            s, rec = self._s, closes(self._s, self._s.adj.channel_id(self._params))[-1]
+            t = self._theirs
+            s.adj.challenge(
+                s.b,
+                self._params,
+                t.state,
+                t.sig_a,
+                t.sig_b,
+                DisputeRecord(rec.version, rec.finalizes_at, rec.state_hash),
+            )
+            try:
+                self._plain.send(to, data, timeout=timeout, on_sent=on_sent, cancel=cancel)
+            except TransactionReverted:
+                raise TransactionReverted("") from None  # what the replay on the block before reports
+        return self._plain.send(to, data, timeout=timeout, on_sent=on_sent, cancel=cancel)
+
+    def reset(self) -> None:
+        self._plain.reset()
+
+
+def test_audit_tower_a_challenge_lost_to_a_race_is_not_marked_unusable_for_good(tmp_path: Path) -> None:
+    """B closes with v1 and, in the block where the tower's challenge with A's v5 lands, challenges with its own
+    v2 first: the tower's challenge reverts for a reason about the record, not about v5. v5 must be tried again
+    against the new record; marking it unusable leaves B's v2 to settle."""
+    s = deploy(EmbeddedChain(), "audit race")
+    params = open_channel(s, 1, period=600)
+    cid = s.adj.channel_id(params)
+    d = s.adj.domain
+    v1, v2, v5 = (sign(d, eth_state(cid, v, v * 1000), s.a, s.b) for v in (1, 2, 5))
+
+    async def scenario() -> None:
+        sender = RacedOnce(s, params, v1, v2)
+        async with running_tower(s, tmp_path / "t.db", sender=sender) as tower:
+            await register(tower, params, s.a)
+            await push(tower, v5, s.a)
+            close_with(s, params, v1)
+            await eventually("B's racing challenge", lambda: sender.raced and len(closes(s, cid)) >= 2)
+            await eventually("the challenge with v5", lambda: [e.version for e in closes(s, cid)] == [1, 2, 5], 15)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
