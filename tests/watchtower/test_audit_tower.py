@@ -12,6 +12,8 @@ from statechannel.chain.embedded import EmbeddedChain
 from statechannel.core.io import SignedState
 from statechannel.core.types import ChannelParams
 from statechannel.watchtower.sender import OnSent, PlainSender
+from statechannel.watchtower.service import Tower
+from statechannel.watchtower.sqlite_store import SqliteTowerStore
 from tests.watchtower.helpers import (
     Setup,
     close_with,
@@ -81,5 +83,38 @@ def test_audit_tower_a_challenge_lost_to_a_race_is_not_marked_unusable_for_good(
             close_with(s, params, v1)
             await eventually("B's racing challenge", lambda: sender.raced and len(closes(s, cid)) >= 2)
             await eventually("the challenge with v5", lambda: [e.version for e in closes(s, cid)] == [1, 2, 5], 15)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_audit_tower_a_counterpartys_unconfirmed_challenge_does_not_stall_the_tower(tmp_path: Path) -> None:
+    """A tower that waits for confirmations quotes the record it has confirmed. B closes with v1 and at once
+    challenges with its own stale v2: every challenge quoting v1 now reverts ("recorded state does not match"),
+    and B, with a challenge a block, keeps the confirmed record one step behind until the window ends. The
+    tower must answer the record the chain holds now, which it can read."""
+    s = deploy(EmbeddedChain(), "audit unconfirmed")
+    params = open_channel(s, 1, period=600)
+    cid = s.adj.channel_id(params)
+    d = s.adj.domain
+    v1, v2, v5 = (sign(d, eth_state(cid, v, v * 1000), s.a, s.b) for v in (1, 2, 5))
+
+    async def scenario() -> None:
+        store = SqliteTowerStore(tmp_path / "t.db", s.chain.chain_id, s.adj.address)
+        plain = PlainSender(s.chain, s.tower_key)
+        tower = Tower(s.chain, s.adj.address, s.tower_key, store, plain, confirmations=1, poll_interval=0.02)
+        await tower.start()
+        try:
+            await register(tower, params, s.a)
+            await push(tower, v5, s.a)
+            close_with(s, params, v1)
+            rec = closes(s, cid)[-1]
+            s.adj.challenge(
+                s.b, params, v2.state, v2.sig_a, v2.sig_b, DisputeRecord(rec.version, rec.finalizes_at, rec.state_hash)
+            )
+            # the close is confirmed now, B's challenge is not: no block is mined until the tower sends one
+            await eventually("the challenge with v5", lambda: [e.version for e in closes(s, cid)] == [1, 2, 5], 15)
+        finally:
+            await tower.stop()
+            await store.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))

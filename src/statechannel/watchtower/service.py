@@ -267,6 +267,8 @@ class Tower:
             except TransactionReverted as exc:
                 if exc.reason in RECORD_REVERTS:
                     log.info("channel 0x%s: dry run: %s", ch.channel_id.hex(), exc.reason)
+                    if exc.reason == "recorded state does not match":
+                        await self._reread_record(ch)
                     return None
                 self._mark_unusable(s, exc.reason or "reverted", ch.dispute)
                 continue
@@ -274,6 +276,27 @@ class Tower:
                 log.warning("channel 0x%s: dry run failed, sending anyway: %s", ch.channel_id.hex(), exc)
             return s
         return None
+
+    async def _reread_record(self, ch: WatchedChannel) -> None:
+        """The chain holds another record than the one quoted: the counterparty challenged in a block not yet
+        confirmed (or not yet read). Waiting for its event would let a counterparty with a stale version for
+        every block keep each answer one record behind until the window ends, so the record is read from the
+        chain as it is now and stored; the challenge's hand-off then answers it (a reorg re-reads it again)."""
+        try:
+            status, dispute = await self._read(self.watch.find_dispute, ch.channel_id, ch.params.challenge_period)
+        except ChainError as exc:
+            log.warning("channel 0x%s: reading the chain's record failed: %s", ch.channel_id.hex(), exc)
+            return
+        if dispute is None or dispute == ch.dispute:
+            return
+        async with self._lock:  # not between the watcher's read of a row and its write
+            current = self.row(ch.channel_id)
+            if current is None or current.dispute == dispute:
+                return
+            if current.dispute is not None and current.dispute.position > dispute.position:
+                return  # the watcher has recorded a later event since: that one is answered
+            log.info("channel 0x%s: the chain records version %d now", ch.channel_id.hex(), dispute.version)
+            await self._stored(self.store.set_dispute(ch.channel_id, status, dispute))
 
     def row(self, channel_id: bytes) -> WatchedChannel | None:
         """What the tower holds about a channel (None if it was never registered)."""
