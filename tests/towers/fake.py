@@ -99,6 +99,8 @@ class FakeTower:
     """Answer every request with 503."""
     bad_receipt: str | None = None
     """Answer with a receipt that names something else than what was pushed: 'version', 'state' or 'tower'."""
+    from_block: int = 7
+    """The block the receipts say the tower protects from."""
     held: dict[bytes, int] = field(default_factory=dict)
     clients: dict[bytes, set[bytes]] = field(default_factory=dict)
     """Per channel, the participants whose signed requests came in."""
@@ -188,14 +190,16 @@ class FakeTower:
                 named = keccak(named)
             elif self.bad_receipt == "tower":
                 tower = (self.signer or self.key).address
-            sig = (self.signer or self.key).sign_digest(receipt_digest(self.domain, cid, version, named, tower, 7))
+            sig = (self.signer or self.key).sign_digest(
+                receipt_digest(self.domain, cid, version, named, tower, self.from_block)
+            )
             return JSONResponse(
                 {
                     "channel_id": body["channel_id"],
                     "version": version,
                     "state_hash": "0x" + named.hex(),
                     "tower": to_checksum(tower),
-                    "from_block": 7,
+                    "from_block": self.from_block,
                     "receipt": "0x" + sig.to_bytes().hex(),
                 }
             )

@@ -190,7 +190,12 @@ class Node:
         if len(self.channels) >= FREEZE_FROM:
             gc.freeze()
         if self.towers is not None:  # watchtower hook: resume its queue before anything new is signed
-            await self.towers.start(self.domain, self.channels.values(), self.key)
+            await self.towers.start(
+                self.domain,
+                self.channels.values(),
+                self.key,
+                lambda: self.chain_head + self.confirmations if self.chain_head else 0,
+            )
         self.transport.set_handlers(self._on_frame, self._on_connect)
         for cid, ch in self.channels.items():
             for effect in pending_work(ch):

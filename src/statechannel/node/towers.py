@@ -17,7 +17,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 BATCH = 16  # pushes in flight per tower: enough to drain a backlog, few enough to be polite
 MIN_BACKOFF, MAX_BACKOFF = 0.2, 10.0
 UNKNOWN_RETRY_MAX = 5.0  # an open not yet seen by the tower is usually seen within a block or two
+FROM_BLOCK_SLACK = 64
+"""Blocks a receipt's `from_block` may lie past the head this node has seen (its watcher trails by its
+confirmations and a poll): a receipt further ahead promises nothing until then and is refused."""
 _JSON = {"content-type": "application/json"}
 
 
@@ -84,6 +87,7 @@ class TowerClient:
         self.journal_path = journal
         self.domain: Domain | None = None
         self.key: PrivateKey | None = None
+        self._head: Callable[[], int] | None = None
         self._held: dict[bytes, Channel] = {}  # newest offered, not yet released by the policy
         self._counts: dict[bytes, int] = {}
         self._released: dict[bytes, Channel] = {}  # newest released: what the workers push
@@ -99,11 +103,18 @@ class TowerClient:
 
     # ------------------------------------------------------------ lifecycle (called by the node)
 
-    async def start(self, domain: Domain, channels: Iterable[Channel], key: PrivateKey) -> None:
+    async def start(
+        self,
+        domain: Domain,
+        channels: Iterable[Channel],
+        key: PrivateKey,
+        head: Callable[[], int] | None = None,
+    ) -> None:
         """Resume the journalled queue, then queue every channel whose newest state some tower lacks (a state
         held back by the policy when the node last died would otherwise never be pushed). `key` is the node's:
-        it signs every request, proving to the tower which participant asks."""
-        self.domain, self.key = domain, key
+        it signs every request, proving to the tower which participant asks. `head` is the newest block the node
+        has seen (0 while it knows none): a receipt protecting only from a block far past it is refused."""
+        self.domain, self.key, self._head = domain, key, head
         loop = asyncio.get_running_loop()
         self._journal = await loop.run_in_executor(self._io, Journal, self.journal_path)
         pending, acked = await loop.run_in_executor(self._io, self._journal.load)
@@ -388,6 +399,12 @@ class TowerClient:
             raise TowerError(Reason.WRONG_CHANNEL, f"the receipt does not name the state pushed (version {version})")
         if signer != t.address:
             raise TowerError(Reason.WRONG_SIGNER, f"receipt for version {version} is not signed by the tower's key")
+        head = self._head() if self._head is not None else 0
+        if head > 0 and r.from_block > head + FROM_BLOCK_SLACK:
+            raise TowerError(
+                Reason.BAD_PARAMS,
+                f"the receipt for version {version} protects only from block {r.from_block}, past the head {head}",
+            )
         return Protection(t.url, t.address, version, sig, r.state_hash, r.from_block)
 
     def _retry_later(self, t: _Tower, cid: bytes) -> None:

@@ -106,7 +106,11 @@ class Tower:
         self.clock = clock
         """Wall time, only to judge how fresh a client's signed request is."""
         self.unusable: dict[bytes, dict[bytes, str]] = {}
-        """Per channel, the states (by digest) a dry run or a mined challenge showed the chain rejects, and why."""
+        """Per channel, the states (by digest) a dry run or a mined challenge showed the chain rejects, and why:
+        against the dispute in `_unusable_against` only. A revert can come from the record moving under the
+        challenge (the counterparty's own challenge mined first in the same block), so a new record tries every
+        state again (a dry run each, which costs no gas)."""
+        self._unusable_against: dict[bytes, Dispute] = {}
         self.watch = ChainWatch(chain, self.adj, confirmations)
         self.head = 0
         self.now = 0
@@ -229,11 +233,22 @@ class Tower:
         ch = self.row(channel_id)
         if ch is None:
             return []
-        bad = self.unusable.get(channel_id, {})
+        bad = self._marks(channel_id, ch.dispute)
         return [s for s in ch.candidates() if state_digest(self.domain, s.state) not in bad]
 
-    def _mark_unusable(self, signed: SignedState, reason: str) -> None:
+    def _marks(self, channel_id: bytes, dispute: Dispute | None) -> dict[bytes, str]:
+        """The states known unusable against `dispute`; marks made against another record are forgotten."""
+        if self._unusable_against.get(channel_id) != dispute:
+            self.unusable.pop(channel_id, None)
+            self._unusable_against.pop(channel_id, None)
+        return self.unusable.get(channel_id, {})
+
+    def _mark_unusable(self, signed: SignedState, reason: str, against: Dispute | None) -> None:
         cid = signed.state.channel_id
+        if against is None:
+            return
+        self._marks(cid, against)
+        self._unusable_against[cid] = against
         self.unusable.setdefault(cid, {})[state_digest(self.domain, signed.state)] = reason
         log.warning("channel 0x%s: version %d is not usable on chain: %s", cid.hex(), signed.state.version, reason)
 
@@ -248,27 +263,26 @@ class Tower:
             ch.dispute.record.as_abi(),
         )
 
-    async def _challenge_state(self, ch: WatchedChannel) -> SignedState | None:
-        """The best held state that beats the recorded one and passes a dry run (eth_call of the challenge from
-        the tower's address); one that reverts is remembered as unusable and the next is tried. None if none
-        is left, or if the dry run says the record itself moved on (the next event brings it)."""
-        if ch.dispute is None:
-            return None
-        for s in self.candidates(ch.channel_id):
-            if s.state.version <= ch.dispute.version:
-                return None
-            try:
-                await self._read(self.chain.call, self.adj.address, self._challenge_call(ch, s), self.address)
-            except TransactionReverted as exc:
-                if exc.reason in RECORD_REVERTS:
-                    log.info("channel 0x%s: dry run: %s", ch.channel_id.hex(), exc.reason)
-                    return None
-                self._mark_unusable(s, exc.reason or "reverted")
-                continue
-            except ChainError as exc:  # no answer: send anyway, the sender retries and reports
-                log.warning("channel 0x%s: dry run failed, sending anyway: %s", ch.channel_id.hex(), exc)
-            return s
-        return None
+    async def _reread_record(self, ch: WatchedChannel) -> None:
+        """The chain holds another record than the one quoted: the counterparty challenged in a block not yet
+        confirmed (or not yet read). Waiting for its event would let a counterparty with a stale version for
+        every block keep each answer one record behind until the window ends, so the record is read from the
+        chain as it is now and stored; the challenge's hand-off then answers it (a reorg re-reads it again)."""
+        try:
+            status, dispute = await self._read(self.watch.find_dispute, ch.channel_id, ch.params.challenge_period)
+        except ChainError as exc:
+            log.warning("channel 0x%s: reading the chain's record failed: %s", ch.channel_id.hex(), exc)
+            return
+        if dispute is None or dispute == ch.dispute:
+            return
+        async with self._lock:  # not between the watcher's read of a row and its write
+            current = self.row(ch.channel_id)
+            if current is None or current.dispute == dispute:
+                return
+            if current.dispute is not None and current.dispute.position > dispute.position:
+                return  # the watcher has recorded a later event since: that one is answered
+            log.info("channel 0x%s: the chain records version %d now", ch.channel_id.hex(), dispute.version)
+            await self._stored(self.store.set_dispute(ch.channel_id, status, dispute))
 
     def row(self, channel_id: bytes) -> WatchedChannel | None:
         """What the tower holds about a channel (None if it was never registered)."""
@@ -405,10 +419,14 @@ class Tower:
             return []
         views = await self._read(self.adj.views, [(ch.channel_id, c[0].state.assets) for ch, _, c in rows])
         live: list[tuple[WatchedChannel, Dispute, list[SignedState]]] = []
+        moved: list[WatchedChannel] = []
         for (ch, d, cands), view in zip(rows, views, strict=True):
             cid = ch.channel_id
-            if view.info.status is not Status.CLOSING or view.commitment != d.record.commitment:
-                continue  # the chain moved past what the tower has read: its event will bring it back
+            if view.info.status is not Status.CLOSING:
+                continue  # concluded, or reorged back to open: its event will bring it back
+            if view.commitment != d.record.commitment:
+                moved.append(ch)  # the chain holds a record the tower has not read (or not confirmed)
+                continue
             if not view.holds_anything:
                 if cid not in self._unfunded:
                     self._unfunded.add(cid)
@@ -416,7 +434,9 @@ class Tower:
                 continue
             live.append((ch, d, cands))
         out = []
-        for ch, d, s in await self._dry_run(live):
+        chosen = await self._dry_run(live, moved)
+        await self._answer_moved(moved)
+        for ch, d, s in chosen:
             cid = ch.channel_id
             log.info(
                 "channel 0x%s: chain records version %d, challenging with %d", cid.hex(), d.version, s.state.version
@@ -427,10 +447,12 @@ class Tower:
         return out
 
     async def _dry_run(
-        self, rows: list[tuple[WatchedChannel, Dispute, list[SignedState]]]
+        self, rows: list[tuple[WatchedChannel, Dispute, list[SignedState]]], moved: list[WatchedChannel]
     ) -> list[tuple[WatchedChannel, Dispute, SignedState]]:
         """Each row's best candidate whose challenge passes an eth_call, all rows in one batch per round; a
-        row whose dry run blames the record itself (answered already, window over) is dropped."""
+        row whose dry run blames the record itself (answered already, window over) is dropped. A record that
+        no longer matches the chain's is read again from the chain (the counterparty's challenge in a block not
+        yet confirmed or read) and answered anew, so a stale version per block cannot keep us one behind."""
         chosen: list[tuple[WatchedChannel, Dispute, SignedState]] = []
         while rows:
             calls = [(self.adj.address, self._challenge_call(ch, cands[0])) for ch, _, cands in rows]
@@ -438,19 +460,30 @@ class Tower:
                 answers = await self._read(self.chain.call_many, calls)
             except ChainError as exc:  # no answer: send the best ones anyway, the sender reports what happens
                 log.warning("dry run of %d challenges failed, sending anyway: %s", len(rows), exc)
-                return chosen + [(ch, d, cands[0]) for ch, d, cands in rows]
+                chosen += [(ch, d, cands[0]) for ch, d, cands in rows]
+                break
             again = []
             for (ch, d, cands), answer in zip(rows, answers, strict=True):
                 if not isinstance(answer, TransactionReverted):
                     chosen.append((ch, d, cands[0]))
                 elif answer.reason in RECORD_REVERTS:
                     log.info("channel 0x%s: dry run: %s", ch.channel_id.hex(), answer.reason)
+                    if answer.reason == "recorded state does not match":
+                        moved.append(ch)
                 else:
-                    self._mark_unusable(cands[0], answer.reason or "reverted")
+                    self._mark_unusable(cands[0], answer.reason or "reverted", d)
                     if len(cands) > 1:
                         again.append((ch, d, cands[1:]))
             rows = again
         return chosen
+
+    async def _answer_moved(self, moved: list[WatchedChannel]) -> None:
+        """Disputes whose record on chain is not the one read: read it from the chain and answer that."""
+        for ch in moved:
+            await self._reread_record(ch)
+            fresh = self.store.get(ch.channel_id)
+            if fresh is not None and fresh.dispute != ch.dispute:
+                self._consider(fresh)  # the dispatcher takes it up again, with the record the chain holds
 
     def still_wanted(self, p: Prepared) -> bool:
         fresh = self.store.get(p.channel_id)
@@ -473,7 +506,7 @@ class Tower:
                 hook(receipt)
         sent = self._sending.pop(cid, None)
         if outcome == "reverted" and reason not in RECORD_REVERTS and sent is not None:
-            self._mark_unusable(sent, reason or "reverted")  # this state fails on chain: the next one may not
+            self._mark_unusable(sent, reason or "reverted", p.dispute)  # fails against this record: try the next
             fresh = self.store.get(cid)
             if fresh is not None:
                 self._consider(fresh)
