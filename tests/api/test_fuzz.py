@@ -23,6 +23,7 @@ import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from statechannel.api.routes import VERDICT_WAIT
 from statechannel.core.channel import Phase as ChannelPhase
 from statechannel.core.types import ETH
 from statechannel.runtime import QuietServer
@@ -55,7 +56,7 @@ def fuzz(url: str, schema_doc: dict[str, Any], cid: str) -> list[str]:
     ops.sort(key=lambda op: any(op.path.endswith(s) or op.path.startswith(s) for s in LAST))
     problems: list[str] = []
     statuses: Counter[int] = Counter()
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=CALL_TIMEOUT) as client:
         for op in ops:
             flags = [any(op.path.endswith(s) or op.path.startswith(s) for s in LAST)]  # background?
 
@@ -77,7 +78,7 @@ def fuzz(url: str, schema_doc: dict[str, Any], cid: str) -> list[str]:
                 kwargs.pop("cookies", None)
                 r = client.request(
                     kwargs["method"], kwargs["url"], headers=kwargs.get("headers"), params=kwargs.get("params"),
-                    content=_body(kwargs), timeout=30,
+                    content=_body(kwargs), timeout=CALL_TIMEOUT,
                 )  # fmt: skip
                 statuses[r.status_code // 100] += 1
                 where = f"{case.method} {case.formatted_path} -> {r.status_code} {r.text[:200]}"
@@ -92,9 +93,23 @@ def fuzz(url: str, schema_doc: dict[str, Any], cid: str) -> list[str]:
     return problems
 
 
+WAITS = ("wait", "timeout")
+"""Body fields that ask the node to wait (up to 600 s, by design): a generated valid one is cut to
+SHORT_WAIT, so that a call that still takes longer than CALL_TIMEOUT is a hang, not a wait asked for."""
+SHORT_WAIT = 1.0
+CALL_TIMEOUT = VERDICT_WAIT + 30
+"""A unilateral close waits up to VERDICT_WAIT for its transaction's verdict, whatever the body says."""
+
+
 def _body(kwargs: dict[str, Any]) -> bytes | None:
     if "json" in kwargs:
-        return json.dumps(kwargs["json"]).encode()
+        body = kwargs["json"]
+        if isinstance(body, dict):
+            for k in WAITS:
+                v = body.get(k)
+                if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 600:
+                    body = {**body, k: min(v, SHORT_WAIT)}
+        return json.dumps(body).encode()
     data = kwargs.get("data") or kwargs.get("content")
     if isinstance(data, str):
         return data.encode()
