@@ -53,6 +53,8 @@ class RpcProxy:
         self._rng = random.Random(seed)  # noqa: S311 - a test's replayable draws
         self._lock = threading.Lock()
         self.enabled = True
+        self.lose_next_sends = 0
+        """The answers of this many coming eth_sendRawTransaction requests are lost (after the draws)."""
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,6 +90,10 @@ class RpcProxy:
         if not self.enabled or method in f.spare:
             return None
         with self._lock:
+            if method == SEND and self.lose_next_sends > 0:
+                self.lose_next_sends -= 1
+                self.injected["lose_send_answer"] += 1
+                return "lose_send_answer"
             x = self._rng.random()
             for name, p in (
                 ("drop", f.drop),
