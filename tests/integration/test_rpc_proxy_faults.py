@@ -49,6 +49,18 @@ def seed_of(what: str) -> int:
     return seed
 
 
+def txs_of(w: World, since_block: int, who: set[bytes]) -> list[str]:
+    """What each of `who` sent from `since_block` on: selector and status, for a failure's message."""
+    out = []
+    for number in range(since_block, w.rpc.block().number + 1):
+        block = w.call("eth_getBlockByNumber", hex(number), True)
+        for tx in block["transactions"]:
+            if bytes.fromhex(tx["from"][2:]) in who:
+                status = w.call("eth_getTransactionReceipt", tx["hash"])["status"]
+                out.append(f"{tx['from'][:8]} n{int(tx['nonce'], 16)} {tx['input'][:10]} status {status}")
+    return out
+
+
 def faults() -> Faults:
     if FULL:
         return Faults(drop=0.04, delay=0.08, rpc_error=0.04, http_5xx=0.04, lose_send_answer=0.5)
@@ -84,9 +96,11 @@ def test_rpc_proxy_faults_every_action_once(anvil: Anvil, tmp_path: Path) -> Non
     with RpcProxy(anvil.url, seed, faults()) as proxy:
 
         async def scenario(w: World) -> None:
-            a, b = await w.node(0), await w.node(1)
+            # weighing gas (the daemon's default): the side owed less leaves the settle to the other
+            a, b = await w.node(0, weigh_gas=True), await w.node(1, weigh_gas=True)
             for episode in range(EPISODES):
                 sent = {n.address: nonce(w, n.address) for n in (a, b)}
+                first_block = w.rpc.block().number + 1
                 proxy.lose_next_sends += 1
                 cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=60)
                 await a.wait_for(cid, Phase.OPEN, 120)
@@ -107,7 +121,7 @@ def test_rpc_proxy_faults_every_action_once(anvil: Anvil, tmp_path: Path) -> Non
                 await settle(w)
                 actions = (nonce(w, a.address) - sent[a.address]) + (nonce(w, b.address) - sent[b.address])
                 want = 3 if cooperative else 4  # open, deposit, close (, settle)
-                assert actions == want, (episode, actions, dict(proxy.injected), seed)
+                assert actions == want, (episode, txs_of(w, first_block, {a.address, b.address}), seed)
             print(f"injected {dict(proxy.injected)}, {proxy.sent} sendRawTransaction reached anvil, seed {seed}")
             assert proxy.injected["lose_send_answer"] >= EPISODES
 
