@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-from statechannel.chain.base import TransactionReverted
+from statechannel.chain.base import Chain, TransactionReverted
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.core.eip712 import withdrawal_digest
 from statechannel.core.io import SignedState
@@ -202,8 +202,13 @@ class FrontRun(Blanked):
         return True
 
 
-def test_audit_tower_a_counterparty_front_running_every_block_cannot_run_out_the_window(tmp_path: Path) -> None:
-    s = deploy(EmbeddedChain(), "audit front-run")
+def test_audit_tower_a_counterparty_front_running_every_block_cannot_run_out_the_window(
+    tmp_path: Path, chain: Chain
+) -> None:
+    """B closes with v1 and, holding v2..v49 both-signed, gets its next stale version recorded just ahead of
+    every challenge the tower sends. The tower's challenge with A's v50 names no record (the contract compares
+    versions, docs/decisions/0009), so it lands over whichever of B's versions is current."""
+    s = deploy(chain, "audit front-run")
     params = open_channel(s, 1, period=60)
     cid = s.adj.channel_id(params)
     d = s.adj.domain
@@ -218,5 +223,6 @@ def test_audit_tower_a_counterparty_front_running_every_block_cannot_run_out_the
             await push(tower, v50, s.a)
             close_with(s, params, v1)
             await eventually("the challenge with v50", lambda: 50 in [e.version for e in closes(s, cid)], 10)
+            assert sender.rounds >= 1  # B did move the record ahead of the tower's challenge
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
