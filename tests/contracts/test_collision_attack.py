@@ -47,7 +47,8 @@ def weak_source() -> str:
 def short(state: State, finalizes_at: int) -> int:
     """The variant's dispute word: the real one with the state hash cut to its top BITS bits."""
     word = int.from_bytes(dispute_commitment(state_hash(state), state.version, finalizes_at), "big")
-    return word & ~((2 ** (256 - BITS) - 1) ^ (2**88 - 1))
+    cut: int = (2 ** (256 - BITS) - 1) ^ (2**88 - 1)
+    return word & ~cut
 
 
 def collide(recorded: Callable[[int], State], forged: Callable[[int], State], finalizes_at: int) -> tuple[State, State]:
