@@ -219,6 +219,7 @@ async def run(
             recovery_wait=config.recovery_wait,
             weigh_gas=config.weigh_gas,
         )
+        transport.set_keep(node.has_channels_with)
         api: _Api | None = None
         redial: asyncio.Task[None] | None = None
         try:

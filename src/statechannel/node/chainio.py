@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Status, Token
+from statechannel.chain.adjudicator import Adjudicator, Status, Token
 from statechannel.chain.base import Chain, ChainError, Receipt, TransactionReverted
 from statechannel.core.channel import Channel
 from statechannel.core.crypto import PrivateKey
@@ -197,8 +197,7 @@ class ChainIO:
                 return adj.close(key, ch.params, s.state, s.sig_a, s.sig_b)
             case SubmitTxChallenge():
                 s = tx.signed
-                record = DisputeRecord(tx.recorded_version, tx.finalizes_at, tx.recorded_hash)
-                return adj.challenge(key, ch.params, s.state, s.sig_a, s.sig_b, record)
+                return adj.challenge(key, ch.params, s.state, s.sig_a, s.sig_b)  # the contract reads the record
             case SubmitTxSettle():
                 return adj.settle(key, ch.params, tx.state, tx.finalizes_at)
             case SubmitTxWithdraw():

@@ -707,6 +707,10 @@ class Node:
         else:
             self._timed.discard(channel_id)
 
+    def has_channels_with(self, peer: bytes) -> bool:
+        """Whether any channel, in any phase, is with `peer` (the transport keeps such a peer's connection)."""
+        return bool(self._by_peer.get(peer))
+
     async def _on_connect(self, peer: bytes) -> None:
         for cid in list(self._by_peer.get(peer, ())):
             if self.channels[cid].phase is not Phase.CLOSED:
