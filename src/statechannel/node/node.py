@@ -632,9 +632,9 @@ class Node:
                                 p.payment_id, channel_id, "out", p.asset, p.amount, "failed", 0, e.reason, created
                             )
                         )
-            elif isinstance(e, NotifyReceived):
-                for asset, amount in e.amounts:
-                    pid = f"in:{channel_id.hex()}:{e.version}:{asset.hex()}"
+            elif isinstance(e, NotifyReceived):  # one row per payment the peer listed (per asset if it listed none)
+                for i, (asset, amount) in enumerate(e.payments or e.amounts):
+                    pid = f"in:{channel_id.hex()}:{e.version}:{i}"
                     out.append(PaymentRecord(pid, channel_id, "in", asset, amount, "received", e.version, "", now))
         return out
 
