@@ -119,3 +119,47 @@ def test_both_sides_record_the_same_payments_one_row_each(tmp_path: Path) -> Non
         assert len(set(in_versions)) < len(in_versions)  # some updates coalesced several payments
 
     run(tmp_path, scenario)
+
+
+def test_paging_by_cursor_while_paying_neither_skips_nor_repeats(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        import asyncio
+
+        cid = await open_channel(w, deposit=100_000)
+        pay = f"/channels/{cid}/payments"
+        for amount in range(1, 11):
+            assert (await w.api_a.post(pay, json={"amount": str(amount)})).status_code == 200
+        before = [p["payment_id"] for p in await _all_rows(w.api_a, cid)]
+        assert len(before) == 10
+
+        async def keep_paying() -> None:
+            while True:
+                await w.api_a.post(pay, json={"amount": "1"})
+
+        payer = asyncio.create_task(keep_paying())
+        try:
+            seen: list[str] = []
+            params: dict[str, str | int] = {"channel_id": cid, "limit": 3}
+            while True:
+                count = len(await _all_rows(w.api_a, cid))
+
+                def arrived(n: int = count) -> bool:
+                    return len(w.a.payments(bytes.fromhex(cid[2:]), 10_000)) > n
+
+                await eventually(arrived)  # one arrived since the last page
+                r = await w.api_a.get("/payments", params=params)
+                assert r.status_code == 200, r.text
+                seen += [p["payment_id"] for p in r.json()]
+                if "X-Next-Cursor" not in r.headers:
+                    break
+                params = {"channel_id": cid, "limit": 3, "cursor": r.headers["X-Next-Cursor"]}
+        finally:
+            payer.cancel()
+        assert len(seen) == len(set(seen)), "a row was repeated"
+        assert seen[-len(before) :] == before, "a row there before paging began was skipped"
+        assert error(await w.api_a.get("/payments", params={"cursor": "abc"})) == (422, "validation")
+        assert error(await w.api_a.get("/payments", params={"cursor": "1.2"})) == (422, "validation")
+        assert error(await w.api_a.get("/payments", params={"cursor": "0" * 32, "offset": 3})) == (422, "validation")
+        assert error(await w.api_a.get("/payments", params={"cursor": f"{2**63:016x}{1:016x}"})) == (422, "validation")
+
+    run(tmp_path, scenario)
