@@ -187,6 +187,7 @@ class Demo:
         towers = TowerClient([self.tower_url], Path(self.tmp.name) / f"{who}-towers.db") if who == "B" else None
         chainio = ChainIO(self.chain, self.adj.address, key)
         node = Node(key, chainio, store, transport, poll_interval=0.02, towers=towers, terms=DEMO_TERMS)
+        transport.set_keep(node.has_channels_with)
         await node.start()
         self.ports[who] = await transport.start()
         self.nodes[who] = node

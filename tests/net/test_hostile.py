@@ -4,6 +4,8 @@ a peer that never reads. Each is cut off by a bound, and the transport keeps ser
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import socket
 
 import pytest
@@ -132,6 +134,49 @@ def test_a_peer_that_stops_reading_is_dropped_and_sends_to_it_fail() -> None:
         assert sent > 0
         assert not server.transport.connected(alice.address)
         client.writer.close()
+        await assert_still_serves(server)
+        await server.transport.close()
+
+    asyncio.run(main())
+
+
+def test_many_throwaway_addresses_cannot_crowd_out_a_peer_with_a_channel_or_grow_without_bound() -> None:
+    """Proving an address costs nothing, so an attacker can hold any number of authenticated connections. Past
+    `max_strangers`, each new one hangs up the stranger silent longest; a peer with a channel is never counted
+    nor hung up, and a stranger that left leaves no per-peer state behind."""
+
+    async def main() -> None:
+        server = await node_with("bob", max_strangers=3)
+        friend = key("friend")
+        server.transport.set_keep(lambda peer: peer == friend.address)
+        kept = await raw_handshake(server.port, friend, friend.address, server.address)
+        await asyncio.wait_for(kept.recv_plain(), QUICK)
+        throwaways = []
+        for i in range(8):
+            k = key(f"throwaway {i}")
+            client = await raw_handshake(server.port, k, k.address, server.address)
+            await asyncio.wait_for(client.recv_plain(), QUICK)
+            await eventually(functools.partial(server.transport.connected, k.address))
+            throwaways.append((k, client))
+            if i == 5:  # stranger 4 speaks after 5 connected: 5 is now the quieter of the two
+                k4, client4 = throwaways[4]
+                client4.send_frame(b"alive")
+                await server.recorder.until(
+                    functools.partial(operator.contains, server.recorder.frames, (k4.address, b"alive"))
+                )
+        await eventually(lambda: server.transport.strangers() == 3)
+        connected = [i for i, (k, _) in enumerate(throwaways) if server.transport.connected(k.address)]
+        assert connected == [4, 6, 7]  # 5 was silent longer than 4, which spoke after 5 connected
+        assert server.transport.connected(friend.address)
+        for i, (_, client) in enumerate(throwaways):
+            if i not in connected:
+                assert await asyncio.wait_for(hangup(client.reader), QUICK) == b""
+            client.writer.close()
+        await eventually(lambda: server.transport.strangers() == 0)
+        await eventually(lambda: set(server.transport._peers) == {friend.address})
+        kept.send_frame(b"still served")
+        await server.recorder.until(lambda: (friend.address, b"still served") in server.recorder.frames)
+        kept.writer.close()
         await assert_still_serves(server)
         await server.transport.close()
 

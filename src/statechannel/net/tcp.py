@@ -40,6 +40,11 @@ MAX_HANDSHAKES = 64
 """Inbound connections at once still in their handshake (each costs a socket and, unproven, nothing to
 its maker); one more is hung up at once, so stalled handshakes cannot use up the node's file descriptors.
 Honest diallers retry with backoff."""
+MAX_STRANGERS = 256
+"""Proven inbound connections kept at once from peers we have no reason to keep: peers we never dialled and
+with which the node holds no channel (an address costs its maker nothing, so any number can prove one). One
+more such connection hangs up the stranger that has been silent longest; peers we dial and peers with a
+channel are never counted or hung up for this."""
 FRAME_TIMEOUT = 30.0
 """Seconds a frame may take from its first byte to its last (a 1 MiB frame needs far less on any link
 a channel can use); a peer stalling mid-frame is dropped."""
@@ -57,6 +62,7 @@ class _Conn:
     channel: SecureChannel
     dialled_by_us: bool
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    heard: float = 0.0  # loop time of the last frame (or of the handshake) from the peer
 
 
 @dataclass(eq=False)
@@ -87,18 +93,22 @@ class TcpTransport:
         max_handshakes: int = MAX_HANDSHAKES,
         frame_timeout: float = FRAME_TIMEOUT,
         send_timeout: float = SEND_TIMEOUT,
+        max_strangers: int = MAX_STRANGERS,
     ) -> None:
         self.address: bytes = key.address
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes
         self.frame_timeout = frame_timeout
         self.send_timeout = send_timeout
+        self.max_strangers = max_strangers
+        self._keep: Callable[[bytes], bool] = lambda _peer: False
         self._handshaking = 0  # inbound connections not yet proven
         self._key = key
         self._static = secrets.token_bytes(32)  # per-node Noise key; identity comes from the Ethereum proof
         self._host = host
         self._port = port
         self._peers: dict[bytes, _Peer] = {}
+        self._strangers: set[_Peer] = set()  # peers whose connection came in as a stranger's (some may be kept now)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -108,6 +118,15 @@ class TcpTransport:
     def set_handlers(self, on_frame: FrameHandler, on_connect: ConnectHandler) -> None:
         self._on_frame = on_frame
         self._on_connect = on_connect
+
+    def set_keep(self, keep: Callable[[bytes], bool]) -> None:
+        """`keep(peer)` says the node has a reason to keep `peer`'s connection (a channel with it): such a peer
+        is never a stranger, however many strangers connect."""
+        self._keep = keep
+
+    def strangers(self) -> int:
+        """Connections now held from strangers (see MAX_STRANGERS)."""
+        return len(self._held_strangers(None))
 
     async def start(self) -> int:
         """Listens; returns the bound port (useful with port 0)."""
@@ -308,8 +327,43 @@ class TcpTransport:
                 await writer.drain()
             writer.close()
             return
+        if self._is_stranger(state):
+            self._make_room_for_stranger(state)
+            self._strangers.add(state)
         conn = self._register(state, inbound.channel, dialled_by_us=False)
-        await self._run(state, conn)
+        try:
+            await self._run(state, conn)
+        finally:
+            if state.conn is None:
+                self._strangers.discard(state)
+                if state.maintainer is None and self._peers.get(peer) is state:
+                    del self._peers[peer]  # a stranger that left leaves nothing behind
+
+    def _is_stranger(self, state: _Peer) -> bool:
+        return state.maintainer is None and not self._keep(state.address)
+
+    def _held_strangers(self, newcomer: _Peer | None) -> list[_Peer]:
+        """Strangers now connected, other than `newcomer`; forgets those the node has since come to keep."""
+        held = []
+        for state in list(self._strangers):
+            if state.conn is None or not self._is_stranger(state):
+                self._strangers.discard(state)
+            elif state is not newcomer:
+                held.append(state)
+        return held
+
+    def _make_room_for_stranger(self, newcomer: _Peer) -> None:
+        held = self._held_strangers(newcomer)
+        if len(held) < self.max_strangers:
+            return
+        quietest = min(held, key=lambda s: s.conn.heard if s.conn is not None else 0.0)
+        assert quietest.conn is not None
+        log.info(
+            "hung up on %s: %d connections from peers without a channel, it was silent longest",
+            hex_address(quietest.address),
+            len(held),
+        )
+        self._drop(quietest, quietest.conn)
 
     def _verdict(self, state: _Peer, wanted: bytes) -> Verdict:
         if wanted != self.address:
@@ -325,7 +379,7 @@ class TcpTransport:
         if state.conn is not None:
             log.info("new connection from %s replaces one it gave up", hex_address(state.address))
             self._drop(state, state.conn)
-        conn = _Conn(channel, dialled_by_us)
+        conn = _Conn(channel, dialled_by_us, heard=asyncio.get_running_loop().time())
         state.conn = conn
         state.up.set()
         return conn
@@ -347,6 +401,7 @@ class TcpTransport:
                     await run_handler(self._on_connect(peer), "on_connect", peer)
             while True:
                 frame = await conn.channel.recv_frame(self.frame_timeout)
+                conn.heard = asyncio.get_running_loop().time()
                 async with state.deliver_lock:
                     if state.conn is not conn:
                         break
