@@ -77,6 +77,8 @@ class Request:
     takes: tuple[Swap, ...] = ()
     tries: int = 0
     """Leader: how often a proposal carrying it was refused."""
+    paid: tuple[tuple[bytes, int], ...] = ()
+    """Leader: the payments (asset, amount) the follower listed in it; empty if it listed none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from statechannel.store.base import (
     NEW_STATUSES,
     Checkpoint,
     CommitFailed,
+    PageKey,
     PaymentRecord,
     SchemaMismatch,
     StoreClosed,
@@ -36,6 +37,7 @@ from statechannel.store.base import (
     check_checkpoint,
     check_limit,
     check_max_payments,
+    check_page_key,
     check_payment,
     check_quote,
 )
@@ -113,6 +115,10 @@ _SELECT_PAYMENTS = (
     "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
 )
 _NEWEST_FIRST = " ORDER BY created_ms DESC, seq DESC LIMIT ? OFFSET ?"
+_SELECT_PAYMENTS_KEYED = (
+    "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms, seq FROM payments"
+)
+_NEWEST_FIRST_KEYED = " ORDER BY created_ms DESC, seq DESC LIMIT ?"
 _UPSERT_QUOTE = (
     "INSERT INTO quotes (channel_id, quote_id, expires_at_ms, blob) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (channel_id, quote_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, blob = excluded.blob"
@@ -206,6 +212,26 @@ class SqliteStore:
             PaymentRecord(pid, cid, d, asset, int(amt), st, v, why, ms)
             for pid, cid, d, asset, amt, st, v, why, ms in rows
         ]
+
+    def payments_before(
+        self, channel_id: bytes | None, limit: int, before: PageKey | None
+    ) -> tuple[list[PaymentRecord], PageKey | None]:
+        check_limit(limit)
+        check_page_key(before)
+        where: list[str] = []
+        params: list[object] = []
+        if channel_id is not None:
+            where.append("channel_id = ?")
+            params.append(channel_id)
+        if before is not None:
+            where.append("(created_ms, seq) < (?, ?)")
+            params.extend(before)
+        sql = _SELECT_PAYMENTS_KEYED + (" WHERE " + " AND ".join(where) if where else "") + _NEWEST_FIRST_KEYED
+        rows = self._read(sql, (*params, limit))
+        page = [
+            PaymentRecord(pid, cid, d, a, int(amt), st, v, why, ms) for pid, cid, d, a, amt, st, v, why, ms, _ in rows
+        ]
+        return page, ((rows[-1][8], rows[-1][9]) if rows else None)
 
     def load_quotes(self, now_ms: int) -> list[StoredQuote]:
         rows = self._read(
