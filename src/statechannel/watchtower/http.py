@@ -324,5 +324,8 @@ def create_tower_app(tower: Tower) -> FastAPI:
             raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel {channel_id} is not registered with this tower")
         return _view(tower, ch)
 
+    from statechannel.watchtower.reads import install_reads  # a participant's read (decision 0011)
+
+    install_reads(app, tower)
     install_page(app, TowerMetrics(tower))  # the page at /, /overview and /metrics (watchtower/page.py)
     return app
