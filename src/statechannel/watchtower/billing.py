@@ -285,6 +285,8 @@ class Billing:
         self._task: asyncio.Task[None] | None = None
         self._lapsed: set[bytes] = set()
         self.last_error: str | None = None
+        self.on_credit: Callable[[], None] | None = None
+        """Called after new payments were credited (the tower looks at its disputes again)."""
 
     def now(self) -> int:
         return int(self.clock())
@@ -366,7 +368,10 @@ class Billing:
     async def poll_once(self) -> int:
         """Read new payments from the payee node and credit them."""
         got = await self.source.received(self._known)
-        return await self.credit(list(reversed(got))) if got else 0
+        n = await self.credit(list(reversed(got))) if got else 0
+        if n and self.on_credit is not None:
+            self.on_credit()
+        return n
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="tower-billing")

@@ -312,7 +312,7 @@ def create_tower_app(tower: Tower) -> FastAPI:
         log.exception("unhandled error in a tower request", exc_info=exc)
         return _error(500, TowerReason.INTERNAL, "internal error; see the tower's log")
 
-    @app.get("/info", response_model=Info)
+    @app.get("/info", response_model=Info, response_model_exclude_none=True)  # a free tower: no terms
     async def info() -> Info:
         return Info(
             address=to_checksum(tower.address),
@@ -332,7 +332,7 @@ def create_tower_app(tower: Tower) -> FastAPI:
         response.status_code = 201 if created else 200
         return Registered(channel_id="0x" + ch.channel_id.hex(), status=ch.status.value)
 
-    @app.post("/states", response_model=Receipt)
+    @app.post("/states", response_model=Receipt, response_model_exclude_none=True)
     async def push(body: StateBody) -> Receipt:
         """Hand the tower a state both participants signed; it joins the pushing participant's best few."""
         signed = _signed(body)

@@ -109,6 +109,8 @@ class Tower:
         """Wall time, only to judge how fresh a client's signed request is (and a paid tower's accounts)."""
         self.billing = billing
         """A paid tower's accounts (billing.py); None: a free tower."""
+        if billing is not None:
+            billing.on_credit = self._reconsider  # a client that paid again is answered again
         self.unusable: dict[bytes, dict[bytes, str]] = {}
         """Per channel, the states (by digest) a dry run or a mined challenge showed the chain rejects, and why:
         against the dispute in `_unusable_against` only. A revert can come from the record moving under the
@@ -415,6 +417,10 @@ class Tower:
             log.error("channel 0x%s: the window closed before the tower could answer", ch.channel_id.hex())
         if action is Action.CHALLENGE:
             self.dispatch.want(ch.channel_id, ch.dispute.finalizes_at)
+
+    def _reconsider(self) -> None:
+        for ch in self.store.disputed():
+            self._consider(ch)
 
     def _best_version(self, channel_id: bytes) -> int | None:
         """The highest version among the states held for a channel that the chain is not known to reject."""
