@@ -56,6 +56,8 @@ limit_recursion()  # py_ecc and py-evm, imported now or later (key, chain), rais
 log = logging.getLogger(__name__)
 LOCK_FILE = "node.lock"
 DB_FILE = "node.db"
+OUTBOX_FILE = "outbox.json"
+"""The node's transactions not yet known mined (chain/outbox.py): a restart resumes them, never repeats them."""
 PEERS_FILE = "peers.json"
 TOWERS_FILE = "towers.db"
 EMBEDDED = "embedded"
@@ -118,7 +120,7 @@ def _connect_chain(config: DaemonConfig, key: PrivateKey) -> tuple[Chain, bytes]
     from statechannel.chain.rpc import RpcChain
 
     try:
-        chain = RpcChain(config.rpc)
+        chain = RpcChain(config.rpc, journal=config.data_dir / OUTBOX_FILE)
         adj = Adjudicator(chain, config.adjudicator)
         found = adj.domain_separator()
     except ChainError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Token
+from statechannel.chain.adjudicator import Adjudicator, Token
 from statechannel.chain.base import Chain, Receipt
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import state_digest
@@ -101,8 +101,7 @@ class _Run:
         before = self.snapshot()
         closed = self.adj.close(self.p.a, params, stale, *sign_both(self.adj, self.p, stale))
         event = next(e for e in self.adj.receipt_events(closed) if isinstance(e, ChainObservedClose))
-        record = DisputeRecord.of(event)
-        challenged = self.adj.challenge(self.p.b, params, latest, *sign_both(self.adj, self.p, latest), record)
+        challenged = self.adj.challenge(self.p.b, params, latest, *sign_both(self.adj, self.p, latest))
         self.chain.advance_time(CHALLENGE_PERIOD + 1)
         settled = self.adj.settle(self.p.b, params, latest, event.finalizes_at)
         self.gas["close_unilateral"] = closed.gas_used

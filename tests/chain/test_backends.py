@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Status
+from statechannel.chain.adjudicator import Adjudicator, Status
 from statechannel.chain.base import Chain, ChainError, TransactionReverted
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.chain.rpc import RpcChain
@@ -113,7 +113,7 @@ def test_cooperative_close_during_a_dispute_and_withdrawal_deadline(chain: Chain
     d = state_digest(adj.domain, newer)
     closed = adj.recorded(cid)
     assert closed is not None and closed.version == 1
-    adj.challenge(p.b, params, newer, p.a.sign_digest(d), p.b.sign_digest(d), DisputeRecord.of(closed))
+    adj.challenge(p.b, params, newer, p.a.sign_digest(d), p.b.sign_digest(d))
     challenged = adj.recorded(cid)
     assert challenged is not None and (challenged.version, challenged.challenge) == (2, True)
     final = State(cid, 3, (ETH,), (400,), is_final=True)

@@ -194,7 +194,7 @@ def test_malformed_states_are_refused_by_the_contract(world: World) -> None:
 # ------------------------------------------------------------------ dispute
 
 
-def test_close_changes_only_the_status_and_keeps_a_full_word_commitment(world: World) -> None:
+def test_close_changes_only_the_status_and_packs_the_record_in_one_word(world: World) -> None:
     params, cid = world.funded(1000, 400)
     open_word = int(world.adj._call("channels", cid)[0])
     state = State(cid, 4, (ETH,), (-100,))
@@ -203,6 +203,9 @@ def test_close_changes_only_the_status_and_keeps_a_full_word_commitment(world: W
     info = world.adj.channel(cid)
     assert (info.status, info.funded_a, info.funded_b) == (Status.CLOSING, 1000, 400)
     assert record == DisputeRecord(4, record.finalizes_at, state_hash(state))
+    word = int.from_bytes(world.adj.dispute(cid), "big")
+    assert word & (2**48 - 1) == 4 and (word >> 48) & (2**40 - 1) == record.finalizes_at
+    assert word >> 88 == int.from_bytes(state_hash(state), "big") >> 88
     assert world.adj.dispute(cid) == dispute_commitment(state_hash(state), 4, record.finalizes_at)
     assert world.adj.dispute(cid) == record.commitment
 
@@ -212,28 +215,23 @@ def test_dispute_highest_version_wins(world: World) -> None:
     stale, latest = State(cid, 4, (ETH,), (-500,)), State(cid, 6, (ETH,), (-300,))
     record = world.close(params, stale)
     reverts("channel not open", world.adj.close, world.a, params, latest, *world.sign(latest))
-    reverts("stale version", world.adj.challenge, world.b, params, stale, *world.sign(stale), record)
+    reverts("stale version", world.adj.challenge, world.b, params, stale, *world.sign(stale))
     lower = State(cid, 3, (ETH,), (0,))
-    reverts("stale version", world.adj.challenge, world.b, params, lower, *world.sign(lower), record)
-    for forged in (
-        replace(record, version=record.version - 1),  # would make a replayed version 4 look fresh
-        replace(record, finalizes_at=record.finalizes_at + 10**6),  # would extend the window
-        replace(record, state_hash=state_hash(latest)),
-    ):
-        reverts("recorded state does not match", world.adj.challenge, world.b, params, latest,
-                *world.sign(latest), forged)  # fmt: skip
-    r = world.adj.challenge(world.b, params, latest, *world.sign(latest), record)
+    reverts("stale version", world.adj.challenge, world.b, params, lower, *world.sign(lower))
+    r = world.adj.challenge(world.b, params, latest, *world.sign(latest))
     [event] = [e for e in world.adj.receipt_events(r) if isinstance(e, ChainObservedClose)]
+    # a challenge keeps the window's end: no one can extend the window by challenging
     assert (event.challenge, event.version, event.finalizes_at) == (True, 6, record.finalizes_at)
     challenged = DisputeRecord.of(event)
     assert world.adj.dispute(cid) == challenged.commitment
+    # replaying a challenge, or one at the recorded version with other contents, is refused
+    reverts("stale version", world.adj.challenge, world.b, params, latest, *world.sign(latest))
+    other6 = State(cid, 6, (ETH,), (-900,))
+    reverts("stale version", world.adj.challenge, world.b, params, other6, *world.sign(other6))
     higher = State(cid, 7, (ETH,), (0,))
-    # the record the challenge replaced no longer proves anything
-    reverts("recorded state does not match", world.adj.challenge, world.b, params, higher,
-            *world.sign(higher), record)  # fmt: skip
     reverts("challenge window still open", world.adj.settle, world.b, params, latest, challenged.finalizes_at)
     world.chain.advance_time(PERIOD + 1)
-    reverts("challenge window is over", world.adj.challenge, world.b, params, higher, *world.sign(higher), challenged)
+    reverts("challenge window is over", world.adj.challenge, world.b, params, higher, *world.sign(higher))
     reverts("state is not the recorded state", world.adj.settle, world.b, params, stale, record.finalizes_at)
     altered = State(cid, 6, (ETH,), (-900,))
     reverts("state is not the recorded state", world.adj.settle, world.b, params, altered, challenged.finalizes_at)
@@ -245,6 +243,39 @@ def test_dispute_highest_version_wins(world: World) -> None:
     assert world.adj.dispute(cid) == bytes(32)  # cleared (and refunded) on conclusion
     assert world.adj.channel(cid).status is Status.CONCLUDED
     reverts("channel not closing", world.adj.settle, world.other, params, latest, challenged.finalizes_at)
+
+
+def test_a_challenge_lands_whatever_lower_record_was_put_ahead_of_it(world: World) -> None:
+    """The front-run of docs/decisions/0009: B, holding many old both-signed versions, records one a block
+    ahead of A's challenge. A's challenge names no record, so it replaces whichever is current while its
+    version is higher; a version equal to or below the current one is refused, however it was reached."""
+    params, cid = world.funded(1000, 1000)
+    record = world.close(params, State(cid, 1, (ETH,), (0,)))
+    mine = State(cid, 50, (ETH,), (-400,))
+    for v in (2, 3, 7):  # B moves the record under A's challenge, each time after A read it
+        theirs = State(cid, v, (ETH,), (v,))
+        world.adj.challenge(world.b, params, theirs, *world.sign(theirs))
+    r = world.adj.challenge(world.a, params, mine, *world.sign(mine))
+    [event] = [e for e in world.adj.receipt_events(r) if isinstance(e, ChainObservedClose)]
+    assert (event.version, event.finalizes_at) == (50, record.finalizes_at)
+    for v in (49, 50):
+        theirs = State(cid, v, (ETH,), (v,))
+        reverts("stale version", world.adj.challenge, world.b, params, theirs, *world.sign(theirs))
+    assert world.adj.dispute(cid) == DisputeRecord.of(event).commitment
+
+
+def test_a_challenge_lands_in_the_last_second_of_the_window_and_not_after(world: World) -> None:
+    params, cid = world.funded(1000, 1000)
+    record = world.close(params, State(cid, 1, (ETH,), (0,)))
+    last = record.finalizes_at - 1 - world.chain.block().timestamp
+    world.chain.advance_time(last - 1)  # the next block is at finalizes_at - 1
+    v2, v3 = State(cid, 2, (ETH,), (5,)), State(cid, 3, (ETH,), (6,))
+    r = world.adj.challenge(world.b, params, v2, *world.sign(v2))
+    assert world.chain.block().timestamp == record.finalizes_at - 1 and r.block_number == world.chain.block().number
+    # the next block is at the window's end: too late to challenge, time to settle by the last challenge
+    reverts("challenge window is over", world.adj.challenge, world.b, params, v3, *world.sign(v3))
+    world.adj.settle(world.other, params, v2, record.finalizes_at)
+    assert world.adj.channel(cid).status is Status.CONCLUDED
 
 
 def test_settle_is_checked_against_the_window_end_it_was_recorded_with(world: World) -> None:
@@ -261,12 +292,11 @@ def test_settle_is_checked_against_the_window_end_it_was_recorded_with(world: Wo
 def test_challenge_and_settle_need_a_closing_channel(world: World) -> None:
     params, cid = world.funded()
     s = State(cid, 1, (ETH,), (0,))
-    nothing = DisputeRecord(0, 0, bytes(32))
-    reverts("channel not closing", world.adj.challenge, world.b, params, s, *world.sign(s), nothing)
+    reverts("channel not closing", world.adj.challenge, world.b, params, s, *world.sign(s))
     reverts("channel not closing", world.adj.settle, world.b, params, s, 0)
     unknown = ChannelParams(world.a.address, world.b.address, PERIOD, 10**9)
     reverts("unknown channel", world.adj.settle, world.b, unknown, s, 0)
-    reverts("unknown channel", world.adj.challenge, world.b, unknown, s, *world.sign(s), nothing)
+    reverts("unknown channel", world.adj.challenge, world.b, unknown, s, *world.sign(s))
     assert world.adj.dispute(cid) == bytes(32)  # an open channel has no dispute word
 
 

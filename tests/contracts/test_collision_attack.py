@@ -1,15 +1,17 @@
-"""Attack: "a 160-bit record guards the pooled ether".
+"""Attack: "a truncated record guards the pooled ether".
 
 The adjudicator used to take the ether funded amounts of a settle from calldata and check them only
 against a 160-bit hash kept while CLOSING. An attacker owning both sides of its own channel could
 search a birthday collision (2^80 work) and settle with any funded amount, paying itself the ether of
-every channel in the contract. Now the funded amounts never leave storage and the commitment is a
-full word.
+every channel in the contract. Now the funded amounts never leave storage, and the word kept while
+CLOSING holds the version and the window's end in clear and the top 168 bits of the state hash
+(docs/decisions/0009): a collision of those bits is two states of one channel, same version.
 
-2^80 is out of reach of a test, so this compiles a variant of the adjudicator whose commitment is
-cut to BITS bits, finds real collisions, and shows what they buy: a state that was never recorded
+2^84 is out of reach of a test, so this compiles a variant of the adjudicator that keeps only BITS bits
+of the state hash, finds real collisions, and shows what they buy: a state that was never recorded
 does settle, but it is paid from the channel's own funds, so the attacker gets no more than it put
-in and the victim channel's ether stays where it is."""
+in and the victim channel's ether stays where it is. A challenge never reads the hash bits, so a
+collision cannot help one either."""
 
 from __future__ import annotations
 
@@ -28,11 +30,8 @@ from statechannel.core.hashing import keccak
 from statechannel.core.observed import ChainObservedClose
 
 BITS = 32
-FULL = "    return keccak256(abi_encode(state_hash, version, finalizes_at))\n"
-SHORT = (
-    "    return convert(convert(keccak256(abi_encode(state_hash, version, finalizes_at)), uint256)"
-    f" >> {256 - BITS}, bytes32)\n"
-)
+FULL = "HASH_MASK: constant(uint256) = ~(2**88 - 1)"
+SHORT = f"HASH_MASK: constant(uint256) = ~(2**{256 - BITS} - 1)"
 PERIOD = 100
 ETHER = 10**18
 VICTIM_A, VICTIM_B = 10 * ETHER, 5 * ETHER
@@ -46,8 +45,10 @@ def weak_source() -> str:
 
 
 def short(state: State, finalizes_at: int) -> int:
-    """The variant's commitment: the top BITS bits of the real one."""
-    return int.from_bytes(dispute_commitment(state_hash(state), state.version, finalizes_at), "big") >> (256 - BITS)
+    """The variant's dispute word: the real one with the state hash cut to its top BITS bits."""
+    word = int.from_bytes(dispute_commitment(state_hash(state), state.version, finalizes_at), "big")
+    cut: int = (2 ** (256 - BITS) - 1) ^ (2**88 - 1)
+    return word & ~cut
 
 
 def collide(recorded: Callable[[int], State], forged: Callable[[int], State], finalizes_at: int) -> tuple[State, State]:
@@ -125,11 +126,11 @@ def record_collision(
 
     innocent, evil = collide(recorded, forged, closed.finalizes_at)
     assert innocent != evil and short(innocent, closed.finalizes_at) == short(evil, closed.finalizes_at)
-    # the real contract tells them apart: its commitment is the whole word
+    # the real contract tells them apart: it keeps 168 bits of the state hash
     assert dispute_commitment(state_hash(innocent), 2, closed.finalizes_at) != dispute_commitment(
         state_hash(evil), evil.version, closed.finalizes_at
     )
-    s.adj.challenge(s.relayer, params, innocent, *sign(s, innocent), closed)
+    s.adj.challenge(s.relayer, params, innocent, *sign(s, innocent))
     assert int.from_bytes(s.adj.dispute(cid), "big") == short(evil, closed.finalizes_at)
     return innocent, evil
 

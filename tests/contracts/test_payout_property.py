@@ -27,7 +27,6 @@ REASONS = {
     "stale version",
     "challenge window is over",
     "challenge window still open",
-    "recorded state does not match",
     "state is not the recorded state",
 }
 AMOUNT = st.integers(0, 10**6)
@@ -70,20 +69,6 @@ def states(draw: st.DrawFn, run: Run) -> State:
     )
 
 
-@st.composite
-def records(draw: st.DrawFn, run: Run) -> DisputeRecord:
-    """The true record, or one with a field forged."""
-    true = run.record or DisputeRecord(0, 0, bytes(32))
-    if draw(st.integers(0, 3)) < 3:
-        return true
-    forge = draw(st.sampled_from(["version", "finalizes_at", "state_hash"]))
-    if forge == "version":
-        return replace(true, version=draw(st.integers(0, 2**48 - 1)))
-    if forge == "finalizes_at":
-        return replace(true, finalizes_at=draw(st.integers(0, 2**64)))
-    return replace(true, state_hash=draw(st.binary(min_size=32, max_size=32)))
-
-
 def mostly(data: st.DataObject) -> bool:
     """True three times in four (and in the simplest example)."""
     return data.draw(st.integers(0, 3)) < 3
@@ -107,7 +92,7 @@ def attempt(run: Run, data: st.DataObject, kind: str) -> None:
         if kind == "close":
             r = adj.close(sender, run.params, state, *w.sign(state))
         elif kind == "challenge":
-            r = adj.challenge(sender, run.params, state, *w.sign(state), data.draw(records(run)))
+            r = adj.challenge(sender, run.params, state, *w.sign(state))
         elif kind == "settle":
             true_end = run.record.finalizes_at if run.record else 0
             if mostly(data):  # after the window

@@ -47,9 +47,11 @@ TOP_UP = 12345
 class World:
     """Two nodes and their chain clients on one dedicated anvil."""
 
-    def __init__(self, anvil: Anvil, tmp: Path, **rpc: Any) -> None:
+    def __init__(self, anvil: Anvil, tmp: Path, node_url: str | None = None, **rpc: Any) -> None:
         self.anvil = anvil
         self.tmp = tmp
+        self.node_url = node_url or anvil.url
+        """Where the nodes' chain clients connect (a fault-injecting proxy, or anvil itself)."""
         self.rpc_kw = rpc
         self.rpc = RpcChain(anvil.url)
         p = parties(self.rpc, "chain faults")
@@ -61,12 +63,12 @@ class World:
     def call(self, method: str, *params: Any) -> Any:
         return self.rpc._rpc(method, list(params))
 
-    async def node(self, i: int, **rpc: Any) -> Node:
+    async def node(self, i: int, weigh_gas: bool = False, **rpc: Any) -> Node:
         key = self.keys[i]
-        chain = RpcChain(self.anvil.url, **(rpc or self.rpc_kw))
+        chain = RpcChain(self.node_url, **(rpc or self.rpc_kw))
         store = SqliteStore(self.tmp / f"{'ab'[i]}{len(self.nodes)}.db")
         chainio = ChainIO(chain, self.adj.address, key)
-        node = Node(key, chainio, store, self.link[i], poll_interval=0.05, terms=TEST_TERMS)
+        node = Node(key, chainio, store, self.link[i], poll_interval=0.05, terms=TEST_TERMS, weigh_gas=weigh_gas)
         await node.start()
         self.nodes.append(node)
         return node

@@ -289,8 +289,8 @@ def test_two_towers_one_challenge_no_crash_no_endless_retries(tmp_path: Path, an
         loser = w.towers[outcomes.index(other)]
         if other is None:  # it saw the winning challenge before acting: skipped, no transaction
             assert "challenging with" not in loser.log(), loser.log()
-        else:  # it raced the winner: one revert (the record it quoted had moved on), never retried
-            assert other == ("reverted", "recorded state does not match"), outcomes
-            assert loser.log().count("challenge reverted: recorded state does not match") == 1, loser.log()
+        else:  # it raced the winner: one revert (the same version was recorded first), never retried
+            assert other == ("reverted", "stale version"), outcomes
+            assert loser.log().count("challenge reverted: stale version") == 1, loser.log()
         settle_after_window(w, params, latest, by_b_node=False)
         assert w.rpc.balance(w.kb.address) - b_before == (EARLY + LATE) * PAY

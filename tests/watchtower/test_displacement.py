@@ -122,6 +122,4 @@ def test_a_challenge_that_reverts_on_chain_falls_back_to_the_next_state(tmp_path
 def _challenge_selector(s: Setup) -> bytes:
     v = sign(s.adj.domain, eth_state(b"\x01" * 32, 1, 0), s.a, s.b)
     params = ChannelParams(s.a.address, s.b.address, 600, 0)
-    return s.adj.abi.encode_call(
-        "challenge", params.as_abi(), v.state.as_abi(), v.sig_a.as_abi(), v.sig_b.as_abi(), (0, 0, bytes(32))
-    )[:4]
+    return s.adj.abi.encode_call("challenge", params.as_abi(), v.state.as_abi(), v.sig_a.as_abi(), v.sig_b.as_abi())[:4]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from statechannel.chain.adjudicator import Adjudicator, DisputeRecord
+from statechannel.chain.adjudicator import Adjudicator
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.chain.rpc import RpcChain
 from statechannel.store.base import Checkpoint
@@ -202,9 +202,7 @@ def test_a_challenge_someone_else_made_first_is_not_retried(tmp_path: Path) -> N
         """Another tower's challenge with the same state lands just before ours."""
 
         def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
-            [close] = closes(s, cid)
-            record = DisputeRecord.of(close)
-            s.adj.challenge(s.b, params, newer.state, newer.sig_a, newer.sig_b, record)
+            s.adj.challenge(s.b, params, newer.state, newer.sig_a, newer.sig_b)
             return super().submit(to, data, on_sent=on_sent)
 
     sender = FrontRun(PlainSender(s.chain, s.tower_key))
@@ -218,8 +216,8 @@ def test_a_challenge_someone_else_made_first_is_not_retried(tmp_path: Path) -> N
                 "the attempt", lambda: cid in tower.challenges and tower.challenges[cid].outcome != "pending"
             )
             attempt = tower.challenges[cid]
-            # the tower quoted the close, which the other challenge replaced
-            assert (attempt.outcome, attempt.reason) == ("reverted", "recorded state does not match")
+            # the other challenge recorded the same version first
+            assert (attempt.outcome, attempt.reason) == ("reverted", "stale version")
             await eventually("the tower to see the other challenge", lambda: _recorded(tower.store.get(cid)) == 5)
             s.chain.mine(3)
             await asyncio.sleep(0.3)
@@ -237,7 +235,7 @@ def test_a_channel_registered_during_its_dispute_is_found_by_the_commitment_and_
     close_with(s, params, sign(s.adj.domain, eth_state(cid, 2, 0), s.a, s.b))
     [closed] = closes(s, cid)
     third = sign(s.adj.domain, eth_state(cid, 3, 5), s.a, s.b)
-    s.adj.challenge(s.a, params, third.state, third.sig_a, third.sig_b, DisputeRecord.of(closed))
+    s.adj.challenge(s.a, params, third.state, third.sig_a, third.sig_b)
     s.chain.mine(3)
     status, found = ChainWatch(s.chain, s.adj).find_dispute(cid, params.challenge_period)
     assert status is TowerStatus.CHALLENGED and found is not None

@@ -55,8 +55,8 @@ class ChannelInfo:
 
 @dataclass(frozen=True, slots=True)
 class DisputeRecord:
-    """What the last Closed/Challenged event said is recorded; a challenge must quote it, and the
-    contract checks it against its stored commitment (`dispute_commitment`)."""
+    """What the last Closed/Challenged event said is recorded; it matches the stored word
+    (`dispute_commitment`) and settle quotes its window end."""
 
     version: int
     finalizes_at: int
@@ -150,17 +150,9 @@ class Adjudicator:
         state: State,
         sig_a: Signature,
         sig_b: Signature,
-        recorded: DisputeRecord,
     ) -> Receipt:
-        return self._send(
-            key,
-            "challenge",
-            params.as_abi(),
-            state.as_abi(),
-            sig_a.as_abi(),
-            sig_b.as_abi(),
-            recorded.as_abi(),
-        )
+        """The contract reads the recorded version itself: nothing about the record is quoted."""
+        return self._send(key, "challenge", params.as_abi(), state.as_abi(), sig_a.as_abi(), sig_b.as_abi())
 
     def settle(self, key: PrivateKey, params: ChannelParams, state: State, finalizes_at: int) -> Receipt:
         """`finalizes_at` is the window's end as the Closed event said (challenges keep it)."""

@@ -8,15 +8,23 @@ replaced at the same nonce with both fees raised by 12.5% (what pools demand of 
 sits unmined. A transaction undone by a reorg is sent again (its nonce makes that safe) before anything
 newer of the key, unless it would now revert: then its nonce is filled with an empty transfer, so
 nothing behind it is stuck. Every nonce is read from the chain, never remembered past a send. One
-lock per key serialises what it sends."""
+lock per key serialises what it sends.
+
+With a `journal` file the records survive a restart: every transaction is written there (atomically,
+0600) after it is signed and before it is broadcast, and again when it is replaced, mined or handed
+to its caller. A node killed while its transaction waits finds it on start, so its retry of the same
+call resumes that transaction (same nonce) instead of sending a second, conflicting one."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
@@ -66,19 +74,113 @@ class Sent:
     def same_call(self, to: bytes | None, data: bytes, value: int) -> bool:
         return (self.to, self.data, self.value) == (to, data, value)
 
+    def dump(self) -> dict[str, Any]:
+        return {
+            "nonce": self.nonce,
+            "to": self.to.hex() if self.to is not None else None,
+            "data": self.data.hex(),
+            "value": str(self.value),
+            "gas": self.gas,
+            "max_fee": str(self.max_fee),
+            "priority": str(self.priority),
+            "raw": self.raw.hex(),
+            "hashes": [h.hex() for h in self.hashes],
+            "receipt": self.receipt,
+            "delivered": self.delivered,
+        }
+
+    @classmethod
+    def load(cls, d: dict[str, Any]) -> Sent:
+        to = d["to"]
+        receipt = d["receipt"]
+        if receipt is not None and not isinstance(receipt, dict):
+            raise ValueError(f"receipt {receipt!r:.60} is no object")
+        sent = cls(
+            nonce=int(d["nonce"]),
+            to=bytes.fromhex(to) if to is not None else None,
+            data=bytes.fromhex(d["data"]),
+            value=int(d["value"]),
+            gas=int(d["gas"]),
+            max_fee=int(d["max_fee"]),
+            priority=int(d["priority"]),
+            raw=bytes.fromhex(d["raw"]),
+            hashes=[bytes.fromhex(h) for h in d["hashes"]],
+            receipt=receipt,
+            delivered=bool(d["delivered"]),
+        )
+        if sent.nonce < 0 or sent.value < 0 or (sent.to is not None and len(sent.to) != 20) or not sent.hashes:
+            raise ValueError(f"record of nonce {sent.nonce} is malformed")
+        if any(len(h) != 32 for h in sent.hashes):
+            raise ValueError(f"record of nonce {sent.nonce} has a hash that is not 32 bytes")
+        return sent
+
+
+class JournalError(ChainError):
+    """The outbox journal can not be read (corrupt, or of another chain): nothing is sent until it is
+    mended, since sending without it could repeat a transaction that is still out."""
+
 
 Rpc = Callable[[str, list[Any]], Any]
 
 
 class Outbox:
-    def __init__(self, rpc: Rpc, chain_id: int, receipt_timeout: float, bump_after: float) -> None:
+    def __init__(
+        self, rpc: Rpc, chain_id: int, receipt_timeout: float, bump_after: float, journal: Path | None = None
+    ) -> None:
         self._rpc = rpc
         self.chain_id = chain_id
         self.receipt_timeout = receipt_timeout
         self.bump_after = bump_after
+        self.journal = journal
         self._sent: dict[bytes, list[Sent]] = {}
         self._locks: dict[bytes, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._writing = threading.Lock()
+        if journal is not None and journal.exists():
+            self._sent = self._read(journal)
+
+    def _read(self, path: Path) -> dict[bytes, list[Sent]]:
+        try:
+            doc = json.loads(path.read_text())
+            if int(doc["chain_id"]) != self.chain_id:
+                raise JournalError(f"{path} holds transactions of chain {doc['chain_id']}, not {self.chain_id}")
+            out: dict[bytes, list[Sent]] = {}
+            for address, records in doc["keys"].items():
+                key = bytes.fromhex(address)
+                if len(key) != 20:
+                    raise ValueError(f"{address!r:.50} is no address")
+                out[key] = sorted((Sent.load(r) for r in records), key=lambda r: r.nonce)
+        except JournalError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise JournalError(f"{path} can not be read ({type(exc).__name__}: {exc}): mend or remove it") from None
+        if out:
+            waiting = sum(1 for records in out.values() for r in records if r.receipt is None)
+            log.info("outbox journal %s: %d transactions remembered, %d not seen mined", path, len(out), waiting)
+        return out
+
+    def _save(self) -> None:
+        """The records, written atomically (a temporary file renamed over the journal), 0600."""
+        if self.journal is None:
+            return
+        with self._writing:
+            doc = {
+                "chain_id": self.chain_id,
+                "keys": {a.hex(): [r.dump() for r in list(rs)] for a, rs in list(self._sent.items())},
+            }
+            tmp = self.journal.with_name(self.journal.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, json.dumps(doc).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.journal)
+            dfd = os.open(self.journal.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
 
     def _lock(self, address: bytes) -> threading.Lock:
         with self._guard:
@@ -96,7 +198,9 @@ class Outbox:
             deadline = time.monotonic() + self.receipt_timeout
             records = self._sent.setdefault(key.address, [])
             mined = self._count(key.address, "latest")
-            records[:] = [r for r in records if r.nonce >= mined - KEEP]
+            if any(r.nonce < mined - KEEP for r in records):
+                records[:] = [r for r in records if r.nonce >= mined - KEEP]
+                self._save()
             for r in records:
                 if r.nonce >= mined and r.receipt is not None:
                     r.receipt = None  # mined once, undone by a reorg: out again below
@@ -112,26 +216,34 @@ class Outbox:
             nonce = max(self._count(key.address, "pending"), records[-1].nonce + 1 if records else 0)
             max_fee, priority = self._fees()
             r = Sent(nonce, to, data, value, limit, max_fee, priority)
-            self._sign(key, r)
+            self._sign(key, r, save=False)
             records.append(r)
+            self._save()  # before it is out: a node killed from here on finds it
             try:
                 self._broadcast(r)
             except RpcUnavailable:
                 pass  # it may have reached the node: waited for like any other (and sent again if not)
             except ChainError:
                 records.remove(r)  # refused outright: never out
+                self._save()
                 raise
             return self._deliver(r, self._push(key, r, deadline, resumed=False))
 
-    @staticmethod
-    def _deliver(r: Sent, receipt: dict[str, Any]) -> dict[str, Any]:
+    def _deliver(self, r: Sent, receipt: dict[str, Any]) -> dict[str, Any]:
         r.delivered = True
+        self._save()
         return receipt
 
     def resend_lost(self, key: PrivateKey) -> None:
         """After a reorg: every mined transaction of the key it undid goes out again (or its nonce is
-        filled), without waiting for them to be mined."""
-        with self._lock(key.address):
+        filled), without waiting for them to be mined. It never waits for the key's lock: a send under
+        way (perhaps hanging on a slow node) holds it, and the watcher that calls this must not wait
+        behind it; that send, or the next, finds the undone transactions itself and sends them first."""
+        lock = self._lock(key.address)
+        if not lock.acquire(blocking=False):
+            log.info("a send is under way: the transactions a reorg undid go out with it")
+            return
+        try:
             records = self._sent.get(key.address, [])
             mined = self._count(key.address, "latest")
             for r in list(records):
@@ -139,12 +251,14 @@ class Outbox:
                     r.receipt = None
                     last = r is records[-1]
                     self._revive(key, r, drop_if_void=last)
+        finally:
+            lock.release()
 
     def _fees(self) -> tuple[int, int]:
         base = int(self._rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
         return 2 * base + PRIORITY_FEE, PRIORITY_FEE
 
-    def _sign(self, key: PrivateKey, r: Sent) -> None:
+    def _sign(self, key: PrivateKey, r: Sent, save: bool = True) -> None:
         tx: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain_id,
@@ -160,6 +274,8 @@ class Outbox:
         signed = Account.sign_transaction(tx, key.secret)
         r.raw = bytes(signed.raw_transaction)
         r.hashes.append(bytes(signed.hash))
+        if save:
+            self._save()  # a replacement is remembered before it is out
 
     def _broadcast(self, r: Sent) -> str | None:
         """None when the node took it; its complaint when a wait or a bump answers it."""
@@ -206,6 +322,7 @@ class Outbox:
                     last = now
                     if self._count(key.address, "latest") > r.nonce and self._receipt(r) is None:
                         self._sent[key.address].remove(r)
+                        self._save()
                         raise ChainError(f"nonce {r.nonce} was used by another transaction of this key")
                     if self._known(r):
                         self._replace(key, r)
@@ -240,6 +357,7 @@ class Outbox:
             if drop_if_void:
                 log.info("nonce %d: its transaction would now revert (%s): not sent again", r.nonce, exc)
                 self._sent[key.address].remove(r)
+                self._save()
                 return
             log.warning("nonce %d: its transaction would now revert (%s): filled with an empty one", r.nonce, exc)
             r.to, r.data, r.value, r.gas = key.address, b"", 0, 21_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from web3 import Web3
@@ -31,11 +32,23 @@ class RpcChain:
     """Talks JSON-RPC; transactions go out through an `Outbox` (one per client): a retry never
     sends a call twice, and a dropped, stuck or reorged-away transaction is pushed until mined."""
 
-    def __init__(self, url: str, receipt_timeout: float = 60.0, bump_after: float = 5.0) -> None:
+    concurrent = True
+    """Safe to call from two threads at once (HTTP requests; the outbox locks per key): a node's sends
+    and reads run on their own threads (node/chainio.py)."""
+
+    def __init__(
+        self,
+        url: str,
+        receipt_timeout: float = 60.0,
+        bump_after: float = 5.0,
+        journal: Path | None = None,
+        request_timeout: float = 30.0,
+    ) -> None:
+        """`journal`: a file where the outbox keeps its transactions across restarts (chain/outbox.py)."""
         self.url = url
-        self._w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+        self._w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": request_timeout}))
         self.chain_id: int = int(self._rpc("eth_chainId", []), 16)
-        self.outbox = Outbox(self._rpc, self.chain_id, receipt_timeout, bump_after)
+        self.outbox = Outbox(self._rpc, self.chain_id, receipt_timeout, bump_after, journal)
 
     def _rpc(self, method: str, params: list[Any]) -> Any:
         try:
@@ -114,6 +127,8 @@ class RpcChain:
             self._rpc("eth_call", [self._tx(to, data, value, sender), block])
         except TransactionReverted as exc:
             return exc.reason
+        except ChainError:  # the reason is a bonus: a failed replay must not make a mined revert look unsent
+            return ""
         return ""
 
     def resend_lost(self, key: PrivateKey) -> None:

@@ -15,6 +15,7 @@ from statechannel.cli.channel import channel, events, payments
 from statechannel.cli.demo import demo, deploy
 from statechannel.cli.dev import dev
 from statechannel.cli.node import keys, node, peer
+from statechannel.cli.recover import recover
 from statechannel.cli.stream import recurring, stream, watch
 from statechannel.cli.trade import trade
 from statechannel.cli.watchtower import watchtower
@@ -47,6 +48,7 @@ for command in (
     trade,
     watchtower,
     backup,
+    recover,
     dev,
 ):
     main.add_command(command)

@@ -17,15 +17,20 @@
           OPEN       bits 0..7 = 1, 8..127 fundedA (ETH), 128..247 fundedB (ETH)
           CLOSING    bits 0..7 = 2, the funded amounts as when OPEN (a close changes only the status)
           CONCLUDED  bits 0..7 = 3 (kept, so the same id can never be reopened)
-        While CLOSING, disputes[id] = keccak256(abi.encode(stateHash, version, finalizesAt)) of the
-        recorded state, a full word. Payouts always come from the funded amounts in storage, never from
-        calldata: a close can pay a channel no more than it holds.
+        While CLOSING, disputes[id] packs the recorded state: bits 0..47 its version, 48..87 finalizesAt,
+        88..255 the top 168 bits of its state hash (docs/decisions/0009). A challenge reads the version
+        from storage, so it need not quote the record and no one can make it stale by moving the record.
+        Payouts always come from the funded amounts in storage, never from calldata: a close can pay a
+        channel no more than it holds.
 """
 
 MAX_ASSETS: constant(uint256) = 8
 MAX_PERIOD: constant(uint256) = 2**32
 MAX_VERSION: constant(uint256) = 2**48
 MASK8: constant(uint256) = 2**8 - 1
+MASK40: constant(uint256) = 2**40 - 1
+MASK48: constant(uint256) = 2**48 - 1
+HASH_MASK: constant(uint256) = ~(2**88 - 1)  # the top 168 bits of a state hash
 MASK120: constant(uint256) = 2**120 - 1
 MASK128: constant(uint256) = 2**128 - 1
 HALF_N: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168  # secp256k1 n / 2
@@ -79,13 +84,6 @@ struct Withdrawal:
     deadline: uint256  # the last block timestamp at which it pays
 
 
-# what the last Closed or Challenged event of a channel said; challenge quotes it back
-struct DisputeRecord:
-    version: uint256
-    finalizes_at: uint256
-    state_hash: bytes32
-
-
 # A's opening deposit is in the channel word (`channels`), like every funded amount
 event Opened:
     channel_id: indexed(bytes32)
@@ -133,7 +131,7 @@ event PayoutDeferred:
 
 
 channels: public(HashMap[bytes32, uint256])
-# while CLOSING: the commitment to the recorded state (see _commitment); zero otherwise
+# while CLOSING: version | finalizesAt | top of the state hash of the recorded state (see _commitment); zero otherwise
 disputes: public(HashMap[bytes32, bytes32])
 # per channel, per ERC-20: fundedA in the low 128 bits, fundedB in the high 128 bits
 token_funds: public(HashMap[bytes32, HashMap[address, uint256]])
@@ -237,8 +235,11 @@ def _split(funded_a: uint256, funded_b: uint256, t: int256) -> (uint256, uint256
 @internal
 @pure
 def _commitment(state_hash: bytes32, version: uint256, finalizes_at: uint256) -> bytes32:
-    """The whole word kept while CLOSING: no funded amount in it, they never leave storage."""
-    return keccak256(abi_encode(state_hash, version, finalizes_at))
+    """The whole word kept while CLOSING: the version (< 2**48, checked by _state_hash) and the window's
+    end (< 2**40, checked by close) in clear, the top 168 bits of the state hash above them. No funded
+    amount in it: they never leave storage, so a truncated hash can only mislead a close into paying a
+    channel's own funds (docs/decisions/0009)."""
+    return convert((convert(state_hash, uint256) & HASH_MASK) | (finalizes_at << 48) | version, bytes32)
 
 
 @internal
@@ -477,29 +478,31 @@ def close(p: Params, s: State, sig_a: Sig, sig_b: Sig):
     self._check_sigs(self._digest(state_hash), p, sig_a, sig_b)
     self._check_assets(channel_id, s, (word >> 8) & MASK120, word >> 128)
     finalizes_at: uint256 = block.timestamp + p.challenge_period
+    assert finalizes_at <= MASK40, "window end too large"  # never before the year 36000
     self.channels[channel_id] = unsafe_add(word, CLOSING - OPEN)  # status only: funded amounts stay
     self.disputes[channel_id] = self._commitment(state_hash, s.version, finalizes_at)
     log Closed(channel_id=channel_id, version=s.version, finalizes_at=finalizes_at, state_hash=state_hash)
 
 
 @external
-def challenge(p: Params, s: State, sig_a: Sig, sig_b: Sig, recorded: DisputeRecord):
-    """Replace the recorded state with a higher version before the window ends.
+def challenge(p: Params, s: State, sig_a: Sig, sig_b: Sig):
+    """Replace the recorded state with a higher version before the window ends (the window keeps its end).
 
-    `recorded` is what the last Closed or Challenged event of this channel said; the stored
-    commitment proves it."""
+    The recorded version and window end are read from storage, not quoted: a challenge stays good
+    whatever lower version someone records ahead of it in the same block (docs/decisions/0009)."""
     channel_id: bytes32 = self._channel_id(p)
     word: uint256 = self.channels[channel_id]
     if word & MASK8 != CLOSING:
         self._status_error(word, CLOSING)
-    assert self.disputes[channel_id] == self._commitment(recorded.state_hash, recorded.version, recorded.finalizes_at), "recorded state does not match"
-    assert block.timestamp < recorded.finalizes_at, "challenge window is over"
-    assert s.version > recorded.version, "stale version"
+    recorded: uint256 = convert(self.disputes[channel_id], uint256)
+    finalizes_at: uint256 = (recorded >> 48) & MASK40
+    assert block.timestamp < finalizes_at, "challenge window is over"
+    assert s.version > recorded & MASK48, "stale version"
     state_hash: bytes32 = self._state_hash(channel_id, s)
     self._check_sigs(self._digest(state_hash), p, sig_a, sig_b)
     self._check_assets(channel_id, s, (word >> 8) & MASK120, word >> 128)
-    self.disputes[channel_id] = self._commitment(state_hash, s.version, recorded.finalizes_at)
-    log Challenged(channel_id=channel_id, version=s.version, finalizes_at=recorded.finalizes_at, state_hash=state_hash)
+    self.disputes[channel_id] = self._commitment(state_hash, s.version, finalizes_at)
+    log Challenged(channel_id=channel_id, version=s.version, finalizes_at=finalizes_at, state_hash=state_hash)
 
 
 @external

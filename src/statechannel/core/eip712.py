@@ -78,6 +78,11 @@ def withdrawal_digest(domain: Domain, w: Withdrawal) -> bytes:
 
 
 def dispute_commitment(recorded_state_hash: bytes, version: int, finalizes_at: int) -> bytes:
-    """keccak256(abi.encode(stateHash, version, finalizesAt)): the whole word the contract keeps while a
-    close is pending. Funded amounts stay in storage, so a close can never pay more than the channel holds."""
-    return keccak(recorded_state_hash + version.to_bytes(32, "big") + finalizes_at.to_bytes(32, "big"))
+    """The whole word the contract keeps while a close is pending: bits 0..47 the version, 48..87 the
+    window's end, 88..255 the top 168 bits of the state hash (docs/decisions/0009). Funded amounts stay
+    in storage, so a close can never pay more than the channel holds. Values the contract can never
+    record (a version from 2**48, a window end from 2**40) give the zero word, which no pending close has."""
+    if not 0 <= version < 2**48 or not 0 < finalizes_at < 2**40 or len(recorded_state_hash) != 32:
+        return bytes(32)
+    top = int.from_bytes(recorded_state_hash, "big") >> 88 << 88
+    return (top | finalizes_at << 48 | version).to_bytes(32, "big")

@@ -1,20 +1,23 @@
-"""Everything the node does with the chain, on one worker thread.
+"""Everything the node does with the chain, on two worker threads: one sends, one reads.
 
-One thread owns the chain client: submissions are serialised (so nonces never
-race) and the watcher's reads never run beside a send on a backend that is not
-thread-safe (the embedded EVM). The watcher reads events from a checkpoint,
-turns the ones about our channels into machine inputs, and notices reorgs."""
+Submissions go through the send thread, one at a time (so nonces never race); the watcher's reads
+and every other query go through the read thread, so a send that hangs (a node that takes minutes to
+answer `eth_sendRawTransaction`, a transaction waiting for its receipt) never delays seeing a
+counterparty's close. On a backend that is not thread-safe (the embedded EVM: no `concurrent`
+attribute) both threads take one lock, so its calls never run side by side. The watcher reads events
+from a checkpoint, turns the ones about our channels into machine inputs, and notices reorgs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from statechannel.chain.adjudicator import Adjudicator, DisputeRecord, Status, Token
+from statechannel.chain.adjudicator import Adjudicator, Status, Token
 from statechannel.chain.base import Chain, ChainError, Receipt, TransactionReverted
 from statechannel.core.channel import Channel
 from statechannel.core.crypto import PrivateKey
@@ -92,17 +95,36 @@ class ChainIO:
         self.chain = chain
         self.adj = Adjudicator(chain, adjudicator)
         self.key = key
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-read")
+        self._send_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-send")
+        self._serial = None if getattr(chain, "concurrent", False) else threading.Lock()
         self._recent: list[Checkpointed] = []
         self._read_time = 0  # timestamp of the last block whose events were read
         self._touched: dict[int, set[bytes]] = {}  # block -> channels with events in it (recent blocks)
         self.gas_used: list[tuple[str, int]] = []  # (what, gas) of every mined submission, for reports
 
     async def run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        """`fn` on the read thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._serialised(fn))
+
+    async def run_send(self, fn: Callable[[], T]) -> T:
+        """`fn` on the send thread: it may wait long (a receipt), never delaying `run`."""
+        return await asyncio.get_running_loop().run_in_executor(self._send_pool, self._serialised(fn))
+
+    def _serialised(self, fn: Callable[[], T]) -> Callable[[], T]:
+        lock = self._serial
+        if lock is None:
+            return fn
+
+        def locked() -> T:
+            with lock:
+                return fn()
+
+        return locked
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._send_pool.shutdown(wait=True)
 
     # ------------------------------------------------------------ submissions
 
@@ -123,17 +145,17 @@ class ChainIO:
         delay = 0.2
         failure = "not sent"
         for attempt in range(RETRIES):
-            if isinstance(tx, SubmitTxChallenge | SubmitTxSettle) and await self._pending():
-                # one of mine is not mined yet (perhaps this very one, sent before a timeout): another would
-                # only be mined after it and revert, paying gas; the machine asks again later
-                log.info(
-                    "%s for 0x%s not sent: a transaction of mine is pending",
-                    type(tx).__name__,
-                    ch.channel_id.hex()[:12],
-                )
-                return Verdict(None, None, "a transaction of mine is pending")
             try:
-                receipt = await self.run(lambda: self._send(ch, tx))
+                if isinstance(tx, SubmitTxChallenge | SubmitTxSettle) and await self._pending():
+                    # one of mine is not mined yet (perhaps this very one, sent before a timeout): another would
+                    # only be mined after it and revert, paying gas; the machine asks again later
+                    log.info(
+                        "%s for 0x%s not sent: a transaction of mine is pending",
+                        type(tx).__name__,
+                        ch.channel_id.hex()[:12],
+                    )
+                    return Verdict(None, None, "a transaction of mine is pending")
+                receipt = await self.run_send(lambda: self._send(ch, tx))
                 self.gas_used.append((type(tx).__name__.removeprefix("SubmitTx"), receipt.gas_used))
                 return Verdict(receipt, None, None)
             except TransactionReverted as exc:
@@ -175,8 +197,7 @@ class ChainIO:
                 return adj.close(key, ch.params, s.state, s.sig_a, s.sig_b)
             case SubmitTxChallenge():
                 s = tx.signed
-                record = DisputeRecord(tx.recorded_version, tx.finalizes_at, tx.recorded_hash)
-                return adj.challenge(key, ch.params, s.state, s.sig_a, s.sig_b, record)
+                return adj.challenge(key, ch.params, s.state, s.sig_a, s.sig_b)  # the contract reads the record
             case SubmitTxSettle():
                 return adj.settle(key, ch.params, tx.state, tx.finalizes_at)
             case SubmitTxWithdraw():

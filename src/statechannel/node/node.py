@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from statechannel.chain.base import ChainError
 from statechannel.core import messages as m
 from statechannel.core.channel import Channel, Phase
 from statechannel.core.crypto import PrivateKey
@@ -257,7 +258,10 @@ class Node:
         outcome = self._told(channel_id, tx, await self.chainio.submit_verdict(ch, tx))
         if not outcome.ok:
             raise NodeError(Reason.TX_FAILED, f"the deposit did not go in: {outcome.reason}")
-        await self._refresh_funds(channel_id)  # answer with the balances after it, not before
+        try:
+            await self._refresh_funds(channel_id)  # answer with the balances after it, not before
+        except ChainError as exc:  # it is mined: a failed read must not say otherwise (the watcher reads it)
+            log.info("channel 0x%s: funds not read after the deposit: %s", channel_id.hex()[:12], exc)
 
     def _told(self, channel_id: bytes, tx: SubmitTx, verdict: Any) -> TxOutcome:
         """Record, log and publish what became of one of my submissions."""

@@ -104,9 +104,9 @@ def check_wallet(chainio: ChainIO, me: bytes, deposits: dict[bytes, int]) -> Non
 
 
 SETTLE_GAS = 60_000
-"""About what a settle costs (bench/gas.py: 50,853 gas for ETH, 54,435 with a token), with a margin."""
+"""About what a settle costs (bench/gas.py: 50,781 gas for ETH, 54,377 with a token), with a margin."""
 CHALLENGE_GAS = 55_000
-"""About what a challenge costs (46,716 / 49,198 gas), with a margin."""
+"""About what a challenge costs (45,676 / 48,146 gas), with a margin."""
 SETTLE_GRACE = 600
 """Chain seconds the side owed less leaves the owed side to settle, before it settles itself."""
 

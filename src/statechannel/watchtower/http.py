@@ -366,5 +366,8 @@ def create_tower_app(tower: Tower) -> FastAPI:
             raise TowerError(TowerReason.NOT_FOUND, "this tower is free: it keeps no accounts")
         return StandingView(**tower.billing.standing(who).as_json())
 
+    from statechannel.watchtower.reads import install_reads  # a participant's read (decision 0011)
+
+    install_reads(app, tower)
     install_page(app, TowerMetrics(tower))  # the page at /, /overview and /metrics (watchtower/page.py)
     return app

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from eth_account import Account
 
 from statechannel.chain.base import Chain, ChainError, Receipt, TransactionReverted
+from statechannel.chain.outbox import RpcUnavailable
 from statechannel.chain.rpc import RpcChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.types import to_checksum
@@ -265,6 +266,12 @@ class BumpingSender:
                 problem = ""
             except TransactionReverted:
                 raise
+            except RpcUnavailable as exc:
+                # No answer (timeout, reset, a proxy's 5xx): the node may hold it. Counted as sent, so the
+                # nonce is not given back to another transaction; poll finds its receipt, or resends it
+                # with bumped fees after bump_after if the node never had it.
+                log.info("sending the transaction at nonce %d got no answer (%s): following it as sent", tx.nonce, exc)
+                problem = ""
             except ChainError as exc:
                 problem = str(exc).lower()
                 if not any(k in problem for k in ("underpriced", "already known", "nonce too low")):

@@ -55,7 +55,6 @@ MIN_CHALLENGE_PERIOD = 60
 """Seconds: the shortest window a tower takes on by default (a few blocks to see a close and get an answer in)."""
 RECORD_REVERTS = frozenset(
     {
-        "recorded state does not match",
         "challenge window is over",
         "channel not closing",
         "stale version",
@@ -285,8 +284,7 @@ class Tower:
             s.state.as_abi(),
             s.sig_a.as_abi(),
             s.sig_b.as_abi(),
-            ch.dispute.record.as_abi(),
-        )
+        )  # nothing about the record is quoted: the contract compares versions with what it holds
 
     async def _reread_record(self, ch: WatchedChannel) -> None:
         """The chain holds another record than the one quoted: the counterparty challenged in a block not yet
@@ -453,9 +451,8 @@ class Tower:
             cid = ch.channel_id
             if view.info.status is not Status.CLOSING:
                 continue  # concluded, or reorged back to open: its event will bring it back
-            if view.commitment != d.record.commitment:
-                moved.append(ch)  # the chain holds a record the tower has not read (or not confirmed)
-                continue
+            # a record the tower has not read (or not confirmed) is no reason to wait: the contract compares
+            # versions, so the challenge lands unless the chain records a version as high (its dry run says)
             if not view.holds_anything:
                 if cid not in self._unfunded:
                     self._unfunded.add(cid)
@@ -497,8 +494,8 @@ class Tower:
                     chosen.append((ch, d, cands[0]))
                 elif answer.reason in RECORD_REVERTS:
                     log.info("channel 0x%s: dry run: %s", ch.channel_id.hex(), answer.reason)
-                    if answer.reason == "recorded state does not match":
-                        moved.append(ch)
+                    if answer.reason == "stale version":
+                        moved.append(ch)  # the chain records a version as high as ours: read it
                 else:
                     self._mark_unusable(cands[0], answer.reason or "reverted", d)
                     if len(cands) > 1:
@@ -516,8 +513,10 @@ class Tower:
 
     def still_wanted(self, p: Prepared) -> bool:
         fresh = self.store.get(p.channel_id)
-        if fresh is None or fresh.dispute is None or fresh.dispute.record != p.dispute.record:
-            return False  # answered (by us or another), or the record moved: this one would revert
+        if fresh is None or fresh.dispute is None:
+            return False  # answered (by us or another)
+        # the record may have moved (the counterparty's own stale challenge): this one still lands while
+        # its version is above the one recorded now, as the contract compares versions, not records
         return decide(p.version, fresh.dispute.version, self.now, fresh.dispute.finalizes_at) is Action.CHALLENGE
 
     def sent(self, p: Prepared, tx: SentTx) -> None:
