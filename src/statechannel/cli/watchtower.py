@@ -54,6 +54,14 @@ def watchtower() -> None:
     "--states-per-client", default=3, show_default=True, type=click.IntRange(1, 64), help="kept per channel, best first"
 )
 @click.option("--max-bytes-per-client", default=32 * 1024 * 1024, show_default=True, type=click.IntRange(1024, None))
+@click.option("--price-per-state", default=0, type=click.IntRange(0, 2**256 - 1), help="paid tower: smallest unit")
+@click.option("--price-per-period", default=0, type=click.IntRange(0, 2**256 - 1), help="paid tower: per --period")
+@click.option("--period", default=0, type=click.IntRange(0, 10 * 365 * 86400), help="s, with --price-per-period")
+@click.option("--grace", default=3600, show_default=True, type=click.IntRange(0, 365 * 86400), help="s unpaid")
+@click.option("--pay-asset", default="eth", show_default=True, metavar="eth|0x..", help="asset of the prices")
+@click.option("--pay-to", metavar="0x..", help="paid tower: the operator node's address clients pay")
+@click.option("--payee-api", metavar="URL", help="paid tower: that node's API, where payments are read")
+@click.option("--payee-token-file", type=click.Path(dir_okay=False), help="paid tower: that API's bearer token")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
 @log_format_option
 @click.option("--detach", is_flag=True, help="run in the background, logging to --log-file; `watchtower stop` ends it")
@@ -73,6 +81,14 @@ def watchtower_start(
     max_channels_per_client: int,
     states_per_client: int,
     max_bytes_per_client: int,
+    price_per_state: int,
+    price_per_period: int,
+    period: int,
+    grace: int,
+    pay_asset: str,
+    pay_to: str | None,
+    payee_api: str | None,
+    payee_token_file: str | None,
     log_level: str,
     log_format: str,
     detach: bool,
@@ -87,11 +103,22 @@ def watchtower_start(
     """
 
     from statechannel.core.errors import LocalError
-    from statechannel.core.types import address_from_hex
+    from statechannel.core.types import ETH, address_from_hex
     from statechannel.daemon import parse_hostport
+    from statechannel.watchtower.billing import BillingError, Terms
     from statechannel.watchtower.daemon import TowerConfig, TowerDaemonError, run
     from statechannel.watchtower.storage import Quotas
 
+    terms, token = None, ""
+    if price_per_state or price_per_period:
+        if not (pay_to and payee_api and payee_token_file):
+            raise fail("a paid tower needs --pay-to, --payee-api and --payee-token-file")
+        try:
+            token = Path(payee_token_file).expanduser().read_text().strip()
+            asset = ETH if pay_asset.lower() == "eth" else address_from_hex(pay_asset)
+            terms = Terms(address_from_hex(pay_to), asset, price_per_state, price_per_period, period, grace)
+        except (OSError, ValueError, LocalError, BillingError) as exc:
+            raise fail(f"paid tower: {exc}") from None
     try:
         config = TowerConfig(
             rpc=rpc,
@@ -104,6 +131,9 @@ def watchtower_start(
             bump_after=bump_after,
             min_challenge_period=min_challenge_period,
             quotas=Quotas(max_channels_per_client, states_per_client, max_bytes_per_client),
+            terms=terms,
+            payee_api=payee_api or "",
+            payee_token=token,
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None
@@ -152,10 +182,14 @@ def watchtower_info(data_dir: str, as_json: bool) -> None:
 
 
 def _flat(info: dict[str, object]) -> dict[str, object]:
-    quotas = info.get("quotas")
-    rest = {k: v for k, v in info.items() if k != "quotas"}
+    quotas, terms = info.get("quotas"), info.get("terms")
+    rest = {k: v for k, v in info.items() if k not in ("quotas", "terms")}
     if isinstance(quotas, dict):
         rest |= {f"per client: {k}": v for k, v in quotas.items()}
+    if isinstance(terms, dict):
+        rest |= {f"terms: {k}": v for k, v in terms.items()}
+    else:
+        rest["terms"] = "free"
     return rest
 
 

@@ -34,6 +34,7 @@ from statechannel.runtime import (
     signals_set,
     step,
 )
+from statechannel.watchtower.billing import Billing, NodePayments, Terms
 from statechannel.watchtower.http import create_tower_app
 from statechannel.watchtower.sender import BumpingSender
 from statechannel.watchtower.service import MIN_CHALLENGE_PERIOD, Tower
@@ -70,6 +71,11 @@ class TowerConfig:
     min_challenge_period: int = MIN_CHALLENGE_PERIOD
     """Seconds: channels with a shorter window are refused at registration (shown in /info)."""
     quotas: Quotas = field(default_factory=Quotas)
+    terms: Terms | None = None
+    """A paid tower's terms (billing.py); None: a free tower."""
+    payee_api: str = ""
+    """The API url of the operator's node that `terms.pay_to` names: payments are read from it."""
+    payee_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,14 @@ def open_store(db: str, data_dir: Path, chain_id: int, adjudicator: bytes) -> Sq
     raise TowerDaemonError(f"--db must be 'sqlite' or a postgresql:// URL, got {db!r}")
 
 
+def _billing(config: TowerConfig, store: SqlTowerStore) -> Billing | None:
+    if config.terms is None:
+        return None
+    if not config.payee_api or not config.payee_token:
+        raise TowerDaemonError("a paid tower needs its payee node's API url and token")
+    return Billing(config.terms, store, NodePayments(config.payee_api, config.payee_token), clock=time.time)
+
+
 async def run(
     config: TowerConfig,
     key: PrivateKey,
@@ -139,6 +153,7 @@ async def run(
             poll_interval=config.poll_interval,
             min_challenge_period=config.min_challenge_period,
             quotas=config.quotas,
+            billing=_billing(config, store),
         )
         server: QuietServer | None = None
         serving: asyncio.Task[None] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from statechannel.core.errors import Reason
 
@@ -19,6 +20,8 @@ class TowerReason(StrEnum):
     """The request is not signed by a participant of the channel (or not for this tower, or not recently)."""
     QUOTA_EXCEEDED = "quota_exceeded"
     PERIOD_TOO_SHORT = "period_too_short"
+    PAYMENT_REQUIRED = "payment_required"
+    """A paid tower: the client has not paid, or its grace period is over (watchtower/billing.py)."""
     VALIDATION = "validation"
     NOT_FOUND = "not_found"
     CHAIN_UNAVAILABLE = "chain_unavailable"
@@ -32,6 +35,7 @@ HTTP_STATUS: dict[TowerReason, int] = {
     TowerReason.STALE_VERSION: 409,
     TowerReason.UNAUTHORIZED: 401,
     TowerReason.QUOTA_EXCEEDED: 403,
+    TowerReason.PAYMENT_REQUIRED: 402,
     TowerReason.CHAIN_UNAVAILABLE: 503,
     TowerReason.STORE_UNAVAILABLE: 503,
     TowerReason.INTERNAL: 500,
@@ -51,10 +55,12 @@ _FROM_CORE: dict[Reason, TowerReason] = {
 class TowerError(Exception):
     """A request the tower refuses; nothing was changed."""
 
-    def __init__(self, reason: TowerReason, detail: str) -> None:
+    def __init__(self, reason: TowerReason, detail: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.extra = extra or {}
+        """More typed fields of the refusal (a 402 names the account and the terms)."""
 
     @property
     def status(self) -> int:

@@ -83,6 +83,26 @@ class QuotaView(BaseModel):
     bytes: int = Field(description="Bytes of kept states per client.")
 
 
+class TermsView(BaseModel):
+    pay_to: str = Field(description="The tower operator's node: pay through a statechannel channel with it.")
+    asset: str
+    price_per_state: str = Field(description="Decimal, smallest unit, per state accepted.")
+    price_per_period: str
+    period: int = Field(description="Seconds; each period is charged when it starts.")
+    grace: int = Field(description="Seconds the tower still protects once the balance is negative.")
+
+
+class StandingView(BaseModel):
+    client: str
+    paid: str
+    owed: str
+    balance: str = Field(description="paid - owed; negative: the grace period runs.")
+    states: int
+    paid_until: int | None = Field(description="Unix seconds the payments cover (per period).")
+    protected_until: int | None = Field(description="Unix seconds after which nothing of this client is answered.")
+    protected: bool
+
+
 class Info(BaseModel):
     address: str
     chain_id: int
@@ -91,6 +111,7 @@ class Info(BaseModel):
     head: int
     min_challenge_period: int = Field(description="The shortest challenge period (seconds) this tower protects.")
     quotas: QuotaView
+    terms: TermsView | None = Field(None, description="A paid tower's terms (watchtower/billing.py); null: free.")
 
 
 class Registered(BaseModel):
@@ -108,6 +129,10 @@ class Receipt(BaseModel):
     from_block: int = Field(description="The tower answers a stale close from this block on.")
     receipt: str
     """65-byte signature of the tower over the typed receipt's digest."""
+    protected_until: int | None = Field(
+        None, description="A paid tower: unix seconds after which it answers nothing of this client unless paid."
+    )
+    billing: StandingView | None = None
 
 
 class HeldView(BaseModel):
@@ -140,6 +165,8 @@ class ChannelView(BaseModel):
 class ErrorDetail(BaseModel):
     reason: str
     detail: str
+    billing: StandingView | None = None
+    terms: TermsView | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -227,13 +254,15 @@ def _view(tower: Tower, ch: WatchedChannel) -> ChannelView:
     )
 
 
-def _error(status: int, reason: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": {"reason": reason, "detail": detail}}, status_code=status)
+def _error(status: int, reason: str, detail: str, extra: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"reason": reason, "detail": detail, **(extra or {})}}, status_code=status)
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        402: "payment_required: a paid tower whose client has not paid or whose grace period is over; `billing` "
+        "names what is owed and until when it protected",
         401: "unauthorized: not signed by a participant of the channel, for this tower, within the allowed skew",
         403: "quota_exceeded: the client holds as many channels or bytes as this tower allows one client",
         404: "unknown_channel: not on chain, or not registered with this tower",
@@ -263,7 +292,7 @@ def create_tower_app(tower: Tower) -> FastAPI:
 
     @app.exception_handler(TowerError)
     async def tower_error(_: Request, exc: TowerError) -> JSONResponse:
-        return _error(exc.status, exc.reason.value, exc.detail)
+        return _error(exc.status, exc.reason.value, exc.detail, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -283,7 +312,7 @@ def create_tower_app(tower: Tower) -> FastAPI:
         log.exception("unhandled error in a tower request", exc_info=exc)
         return _error(500, TowerReason.INTERNAL, "internal error; see the tower's log")
 
-    @app.get("/info", response_model=Info)
+    @app.get("/info", response_model=Info, response_model_exclude_none=True)  # a free tower: no terms
     async def info() -> Info:
         return Info(
             address=to_checksum(tower.address),
@@ -293,6 +322,7 @@ def create_tower_app(tower: Tower) -> FastAPI:
             head=tower.head,
             min_challenge_period=tower.min_challenge_period,
             quotas=QuotaView(channels=tower.quotas.channels, states=tower.quotas.states, bytes=tower.quotas.bytes),
+            terms=None if tower.billing is None else TermsView(**tower.billing.terms.as_json()),
         )
 
     @app.post("/channels", response_model=Registered, status_code=201, responses={200: {"model": Registered}})
@@ -302,12 +332,16 @@ def create_tower_app(tower: Tower) -> FastAPI:
         response.status_code = 201 if created else 200
         return Registered(channel_id="0x" + ch.channel_id.hex(), status=ch.status.value)
 
-    @app.post("/states", response_model=Receipt)
+    @app.post("/states", response_model=Receipt, response_model_exclude_none=True)
     async def push(body: StateBody) -> Receipt:
         """Hand the tower a state both participants signed; it joins the pushing participant's best few."""
         signed = _signed(body)
-        _, r, sig = await tower.push(signed, _auth(body))
+        auth = _auth(body)
+        _, r, sig = await tower.push(signed, auth)
+        standing = None if tower.billing is None else StandingView(**tower.billing.standing(auth.client).as_json())
         return Receipt(
+            protected_until=None if standing is None else standing.protected_until,
+            billing=standing,
             channel_id="0x" + r.channel_id.hex(),
             version=r.version,
             state_hash="0x" + r.state_hash.hex(),
@@ -323,6 +357,14 @@ def create_tower_app(tower: Tower) -> FastAPI:
         if ch is None:
             raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel {channel_id} is not registered with this tower")
         return _view(tower, ch)
+
+    @app.get("/accounts/{address}", response_model=StandingView)
+    async def account(address: str) -> StandingView:
+        """A paid tower: what a client paid and owes, and until when it is protected."""
+        who = _hex(address, 20, TowerReason.VALIDATION, "address")
+        if tower.billing is None:
+            raise TowerError(TowerReason.NOT_FOUND, "this tower is free: it keeps no accounts")
+        return StandingView(**tower.billing.standing(who).as_json())
 
     from statechannel.watchtower.reads import install_reads  # a participant's read (decision 0011)
 

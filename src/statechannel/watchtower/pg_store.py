@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from statechannel.watchtower.sqlbase import SCHEMA_VERSION, SqlTowerStore
+from statechannel.watchtower.sqlbase import SCHEMA_VERSION, UPGRADE, SqlTowerStore
 from statechannel.watchtower.storage import Row, TowerStoreError, Tx
 
 SCHEMA = (
@@ -34,6 +34,19 @@ SCHEMA = (
         address BYTEA PRIMARY KEY,
         channels BIGINT NOT NULL,
         bytes BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS tw_accounts (
+        address BYTEA PRIMARY KEY,
+        paid TEXT NOT NULL,
+        states BIGINT NOT NULL,
+        start BIGINT,
+        short_since BIGINT
+    )""",
+    """CREATE TABLE IF NOT EXISTS tw_payments (
+        payment_id TEXT PRIMARY KEY,
+        address BYTEA NOT NULL,
+        amount TEXT NOT NULL,
+        at BIGINT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoint (
         one SMALLINT PRIMARY KEY CHECK (one = 1),
@@ -97,6 +110,7 @@ class PostgresTowerStore(SqlTowerStore):
                 "ON CONFLICT (one) DO NOTHING",
                 (str(chain_id), adjudicator, SCHEMA_VERSION),
             )
+            self._writer.execute(UPGRADE)  # 2 -> 3 only adds tables, created above
             self._writer.commit()
             self._reader = psycopg.connect(dsn, autocommit=True)
             super().__init__(name, chain_id, adjudicator)

@@ -40,6 +40,7 @@ from statechannel.core.tower import (
 )
 from statechannel.core.types import ChannelParams
 from statechannel.store.base import Checkpoint
+from statechannel.watchtower.billing import Billing
 from statechannel.watchtower.chainwatch import ChainWatch
 from statechannel.watchtower.dispatch import Dispatcher, Prepared
 from statechannel.watchtower.errors import TowerError, TowerReason, from_core
@@ -92,6 +93,7 @@ class Tower:
         min_challenge_period: int = MIN_CHALLENGE_PERIOD,
         quotas: Quotas | None = None,
         clock: Callable[[], float] = time.time,
+        billing: Billing | None = None,
     ) -> None:
         self.chain = chain
         self.adj = Adjudicator(chain, adjudicator)
@@ -103,7 +105,11 @@ class Tower:
         self.min_challenge_period = min_challenge_period
         self.quotas = quotas or Quotas()
         self.clock = clock
-        """Wall time, only to judge how fresh a client's signed request is."""
+        """Wall time, only to judge how fresh a client's signed request is (and a paid tower's accounts)."""
+        self.billing = billing
+        """A paid tower's accounts (billing.py); None: a free tower."""
+        if billing is not None:
+            billing.on_credit = self._reconsider  # a client that paid again is answered again
         self.unusable: dict[bytes, dict[bytes, str]] = {}
         """Per channel, the states (by digest) a dry run or a mined challenge showed the chain rejects, and why:
         against the dispute in `_unusable_against` only. A revert can come from the record moving under the
@@ -152,6 +158,8 @@ class Tower:
         self._checkpoint = cp
         self.dispatch.start()
         self._watcher = asyncio.create_task(self._watch_loop(), name="tower-watch")
+        if self.billing is not None:
+            self.billing.start()  # reads payments from the payee node
 
     async def stop(self) -> None:
         """Challenges in flight stay in the pool; a restarted tower reads the disputes again."""
@@ -160,6 +168,8 @@ class Tower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.dispatch.stop()
+        if self.billing is not None:
+            await self.billing.stop()
         await asyncio.to_thread(self._reads.shutdown, True)
         await asyncio.to_thread(self._sends.shutdown, True)
 
@@ -206,6 +216,8 @@ class Tower:
         if ch is None:
             raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel 0x{cid.hex()} is not registered with this tower")
         client = self._client(ch.params, push_request(signed), auth)
+        if self.billing is not None:
+            self.billing.require(auth.client)  # 402: unpaid, or its grace period is over
         try:
             check_pushed(self.domain, ch.params, signed)
         except StatechannelError as exc:
@@ -222,6 +234,8 @@ class Tower:
                 what = f"{len(held)} higher versions from this client (up to {held[0].state.version})"
             raise TowerError(TowerReason.STALE_VERSION, f"the tower already holds {what}")
         if result.outcome is PutOutcome.ACCEPTED:
+            if self.billing is not None:
+                await self._stored(self.billing.charge(auth.client))
             self._consider(result.channel)  # a state pushed during a dispute may be the one to answer it
         receipt = receipt_for(self.address, signed, from_block)
         return result.channel, receipt, receipt.sign(self.key, self.domain)
@@ -233,7 +247,18 @@ class Tower:
         if ch is None:
             return []
         bad = self._marks(channel_id, ch.dispute)
-        return [s for s in ch.candidates() if state_digest(self.domain, s.state) not in bad]
+        held = ch.candidates() if self.billing is None else self._paid_for(ch)
+        return [s for s in held if state_digest(self.domain, s.state) not in bad]
+
+    def _paid_for(self, ch: WatchedChannel) -> list[SignedState]:
+        """A paid tower answers with a state only while the participant that pushed it is protected."""
+        assert self.billing is not None
+        ok = {i: self.billing.protects(who) for i, who in enumerate((ch.params.a, ch.params.b))}
+        out: list[SignedState] = []
+        for h in ch.states:
+            if ok[h.client] and h.signed not in out:
+                out.append(h.signed)
+        return out
 
     def _marks(self, channel_id: bytes, dispute: Dispute | None) -> dict[bytes, str]:
         """The states known unusable against `dispute`; marks made against another record are forgotten."""
@@ -390,6 +415,10 @@ class Tower:
             log.error("channel 0x%s: the window closed before the tower could answer", ch.channel_id.hex())
         if action is Action.CHALLENGE:
             self.dispatch.want(ch.channel_id, ch.dispute.finalizes_at)
+
+    def _reconsider(self) -> None:
+        for ch in self.store.disputed():
+            self._consider(ch)
 
     def _best_version(self, channel_id: bytes) -> int | None:
         """The highest version among the states held for a channel that the chain is not known to reject."""

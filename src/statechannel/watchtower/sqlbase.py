@@ -44,8 +44,10 @@ from statechannel.watchtower.storage import (
 )
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2
-"""2: states per client in tw_states (1 kept one state per channel in tw_channels)."""
+SCHEMA_VERSION = 3
+"""3: a paid tower's tw_accounts and tw_payments (a schema 2 database is upgraded in place: it only gains
+tables); 2: states per client in tw_states (1 kept one state per channel in tw_channels)."""
+UPGRADE = "UPDATE tw_meta SET schema_version = 3 WHERE schema_version = 2"
 SELECT_ONE = "SELECT channel_id, params, status, dispute FROM tw_channels WHERE channel_id = ?"
 SELECT_BY_STATUS = "SELECT channel_id, params, status, dispute FROM tw_channels WHERE status = ?"
 SELECT_STATES = "SELECT client, version, state FROM tw_states WHERE channel_id = ?"
@@ -160,6 +162,14 @@ class SqlTowerStore:
                 f"{self.name} belongs to adjudicator 0x{bytes(rows[0][1]).hex()} on chain {rows[0][0]}, "
                 f"not 0x{adjudicator.hex()} on chain {chain_id}"
             )
+
+    def read_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A committed read for modules keeping their own tables here (billing.py)."""
+        return self._read(sql, params)
+
+    async def run_op(self, fn: Callable[[Tx], T]) -> T:
+        """`fn` inside the writer's next transaction (billing.py); durable when this returns."""
+        return await self._submit(fn)
 
     # ------------------------------------------------------------ operations
 

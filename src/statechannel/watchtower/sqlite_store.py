@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from statechannel.watchtower.sqlbase import SCHEMA_VERSION, SqlTowerStore
+from statechannel.watchtower.sqlbase import SCHEMA_VERSION, UPGRADE, SqlTowerStore
 from statechannel.watchtower.storage import Row, TowerStoreError, Tx
 
 BUSY_TIMEOUT_S = 10.0
@@ -33,6 +33,19 @@ SCHEMA = (
         address BLOB PRIMARY KEY,
         channels BIGINT NOT NULL,
         bytes BIGINT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS tw_accounts (
+        address BLOB PRIMARY KEY,
+        paid TEXT NOT NULL,
+        states BIGINT NOT NULL,
+        start BIGINT,
+        short_since BIGINT
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS tw_payments (
+        payment_id TEXT PRIMARY KEY,
+        address BLOB NOT NULL,
+        amount TEXT NOT NULL,
+        at BIGINT NOT NULL
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoint (
         one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -91,6 +104,7 @@ class SqliteTowerStore(SqlTowerStore):
                 "ON CONFLICT (one) DO NOTHING",
                 (str(chain_id), adjudicator, SCHEMA_VERSION),
             )
+            self._writer.execute(UPGRADE)  # 2 -> 3 only adds tables, created above
             self._writer.execute("COMMIT")
             self._reader = _connect(self.path)
             self._reader.execute("PRAGMA query_only = ON")
