@@ -80,6 +80,9 @@ def test_terms_refuse_nonsense_and_amounts_never_go_wrong() -> None:
         Terms(payee, price_per_state=UINT256_MAX + 1)
     with pytest.raises(BillingError):
         Terms(payee, price_per_period=5)  # no period
+    for bad in ({"grace": 1.5}, {"grace": True}, {"period": 60.5, "price_per_period": 1}, {"price_per_state": 1.0}):
+        with pytest.raises(BillingError):
+            Terms(payee, **{"price_per_state": 1, **bad})  # type: ignore[arg-type]  # a float would reach the 402s
     t = Terms(payee, price_per_period=100, period=60, grace=30)
     acct = Account(b"\x02" * 20, paid=250, start=1000)
     # 250 pays 2 periods: 1000..1120; short from 1120, protected until 1150
