@@ -89,6 +89,8 @@ class DaemonConfig:
     weigh_gas: bool = True
     history: int = DEFAULT_HISTORY
     """Payment rows kept (the newest); older ones are pruned and the API says how many."""
+    durability: str = "fsync"
+    """store/sqlite.py DURABILITY_MODES: "fsync" (power-cut safe, the default) or "process-crash-safe"."""
     """Settle and challenge only where the amount at stake is worth the gas (node/onchain.py: weigh)."""
     """Seconds a channel restored from a backup waits for the peer's proof of a newer state, then closes."""
 
@@ -201,7 +203,7 @@ async def run(
             raise DaemonError(str(exc)) from None
         chain, adjudicator, metrics = await asyncio.to_thread(_connect_metered, config, key)
         try:
-            store = SqliteStore(data_dir / DB_FILE, max_payments=config.history)
+            store = SqliteStore(data_dir / DB_FILE, max_payments=config.history, durability=config.durability)
         except (StoreError, OSError) as exc:
             raise DaemonError(f"cannot open {data_dir / DB_FILE}: {exc}") from None
         chainio = ChainIO(chain, adjudicator, key)

@@ -176,6 +176,7 @@ def rebuild(adj: Adjudicator, params: ChannelParams, me: int, best: SignedState)
         assets=assets,
         deposits=funded,
         phase=Phase.RECOVERING,
+        signs_nothing=True,
         latest=best,
         funded=funded,
         opened=True,

@@ -137,8 +137,8 @@ def test_open_pay_list_stream_and_close(tmp_path: Path) -> None:
         listed = (await w.api_a.get("/payments", params={"channel_id": cid, "limit": 1000})).json()
         assert len(listed) == 201 and {p["status"] for p in listed} == {"sent"}
         assert any(p["payment_id"] == first and p["amount"] == "1234" for p in listed)
-        received = (await w.api_b.get("/payments", params={"channel_id": cid})).json()
-        assert {p["direction"] for p in received} == {"in"}
+        received = (await w.api_b.get("/payments", params={"channel_id": cid, "limit": 1000})).json()
+        assert {p["direction"] for p in received} == {"in"} and len(received) == 201  # one row per payment
         assert sum(int(p["amount"]) for p in received) == total
 
         events_a = await sse(w.api_a, since=0, timeout=0.5)

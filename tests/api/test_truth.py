@@ -188,6 +188,31 @@ def test_the_owed_side_settles_and_the_other_weighs_the_gas(tmp_path: Path, capl
     assert "settling: about" in caplog.text  # A weighed it and said so (B, if it got that far, logs why not)
 
 
+def test_always_settle_sends_the_settle_that_weighing_would_skip(tmp_path: Path) -> None:
+    """`node start --always-settle` (weigh_gas off, the default of an embedded Node): B, owed 1,000 wei
+    (less than the gas), sends its settle anyway, where the weighing test above sees it skipped."""
+
+    async def scenario(w: World) -> None:
+        assert not w.a.weigh_gas and not w.b.weigh_gas
+        r = await w.api_a.post("/channels", json=_open(w, {"eth": str(ETHER)}))
+        cid = r.json()["channel_id"]
+        raw = bytes.fromhex(cid[2:])
+        await w.b.wait_for(raw, Phase.OPEN)
+        r = await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "1000"})
+        assert r.json()["status"] == "sent"
+        await w.b.idle(raw)
+        r = await w.api_b.post(f"/channels/{cid}/close", json={"unilateral": True})
+        assert r.status_code == 202, r.text
+        await w.a.wait_for(raw, Phase.DISPUTE)
+        await w.b.wait_for(raw, Phase.DISPUTE)
+        w.chain.advance_time(61)
+        await w.a.wait_for(raw, Phase.CLOSED)
+        await w.b.wait_for(raw, Phase.CLOSED)
+        await eventually(lambda: any(o.what == "Settle" for o in w.b.txlog.since(raw, 0)))
+
+    run(tmp_path, scenario)
+
+
 def test_a_payment_retried_with_its_idempotency_key_pays_once(tmp_path: Path) -> None:
     """Issue 13, part 4: a client that lost the answer (killed mid-request, a timeout) could not retry
     without paying twice."""

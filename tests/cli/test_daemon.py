@@ -166,8 +166,9 @@ def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     assert len(json.loads(paged.stdout)) == 50 and "older payment rows were pruned" in paged.stderr
     assert "keeps the newest 50" in paged.stderr
     assert json.loads(paged.stdout) == cli_json("payments", "--channel", cid, "--limit", "1000", *a)
-    received = cli_json("payments", "--channel", cid, *b)
+    received = cli_json("payments", "--channel", cid, "--all", "--page-size", "7", *b)
     assert {p["direction"] for p in received} == {"in"}
+    assert len(received) == 1 + 100 + 5  # one row per payment on the side paid too
     assert sum(int(p["amount"]) for p in received) == 1000 + 1000 + 50
     kinds = [e["kind"] for e in _events(b, "--since", "0", "--timeout", "0.5")]
     assert kinds[:2] == ["phase", "phase"] and "received" in kinds

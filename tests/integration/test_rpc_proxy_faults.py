@@ -85,7 +85,7 @@ def run_proxied(
     timeout: float = 240,
     **rpc: Any,
 ) -> T:
-    async def main() -> T:  # type: ignore[no-untyped-call]
+    async def main() -> T:
         world = World(anvil, tmp, node_url=proxy.url, **rpc)
         try:
             return await asyncio.wait_for(scenario(world), timeout)

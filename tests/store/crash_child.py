@@ -1,6 +1,6 @@
 """Crash-test child: save blob i of channel i, and only after the save returns print i.
 
-Run as `python -m tests.store.crash_child PATH COUNT WRITERS`; the parent SIGKILLs it
+Run as `python -m tests.store.crash_child PATH COUNT WRITERS [DURABILITY]`; the parent SIGKILLs it
 mid-way and checks that every index printed is in the store (save before send)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from statechannel.store import SqliteStore
 from tests.store.helpers import blob, cid, record
 
 
-async def main(path: str, count: int, writers: int) -> None:
-    store = SqliteStore(path)
+async def main(path: str, count: int, writers: int, durability: str) -> None:
+    store = SqliteStore(path, durability=durability)
     indexes = iter(range(count))  # shared by the writers, so concurrent saves interleave
 
     async def writer() -> None:
@@ -27,4 +27,4 @@ async def main(path: str, count: int, writers: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), (sys.argv[4:] or ["fsync"])[0]))

@@ -317,3 +317,37 @@ def test_a_page_is_limit_rows_after_offset(make_store: MakeStore) -> None:
             store.payments(limit=1, offset=-1)
 
     run(make_store, body)
+
+
+def test_paging_by_key_neither_skips_nor_repeats_while_rows_arrive(make_store: MakeStore) -> None:
+    async def body(store: Store) -> None:
+        a, b = cid(1), cid(2)
+        for i in range(10):  # two channels, some rows sharing a millisecond
+            await store.save(a if i % 3 else b, b"x", [record(f"p{i}", a if i % 3 else b, created_ms=100 + i // 2)])
+        everything = [p.payment_id for p in store.payments(limit=100)]
+        seen: list[str] = []
+        key = None
+        for n in range(100):
+            page, last = store.payments_before(None, 3, key)
+            seen += [p.payment_id for p in page]
+            await store.save(a, b"x", [record(f"new{n}", a, created_ms=200 + n)])  # arrives while paging
+            if len(page) < 3:
+                assert last is None or len(page) > 0
+                break
+            key = last
+        assert seen == everything  # every row there when paging began, once, in order
+        mine, key = [], None
+        while True:
+            page, key = store.payments_before(a, 4, key)
+            mine += [p.payment_id for p in page]
+            if len(page) < 4:
+                break
+        assert mine == [p.payment_id for p in store.payments(a, limit=1000)]
+        assert store.payments_before(cid(9), 5, None) == ([], None)
+        for bad in ((1,), (1, -1), (1, 2**63), ("1", 2), [1, 2], (True, 2)):
+            with pytest.raises(InvalidRecord, match="page key"):
+                store.payments_before(None, 5, bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRecord, match="limit"):
+            store.payments_before(None, -1, None)
+
+    run(make_store, body)

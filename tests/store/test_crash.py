@@ -19,13 +19,15 @@ COUNT = 1_000_000  # far more than it can save before the kill, so the kill alwa
 KILL_AFTER = 300
 
 
+@pytest.mark.parametrize("durability", ["fsync", "process-crash-safe"])
 @pytest.mark.parametrize("writers", [1, 32], ids=["sequential", "concurrent"])
-def test_every_reported_save_survives_sigkill(tmp_path: Path, writers: int) -> None:
+def test_every_reported_save_survives_sigkill(tmp_path: Path, writers: int, durability: str) -> None:
+    """Both modes survive the process being killed (process-crash-safe promises no more than that)."""
     path = tmp_path / "crash.db"
     stderr_path = tmp_path / "child.err"
     with stderr_path.open("wb") as stderr:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.store.crash_child", str(path), str(COUNT), str(writers)],
+            [sys.executable, "-m", "tests.store.crash_child", str(path), str(COUNT), str(writers), durability],
             stdout=subprocess.PIPE,
             stderr=stderr,
             cwd=ROOT,

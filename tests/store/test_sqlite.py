@@ -35,6 +35,23 @@ def test_wal_and_full_sync(tmp_path: Path) -> None:
         conn.close()
 
 
+def test_durability_modes_set_the_sync_level_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    async def mode(durability: str) -> int:
+        store = SqliteStore(tmp_path / f"{durability}.db", durability=durability)
+        try:
+            await store.save(cid(1), blob(1))
+            assert store.durability == durability
+            return int(store._writer.execute("PRAGMA synchronous").fetchone()[0])
+        finally:
+            await store.close()
+
+    assert asyncio.run(mode("fsync")) == 2  # FULL: the WAL is fsynced on every commit
+    assert asyncio.run(mode("process-crash-safe")) == 1  # NORMAL: fsynced at checkpoints only
+    with pytest.raises(ValueError, match="unknown durability mode 'fast'"):
+        SqliteStore(tmp_path / "x.db", durability="fast")
+    assert not (tmp_path / "x.db").exists()  # refused before anything was created
+
+
 def test_group_commit_shares_transactions(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     expected = {cid(c): blob(1800 + c) for c in range(200)}  # the last of the ten saves of each channel

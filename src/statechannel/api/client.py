@@ -29,7 +29,7 @@ class ApiClient:
     def __init__(self, base_url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
         self.last_headers: httpx.Headers = httpx.Headers()
-        """The headers of the last answer (a page's `X-Next-Offset`, `X-History-Pruned`)."""
+        """The headers of the last answer (a page's `X-Next-Cursor`, `X-History-Pruned`)."""
         self._http = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
     def close(self) -> None:

@@ -322,6 +322,21 @@ MAX_PAGE = 10_000
 """The most rows one page of `GET /payments` holds."""
 
 
+CURSOR = r"^[0-9a-f]{32}$"
+"""A page cursor: opaque to clients (it is where the page ended, in the order history is listed)."""
+
+
+def _next_cursor(key: tuple[int, int]) -> str:
+    return b"".join(v.to_bytes(8, "big") for v in key).hex()
+
+
+def _cursor(raw: str) -> tuple[int, int]:
+    ms, seq = int(raw[:16], 16), int(raw[16:], 16)
+    if max(ms, seq) > 2**63 - 1:
+        raise ApiError(422, Code.VALIDATION, "cursor: not one this node gave out")
+    return ms, seq
+
+
 @router.get("/payments", tags=["payments"])
 async def list_payments(
     ctx: Ctx,
@@ -329,21 +344,38 @@ async def list_payments(
     channel_id: ChannelFilter = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows in this page.")] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62, description="Skip this many of the newest rows.")] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            pattern=CURSOR,
+            description="Opaque: the `X-Next-Cursor` of the previous page. The rows after it, however many "
+            "payments arrived meanwhile (not with `offset`).",
+        ),
+    ] = None,
 ) -> list[PaymentView]:
-    """Sent and received payments, newest first, one page at a time: `X-Next-Offset` is the `offset` of
-    the next page (absent on the last). Each row is one payment on the side that made it and one
-    received update (per asset) on the side paid. The node keeps its newest `node start --history`
-    rows: `X-History-Pruned` says how many older rows (of this channel, or in all) were deleted, and
-    `X-History-Retention` how many are kept."""
+    """Sent and received payments, newest first, one page at a time. `X-Next-Cursor` is the `cursor` of
+    the next page (absent on the last): paging by cursor neither skips nor repeats a row while payments
+    arrive. `offset` (skip the newest rows, `X-Next-Offset`) still works but shifts as rows arrive. Each
+    row is one payment, on both sides: the update lists the payments it carries. The node keeps its
+    newest `node start --history` rows: `X-History-Pruned` says how many older rows (of this channel,
+    or in all) were deleted, and `X-History-Retention` how many are kept."""
     cid = None
     if channel_id is not None:
         cid = _cid(channel_id)
         ctx.node.channel(cid)  # 404 for a channel this node never had, rather than an empty list
-    rows = ctx.node.payments(cid, limit, offset)
+    if cursor is not None and offset:
+        raise ApiError(422, Code.VALIDATION, "give cursor or offset, not both")
+    if cursor is not None or not offset:
+        rows, last = ctx.node.payments_before(cid, limit, None if cursor is None else _cursor(cursor))
+        if len(rows) == limit and last is not None:
+            response.headers["X-Next-Cursor"] = _next_cursor(last)
+    else:
+        rows = ctx.node.payments(cid, limit, offset)
     store = ctx.node.store
     response.headers["X-History-Pruned"] = str(store.pruned(cid))
     response.headers["X-History-Retention"] = str(store.max_payments)
-    if len(rows) == limit:
+    if len(rows) == limit and cursor is None:
         response.headers["X-Next-Offset"] = str(offset + limit)
     return [PaymentView.of(rec) for rec in rows]
 

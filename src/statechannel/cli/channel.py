@@ -277,8 +277,8 @@ PAGE = 1_000  # rows asked for per request when following pages
 def payments(
     channel_id: str | None, limit: int, everything: bool, page_size: int, data_dir: str, as_json: bool
 ) -> None:
-    """Sent and received payments, newest first, fetched page by page. One row per payment on the
-    paying side and one per received update (per asset) on the side paid. Says on stderr when the
+    """Sent and received payments, newest first, fetched page by page (by cursor, so payments arriving
+    meanwhile neither repeat nor skip a row). One row per payment, on both sides. Says on stderr when the
     node's retention (`node start --history`) has pruned older rows.
 
     \b
@@ -289,17 +289,17 @@ def payments(
     if channel_id is not None:
         params["channel_id"] = channel_id_arg(channel_id)
     rows: list[dict[str, Any]] = []
-    pruned, retention, offset = 0, "", 0
+    pruned, retention, cursor = 0, "", None
     with node_api(data_dir) as api:
         while everything or len(rows) < limit:
             size = page_size if everything else min(page_size, limit - len(rows))
-            rows.extend(api.get("/payments", params={**params, "limit": size, "offset": offset}))
+            page = {"limit": size} if cursor is None else {"limit": size, "cursor": cursor}
+            rows.extend(api.get("/payments", params={**params, **page}))
             pruned = int(api.last_headers.get("X-History-Pruned", "0"))
             retention = api.last_headers.get("X-History-Retention", "")
-            following = api.last_headers.get("X-Next-Offset")
-            if following is None:
+            cursor = api.last_headers.get("X-Next-Cursor")  # by cursor: payments arriving meanwhile shift nothing
+            if cursor is None:
                 break
-            offset = int(following)
     if pruned:
         click.echo(
             f"{pruned} older payment rows were pruned: this node keeps the newest {retention} (node start --history)",

@@ -87,6 +87,15 @@ def node() -> None:
     metavar="N",
     help="payment rows kept, newest first; older ones are pruned and `payments` says how many",
 )
+@click.option(
+    "--durability",
+    type=click.Choice(["fsync", "process-crash-safe"]),
+    default="fsync",
+    show_default=True,
+    help="fsync: every save is fsynced before the node signs or sends (survives a power cut); "
+    "process-crash-safe: faster, survives the process being killed but a power cut or OS crash may lose "
+    "the last saves (a state this node signed could be missing after reboot)",
+)
 @click.option("--detach", is_flag=True, help="run in the background, logging to --log-file; `node stop` ends it")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="with --detach  [default: <data-dir>/node.log]")
 def node_start(
@@ -107,6 +116,7 @@ def node_start(
     recovery_wait: float,
     always_settle: bool,
     history: int,
+    durability: str,
     detach: bool,
     log_file: str | None,
 ) -> None:
@@ -138,6 +148,7 @@ def node_start(
             recovery_wait=recovery_wait,
             weigh_gas=not always_settle,
             history=history,
+            durability=durability,
         )
     except (ValueError, LocalError) as exc:
         raise fail(str(exc)) from None

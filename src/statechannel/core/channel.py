@@ -77,6 +77,8 @@ class Request:
     takes: tuple[Swap, ...] = ()
     tries: int = 0
     """Leader: how often a proposal carrying it was refused."""
+    paid: tuple[tuple[bytes, int], ...] = ()
+    """Leader: the payments (asset, amount) the follower listed in it; empty if it listed none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,10 @@ class Channel:
     """Leader: the highest request id taken in (resent ones at or below it are not taken twice)."""
     deferred: Proposal | None = None
     """Follower: the leader's post-fund proposal, countersigned once I see every deposit."""
+    signs_nothing: bool = False
+    """Restored from a backup or recovered without one: this key may have signed states above `signed_upto`
+    that it no longer knows, so it never signs on this channel again, in any phase (invariant 3). It learns
+    proven states (a peer's Sync, a tower) and closes, challenges and settles on chain with them."""
     final_signed: bool = False
     """I signed a final state: I never sign a state that is not final again (a final closes at once)."""
     close_wanted: bool = False

@@ -47,7 +47,8 @@ def wire(p: Proposal) -> m.Message:
         return m.ProposeFill(
             m.WireState.of(p.state), p.sig.to_bytes(), p.pid, p.base, p.requests[0].rid, list(p.taken), refused
         )
-    return m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid, p.base, [r.rid for r in p.requests])
+    paid = m.pack_paid(p.state.assets, ((x.asset, x.amount) for x in p.payments))
+    return m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid, p.base, [r.rid for r in p.requests], paid)
 
 
 def sync_message(ch: Channel) -> SendMessage | None:

@@ -43,8 +43,8 @@ def request_pay(ch: Channel, payments: tuple[Payment, ...]) -> Result:
     """Ask the leader to carry my payments. Checked here against my lowest possible balance, so an
     honest leader can always carry it."""
     _new_request(ch)
-    if not payments:
-        raise LocalError(Reason.BAD_AMOUNT, "no payments")
+    if not payments or len(payments) > m.MAX_PAID:
+        raise LocalError(Reason.BAD_AMOUNT, f"1 to {m.MAX_PAID} payments in one request")
     totals: dict[bytes, int] = {}
     for p in payments:
         if p.asset not in ch.assets:
@@ -82,7 +82,8 @@ def request_close(ch: Channel) -> Result:
 def _wire(ch: Channel, req: Request) -> m.Message:
     if req.takes:
         return m.TakeRequest.of(ch.channel_id, req.rid, req.takes)
-    return m.PayRequest(ch.channel_id, req.rid, [a for a, _ in req.amounts], [m.u256(v) for _, v in req.amounts])
+    paid = m.pack_paid(ch.assets, ((p.asset, p.amount) for p in req.payments))
+    return m.PayRequest(ch.channel_id, req.rid, [a for a, _ in req.amounts], [m.u256(v) for _, v in req.amounts], paid)
 
 
 def on_refuse(ch: Channel, msg: m.Refuse) -> Result:
@@ -173,7 +174,7 @@ def on_propose(ch: Channel, msg: m.Propose, key: PrivateKey) -> Result:
         return postfund(ch, proposal, key)
     if ch.phase not in (Phase.OPEN, Phase.CLOSING):
         raise RemoteError(Reason.WRONG_PHASE, f"no payments while {ch.phase}")
-    return _on_pay(ch, state, sig, digest, msg.requests, key)
+    return _on_pay(ch, state, sig, digest, msg, key)
 
 
 def postfund(ch: Channel, p: Proposal, key: PrivateKey) -> Result:
@@ -181,10 +182,11 @@ def postfund(ch: Channel, p: Proposal, key: PrivateKey) -> Result:
     return replace(ch, phase=Phase.OPEN), (*effects, NotifyPhase(Phase.OPEN))
 
 
-def _on_pay(ch: Channel, state: State, sig: Signature, digest: bytes, rids: list[int], key: PrivateKey) -> Result:
-    """A payment update: it carries my requests `rids` whole, and what else it moves must move towards
-    me (the leader's own payment). Nobody may end overdrawn."""
+def _on_pay(ch: Channel, state: State, sig: Signature, digest: bytes, msg: m.Propose, key: PrivateKey) -> Result:
+    """A payment update: it carries my requests `msg.requests` whole, and what else it moves must move
+    towards me (the leader's own payment, listed per payment in `msg.paid`). Nobody may end overdrawn."""
     assert ch.latest is not None
+    rids = msg.requests
     mine = {r.rid: r for r in ch.requests}
     if len(set(rids)) != len(rids):
         raise RemoteError(Reason.UNKNOWN_REQUEST, "a request carried twice")
@@ -208,6 +210,7 @@ def _on_pay(ch: Channel, state: State, sig: Signature, digest: bytes, rids: list
     for pair in ch.balances(state):
         if min(pair) < 0:
             raise RemoteError(Reason.INSUFFICIENT_FUNDS, "the proposal overdraws a participant")
+    listed = m.unpack_paid(ch.assets, msg.paid, dict(received)) if msg.paid else tuple(received)
     ch, effects = countersign(ch, state, sig, digest, key)
     done = {r.rid for r in carried}
     ch = replace(ch, requests=tuple(r for r in ch.requests if r.rid not in done))
@@ -216,7 +219,7 @@ def _on_pay(ch: Channel, state: State, sig: Signature, digest: bytes, rids: list
     if payments:
         out.append(NotifySent(payments, state.version))
     if received:
-        out.append(NotifyReceived(tuple(received), state.version))
+        out.append(NotifyReceived(tuple(received), state.version, listed))
     return ch, tuple(out)
 
 

@@ -228,10 +228,12 @@ class NotifyFailed:
 
 @dataclass(frozen=True, slots=True)
 class NotifyReceived:
-    """The peer paid us: the per-asset amounts of one accepted update."""
+    """The peer paid us: the per-asset amounts of one accepted update, and the payments (asset, amount)
+    they coalesce, as the peer listed them (a peer that listed none: one per asset)."""
 
     amounts: tuple[tuple[bytes, int], ...]
     version: int
+    payments: tuple[tuple[bytes, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,8 @@ def propose(
 
 
 def _check_payments(ch: Channel, payments: tuple[Payment, ...]) -> None:
+    if len(payments) > m.MAX_PAID:
+        raise LocalError(Reason.BAD_AMOUNT, f"at most {m.MAX_PAID} payments in one update")
     for p in payments:
         if p.asset not in ch.assets:
             raise LocalError(Reason.BAD_ASSETS, f"asset 0x{p.asset.hex()} is not in this channel")
@@ -303,7 +305,11 @@ def on_pay_request(ch: Channel, msg: m.PayRequest, key: PrivateKey, now_ms: int)
     for asset, amount in amounts:
         if amount > sum(ch.funded[ch.assets.index(asset)]):  # it could never be carried: refused now, not queued
             raise RemoteError(Reason.INSUFFICIENT_FUNDS, "more than the channel holds", request=msg.rid)
-    return _take_in(ch, Request(msg.rid, amounts), key, now_ms)
+    try:
+        paid = m.unpack_paid(ch.assets, msg.paid, dict(amounts))
+    except RemoteError as exc:
+        raise RemoteError(exc.reason, exc.detail, request=msg.rid) from exc
+    return _take_in(ch, Request(msg.rid, amounts, paid=paid), key, now_ms)
 
 
 def on_take_request(ch: Channel, msg: m.TakeRequest, key: PrivateKey, now_ms: int) -> Result:
@@ -404,7 +410,8 @@ def _confirmed(ch: Channel, done: tuple[Proposal, ...]) -> tuple[Channel, list[E
             for r in p.requests:
                 for asset, amount in r.amounts:
                     totals[asset] = totals.get(asset, 0) + amount
-            effects.append(NotifyReceived(tuple(sorted(totals.items())), v))
+            listed = tuple(x for r in p.requests for x in (r.paid or r.amounts))
+            effects.append(NotifyReceived(tuple(sorted(totals.items())), v, listed))
         ch, fills = filled(ch, p.swaps, p.kind is Kind.FILL, v)
         effects.extend(fills)
         if p.kind is Kind.POSTFUND:

@@ -65,11 +65,18 @@ LEGAL: dict[type, frozenset[Phase]] = {
     ChainTime: _ANY,
 }
 
+_SIGNS = (ActionPay, ActionTake, ActionWithdraw, ActionCloseCooperative)
+"""What a restored channel (`signs_nothing`) refuses: each would have this key sign a new state."""
+
 
 def transition(ch: Channel, inp: Input, key: PrivateKey) -> Result:
     allowed = LEGAL[type(inp)]
     if ch.phase not in allowed:
         raise LocalError(Reason.WRONG_PHASE, f"{type(inp).__name__} is not allowed while {ch.phase}")
+    if ch.signs_nothing and isinstance(inp, _SIGNS):
+        raise LocalError(
+            Reason.WRONG_PHASE, f"{type(inp).__name__}: this channel was restored, so it signs nothing: close it"
+        )
     lead = ch.me == LEADER
     match inp:
         case ActionPay():
@@ -116,7 +123,7 @@ def _connected(ch: Channel, key: PrivateKey) -> Result:
         return ch, (SendMessage(funding.open_request(ch)),)
     if ch.phase is Phase.CLOSED:
         return ch, ()
-    if ch.phase is Phase.RECOVERING:
+    if ch.phase is Phase.RECOVERING or ch.signs_nothing:
         return ch, tuple(e for e in (sync_message(ch),) if e is not None)
     effects: tuple[Effect, ...] = leader.resync(ch) if ch.me == LEADER else follower.resync(ch)
     effects = (*effects, *withdrawals.resend(ch))
@@ -132,7 +139,7 @@ def _receive(ch: Channel, msg: m.Message, key: PrivateKey, now_ms: int) -> Resul
     if m.channel_of(msg) != ch.channel_id:
         raise RemoteError(Reason.WRONG_CHANNEL, "message is for another channel")
     lead = ch.me == LEADER
-    if ch.phase is Phase.RECOVERING:  # a restored node signs nothing: it only learns what can be proven
+    if ch.phase is Phase.RECOVERING or ch.signs_nothing:  # a restored node signs nothing: it only learns proofs
         if isinstance(msg, m.Sync):
             return recovery.on_sync(ch, msg)
         raise RemoteError(Reason.WRONG_PHASE, "this node is recovering its channel: it signs nothing, it closes")

@@ -6,6 +6,7 @@ and builds nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
 import msgspec
@@ -21,6 +22,12 @@ Text = Annotated[str, msgspec.Meta(max_length=64)]
 Detail = Annotated[str, msgspec.Meta(max_length=512)]
 Assets = Annotated[list[bytes], msgspec.Meta(max_length=8)]
 Ids = Annotated[list[int], msgspec.Meta(max_length=MAX_LIST)]
+MAX_PAID = 512
+"""Payments one message may list (the node's batch is at most this many)."""
+Paid = Annotated[list[tuple[int, bytes]], msgspec.Meta(max_length=MAX_PAID)]
+"""The payments an update or request coalesces, each (index of its asset in the channel's assets,
+amount as minimal big-endian bytes). Informational, never money: the money is the signed state. It
+lets the payee keep one history row per payment, as the payer does; the receiver checks it adds up."""
 
 
 def u256(value: int) -> bytes:
@@ -35,6 +42,31 @@ def from_u256(raw: bytes) -> int:
     if len(raw) != 32:
         raise RemoteError(Reason.BAD_MESSAGE, "amount must be 32 bytes")
     return int.from_bytes(raw, "big")
+
+
+def pack_paid(assets: tuple[bytes, ...], payments: Iterable[tuple[bytes, int]]) -> list[tuple[int, bytes]]:
+    return [(assets.index(a), v.to_bytes((v.bit_length() + 7) // 8, "big")) for a, v in payments]
+
+
+def unpack_paid(
+    assets: tuple[bytes, ...], paid: list[tuple[int, bytes]], totals: dict[bytes, int]
+) -> tuple[tuple[bytes, int], ...]:
+    """A peer's payment list, checked: each of a channel asset, a positive amount of at most 32 bytes
+    written without leading zeros, and per asset adding up exactly to `totals` (what the state or the
+    request moves). An empty list is a peer that did not say (nothing is checked)."""
+    out = []
+    sums = dict.fromkeys(assets, 0)
+    for index, raw in paid:
+        if not 0 <= index < len(assets):
+            raise RemoteError(Reason.BAD_MESSAGE, f"a listed payment names asset {index} of {len(assets)}")
+        if not 0 < len(raw) <= 32 or raw[0] == 0:
+            raise RemoteError(Reason.BAD_MESSAGE, "a listed payment's amount must be 1 to 32 bytes, no leading zero")
+        amount = int.from_bytes(raw, "big")
+        sums[assets[index]] += amount
+        out.append((assets[index], amount))
+    if paid and any(sums[a] != totals.get(a, 0) for a in assets):
+        raise RemoteError(Reason.BAD_MESSAGE, "the listed payments do not add up to what is moved")
+    return tuple(out)
 
 
 def from_i256(raw: bytes) -> int:
@@ -94,6 +126,8 @@ class Propose(msgspec.Struct, frozen=True, array_like=True, tag="propose"):
     pid: int
     base: int
     requests: Ids = []
+    paid: Paid = []
+    """The leader's own payments the state moves to the follower, one entry per payment."""
 
 
 class Accept(msgspec.Struct, frozen=True, array_like=True, tag="accept"):
@@ -132,6 +166,8 @@ class PayRequest(msgspec.Struct, frozen=True, array_like=True, tag="payreq"):
     rid: int
     assets: Assets
     amounts: Assets
+    paid: Paid = []
+    """The payments these totals coalesce, one entry per payment."""
 
 
 class TakeRefusal(msgspec.Struct, frozen=True, array_like=True):

@@ -20,11 +20,20 @@ def restore(ch: Channel) -> Channel:
     """A channel as a backup held it, ready to recover (a concluded one needs nothing)."""
     if ch.phase in (Phase.CLOSED, Phase.OPENING) or ch.latest is None:
         return ch
-    if ch.phase is Phase.DISPUTE:
-        return ch  # the chain already holds the dispute: the watcher re-reads it and acts
+    if ch.phase is Phase.DISPUTE:  # the chain already holds the dispute: the watcher re-reads it and acts
+        return replace(ch, signs_nothing=True, pending=(), requests=(), close_wanted=False, deferred=None)
     # what was in flight stays known (the peer may hold it countersigned) but is never sent again
     mine = tuple(sorted((*ch.pending, *ch.rolled), key=lambda p: p.state.version))
-    return replace(ch, phase=Phase.RECOVERING, pending=(), rolled=mine, requests=(), close_wanted=False, deferred=None)
+    return replace(
+        ch,
+        phase=Phase.RECOVERING,
+        signs_nothing=True,
+        pending=(),
+        rolled=mine,
+        requests=(),
+        close_wanted=False,
+        deferred=None,
+    )
 
 
 def adopt(ch: Channel, signed: SignedState) -> Result:

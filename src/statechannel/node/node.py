@@ -63,7 +63,7 @@ from statechannel.node.onchain import TxLog, TxOutcome, check_wallet, weigh
 from statechannel.node.peers import PeerBook
 from statechannel.node.swapdesk import Fill, SignedQuote, SwapDesk
 from statechannel.node.towers import TowerClient
-from statechannel.store.base import Checkpoint, PaymentRecord, Store
+from statechannel.store.base import Checkpoint, PageKey, PaymentRecord, Store
 
 log = logging.getLogger(__name__)
 FREEZE_FROM = 1_000
@@ -409,6 +409,12 @@ class Node:
     def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:
         return list(self.store.payments(channel_id, limit, offset))
 
+    def payments_before(
+        self, channel_id: bytes | None, limit: int, before: PageKey | None
+    ) -> tuple[list[PaymentRecord], PageKey | None]:
+        """A page of history older than the key `before` (see Store.payments_before)."""
+        return self.store.payments_before(channel_id, limit, before)
+
     def notify(self, kind: str, channel_id: bytes, data: dict[str, Any]) -> None:
         """An app's own event (a stream or schedule that stopped) on the node's event stream."""
         self._emit(NodeEvent(kind, "0x" + channel_id.hex(), data))
@@ -636,9 +642,9 @@ class Node:
                                 p.payment_id, channel_id, "out", p.asset, p.amount, "failed", 0, e.reason, created
                             )
                         )
-            elif isinstance(e, NotifyReceived):
-                for asset, amount in e.amounts:
-                    pid = f"in:{channel_id.hex()}:{e.version}:{asset.hex()}"
+            elif isinstance(e, NotifyReceived):  # one row per payment the peer listed (per asset if it listed none)
+                for i, (asset, amount) in enumerate(e.payments or e.amounts):
+                    pid = f"in:{channel_id.hex()}:{e.version}:{i}"
                     out.append(PaymentRecord(pid, channel_id, "in", asset, amount, "received", e.version, "", now))
         return out
 

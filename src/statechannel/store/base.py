@@ -46,6 +46,11 @@ class PaymentRecord:
     created_ms: int
 
 
+PageKey = tuple[int, int]
+"""Where a page of payment rows ends: (created_ms, insertion order) of its last row, the order
+history is listed in."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredQuote:
     """A quote this node signed and sent, kept until it expires so a restarted maker still lists it.
@@ -96,6 +101,15 @@ class Store(Protocol):
 
     def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:
         """Newest first, optionally of one channel; skips the newest `offset` (a page)."""
+        ...
+
+    def payments_before(
+        self, channel_id: bytes | None, limit: int, before: PageKey | None
+    ) -> tuple[list[PaymentRecord], PageKey | None]:
+        """Newest first, optionally of one channel, only rows older than `before` (a page key this
+        returned; None: from the newest). Returns the page and the key of its last row (None if the
+        page is empty). Rows that arrive meanwhile are newer than any key given out, so paging by key
+        neither skips nor repeats a row however many are added."""
         ...
 
     def pruned(self, channel_id: bytes | None = None) -> int:
@@ -200,6 +214,13 @@ def check_checkpoint(checkpoint: object) -> None:
         raise InvalidRecord(f"expected a Checkpoint, got {type(checkpoint).__name__}")
     _check_int("checkpoint block_number", checkpoint.block_number)
     _check_bytes("checkpoint block_hash", checkpoint.block_hash, BLOCK_HASH_LEN)
+
+
+def check_page_key(key: object) -> None:
+    if key is None:
+        return
+    if not isinstance(key, tuple) or len(key) != 2 or not all(type(v) is int and 0 <= v <= MAX_INT64 for v in key):
+        raise InvalidRecord(f"a page key is two ints of 0 to 2**63-1, got {key!r}")
 
 
 def check_limit(limit: object) -> None:

@@ -15,6 +15,7 @@ from statechannel.store.base import (
     DEFAULT_HISTORY,
     NEW_STATUSES,
     Checkpoint,
+    PageKey,
     PaymentRecord,
     StoreClosed,
     StoredQuote,
@@ -22,6 +23,7 @@ from statechannel.store.base import (
     check_checkpoint,
     check_limit,
     check_max_payments,
+    check_page_key,
     check_payment,
     check_quote,
 )
@@ -80,6 +82,20 @@ class MemoryStore:
         rows = (row for row in self._payments.values() if channel_id is None or row[1].channel_id == channel_id)
         ordered = sorted(rows, key=lambda row: (row[1].created_ms, row[0]), reverse=True)
         return [record for _, record in ordered[offset : offset + limit]]
+
+    def payments_before(
+        self, channel_id: bytes | None, limit: int, before: PageKey | None
+    ) -> tuple[list[PaymentRecord], PageKey | None]:
+        self._check_open()
+        check_limit(limit)
+        check_page_key(before)
+        keyed = (
+            ((r.created_ms, seq), r)
+            for seq, r in self._payments.values()
+            if (channel_id is None or r.channel_id == channel_id) and (before is None or (r.created_ms, seq) < before)
+        )
+        page = sorted(keyed, key=lambda row: row[0], reverse=True)[:limit]
+        return [r for _, r in page], (page[-1][0] if page else None)
 
     def load_quotes(self, now_ms: int) -> list[StoredQuote]:
         self._check_open()

@@ -27,6 +27,7 @@ from statechannel.store.base import (
     NEW_STATUSES,
     Checkpoint,
     CommitFailed,
+    PageKey,
     PaymentRecord,
     SchemaMismatch,
     StoreClosed,
@@ -36,11 +37,22 @@ from statechannel.store.base import (
     check_checkpoint,
     check_limit,
     check_max_payments,
+    check_page_key,
     check_payment,
     check_quote,
 )
 
-__all__ = ["Checkpoint", "PaymentRecord", "SqliteStore"]
+__all__ = ["DURABILITY_MODES", "Checkpoint", "PaymentRecord", "SqliteStore"]
+
+# What a committed save survives, by mode. The default is the only power-cut-safe one.
+#  - "fsync": WAL with synchronous=FULL, every commit is fsynced before `save` returns: survives a
+#    power cut or an OS crash (invariant 3 holds against every failure the disk itself survives);
+#  - "process-crash-safe": WAL with synchronous=NORMAL, a commit is in the OS page cache when `save`
+#    returns and is fsynced at the next checkpoint: survives the node process crashing or being killed,
+#    NOT a power cut or an OS crash, which may lose the last commits (a version this node signed may be
+#    missing after a reboot; the peer or the chain may hold a newer state than we recover). Opt-in only.
+DURABILITY_MODES = {"fsync": "FULL", "process-crash-safe": "NORMAL"}
+DEFAULT_DURABILITY = "fsync"
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 10.0  # another process may hold the write lock briefly (a second node tool, a backup)
@@ -113,6 +125,10 @@ _SELECT_PAYMENTS = (
     "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
 )
 _NEWEST_FIRST = " ORDER BY created_ms DESC, seq DESC LIMIT ? OFFSET ?"
+_SELECT_PAYMENTS_KEYED = (
+    "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms, seq FROM payments"
+)
+_NEWEST_FIRST_KEYED = " ORDER BY created_ms DESC, seq DESC LIMIT ?"
 _UPSERT_QUOTE = (
     "INSERT INTO quotes (channel_id, quote_id, expires_at_ms, blob) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (channel_id, quote_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, blob = excluded.blob"
@@ -141,11 +157,16 @@ class _Stop(NamedTuple):
 class SqliteStore:
     """Durable store; `save` returns only after the transaction holding it committed (and fsynced)."""
 
-    def __init__(self, path: str | Path, max_payments: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, path: str | Path, max_payments: int = DEFAULT_HISTORY, durability: str = DEFAULT_DURABILITY
+    ) -> None:
         check_max_payments(max_payments)
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"unknown durability mode {durability!r}: expected one of {sorted(DURABILITY_MODES)}")
         self.path = Path(path)
+        self.durability = durability
         self._max_payments = max_payments
-        self._writer = _connect(self.path)
+        self._writer = _connect(self.path, DURABILITY_MODES[durability])
         try:
             self._payment_count = _init_schema(self._writer, self.path, max_payments)
             self._reader: sqlite3.Connection | None = _connect(self.path)
@@ -206,6 +227,26 @@ class SqliteStore:
             PaymentRecord(pid, cid, d, asset, int(amt), st, v, why, ms)
             for pid, cid, d, asset, amt, st, v, why, ms in rows
         ]
+
+    def payments_before(
+        self, channel_id: bytes | None, limit: int, before: PageKey | None
+    ) -> tuple[list[PaymentRecord], PageKey | None]:
+        check_limit(limit)
+        check_page_key(before)
+        where: list[str] = []
+        params: list[object] = []
+        if channel_id is not None:
+            where.append("channel_id = ?")
+            params.append(channel_id)
+        if before is not None:
+            where.append("(created_ms, seq) < (?, ?)")
+            params.extend(before)
+        sql = _SELECT_PAYMENTS_KEYED + (" WHERE " + " AND ".join(where) if where else "") + _NEWEST_FIRST_KEYED
+        rows = self._read(sql, (*params, limit))
+        page = [
+            PaymentRecord(pid, cid, d, a, int(amt), st, v, why, ms) for pid, cid, d, a, amt, st, v, why, ms, _ in rows
+        ]
+        return page, ((rows[-1][8], rows[-1][9]) if rows else None)
 
     def load_quotes(self, now_ms: int) -> list[StoredQuote]:
         rows = self._read(
@@ -462,7 +503,7 @@ def _prune(conn: sqlite3.Connection, count: int, max_payments: int) -> int:
     return conn.execute(_PRUNE_PAYMENTS, (excess,)).rowcount
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is exactly one transaction
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -472,7 +513,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"store {path} cannot use WAL mode (got {mode!r}); durability would be unsafe")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     except sqlite3.Error as exc:
         conn.close()
