@@ -8,7 +8,7 @@ the tower watches."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from tests.api.harness import TOKEN, LockedChain
 from tests.api.harness import key as node_key
 from tests.terms import TEST_TERMS
 from tests.towers.fake import serve
+from tests.watchtower.conftest import StoreFactory
 from tests.watchtower.helpers import (
     ETHER,
     Setup,
@@ -80,6 +81,9 @@ def test_terms_refuse_nonsense_and_amounts_never_go_wrong() -> None:
         Terms(payee, price_per_state=UINT256_MAX + 1)
     with pytest.raises(BillingError):
         Terms(payee, price_per_period=5)  # no period
+    for bad in ({"grace": 1.5}, {"grace": True}, {"period": 60.5, "price_per_period": 1}, {"price_per_state": 1.0}):
+        with pytest.raises(BillingError):
+            Terms(payee, **{"price_per_state": 1, **bad})  # type: ignore[arg-type]  # a float would reach the 402s
     t = Terms(payee, price_per_period=100, period=60, grace=30)
     acct = Account(b"\x02" * 20, paid=250, start=1000)
     # 250 pays 2 periods: 1000..1120; short from 1120, protected until 1150
@@ -265,3 +269,35 @@ def test_a_free_tower_keeps_no_accounts(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+class NoNode:
+    """No payee node: this test hands `credit` the payments the way NodePayments reads them."""
+
+    async def received(self, known: Callable[[str], bool]) -> list[Received]:
+        return []
+
+
+def test_accounts_survive_a_reopen_on_both_backends_with_exact_huge_amounts(open_store: StoreFactory) -> None:
+    payee, client, other = b"\x01" * 20, b"\x02" * 20, b"\x03" * 20
+    terms = Terms(payee, price_per_state=UINT256_MAX // 2)
+    clock = Clock()
+
+    async def run() -> None:
+        store = open_store(1, b"\x05" * 20)
+        billing = Billing(terms, store, NoNode(), clock=clock)
+        paid = [Received("in:a:1:0", client, ETH, UINT256_MAX), Received("in:a:2:0", client, ETH, 7)]
+        odd = [Received("in:b:1:0", other, b"\x09" * 20, 5), Received("in:b:2:0", other, ETH, 0)]
+        assert await billing.credit(paid + paid + odd) == 2  # a repeated id once; another asset or 0: nothing
+        await billing.charge(client)
+        await billing.charge(client)
+        await store.close()
+        store = open_store(1, b"\x05" * 20)
+        billing = Billing(terms, store, NoNode(), clock=clock)
+        acct = billing.account(client)
+        assert (acct.paid, acct.states, acct.start) == (UINT256_MAX + 7, 2, clock.t)
+        assert billing.standing(client).balance == UINT256_MAX + 7 - 2 * (UINT256_MAX // 2)
+        assert billing.account(other).paid == 0 and await billing.credit(paid) == 0
+        await store.close()
+
+    asyncio.run(run())

@@ -62,6 +62,10 @@ class Terms:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT256_MAX:
                 raise BillingError(f"{name} must be an int in 0 .. 2**256 - 1")
+        for name in ("period", "grace"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BillingError(f"{name} must be an int number of seconds, not {value!r}")
         if self.price_per_state == 0 and self.price_per_period == 0:
             raise BillingError("a paid tower needs a price per state or a price per period")
         if self.price_per_period and not 1 <= self.period <= MAX_PERIOD:
@@ -165,7 +169,7 @@ class Received:
 
 class PaymentSource(Protocol):
     async def received(self, known: Callable[[str], bool]) -> list[Received]:
-        """Payments received, newest first, stopping at the first one `known` says was credited already."""
+        """Payments received, newest first, stopping after the first page holding one `known` says was credited."""
         ...
 
 
@@ -206,6 +210,7 @@ class NodePayments:
     async def received(self, known: Callable[[str], bool]) -> list[Received]:
         out: list[Received] = []
         offset = 0
+        seen_known = False
         while True:
             rows = await self._get("/payments", {"limit": PAGE, "offset": offset})
             if not isinstance(rows, list):
@@ -216,7 +221,8 @@ class NodePayments:
                     if direction != "in" or status != "received":
                         continue  # only what the node holds countersigned: never a pending or failed one
                     if known(pid):
-                        return out
+                        seen_known = True  # the rest of this page is still read: a row out of order is not lost
+                        continue
                     asset_text = str(row["asset"])
                     asset = ETH if asset_text.lower() == "eth" else address_from_hex(asset_text)
                     amount_text = str(row["amount"])
@@ -229,7 +235,7 @@ class NodePayments:
                     continue
                 if 0 < amount <= UINT256_MAX:
                     out.append(Received(pid, await self._peer(cid), asset, amount))
-            if len(rows) < PAGE:
+            if seen_known or len(rows) < PAGE:
                 return out
             offset += PAGE
 
