@@ -1,4 +1,4 @@
-"""Recovery without a backup (decision 0011), against the embedded chain and a real tower app in process:
+"""Recovery without a backup (decision 0011), on the embedded chain and on anvil, with a real tower app in process:
 the node's channels are found from its key alone, the tower's states are checked one by one, and a tower that
 shows a forged state, another channel's state or another channel's parameters is refused with the reason."""
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from statechannel.chain.adjudicator import Status
-from statechannel.chain.embedded import EmbeddedChain
+from statechannel.chain.base import Chain
 from statechannel.core.channel import Phase
 from statechannel.core.errors import Reason, StatechannelError
 from statechannel.core.io import ActionCloseUnilateral, ActionPay, Payment, SubmitTxClose
@@ -40,8 +40,8 @@ def stored(data_dir: Path) -> list[Any]:
     return asyncio.run(load())
 
 
-def test_channels_are_found_from_the_key_and_the_towers_best_state_is_recovered(tmp_path: Path) -> None:
-    s = deploy(EmbeddedChain(), "lostdisk")
+def test_channels_are_found_from_the_key_and_the_towers_best_state_is_recovered(tmp_path: Path, chain: Chain) -> None:
+    s = deploy(chain, "lostdisk")
     mine = open_channel(s, 1)
     cid = s.adj.channel_id(mine)
     assert [f.channel_id for f in find_channels(s.adj, s.a.address)] == [cid]
@@ -101,8 +101,8 @@ def test_channels_are_found_from_the_key_and_the_towers_best_state_is_recovered(
     assert s.adj.channel(cid).status is Status.CONCLUDED
 
 
-def test_a_tower_showing_forged_or_foreign_states_is_refused_with_the_reason(tmp_path: Path) -> None:
-    s = deploy(EmbeddedChain(), "lostdisk hostile")
+def test_a_tower_showing_forged_or_foreign_states_is_refused_with_the_reason(tmp_path: Path, chain: Chain) -> None:
+    s = deploy(chain, "lostdisk hostile")
     mine, theirs = open_channel(s, 1), open_channel(s, 2)
     cid, oid = s.adj.channel_id(mine), s.adj.channel_id(theirs)
     good = sign(s.adj.domain, eth_state(cid, 3, 300), s.a, s.b)
