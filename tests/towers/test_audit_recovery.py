@@ -46,8 +46,10 @@ def _towers(s: Setup, params: ChannelParams, answers: dict[str, Any]) -> httpx.C
 HOSTILE: list[tuple[str, Any]] = [
     ("version null", {"states": [{"version": None}]}),
     ("version not a number", {"states": [{"version": "lots"}]}),
-    ("version infinite", '{"a": "%(a)s", "b": "%(b)s", "challenge_period": %(p)d, "nonce": "%(n)d", '
-     '"states": [{"version": Infinity}]}'),  # fmt: skip
+    (
+        "version infinite",
+        '{"a": "%(a)s", "b": "%(b)s", "challenge_period": %(p)d, "nonce": "%(n)d", "states": [{"version": Infinity}]}',
+    ),
     ("states not a list", {"states": 7}),
     ("challenge period infinite", '{"a": "%(a)s", "b": "%(b)s", "challenge_period": Infinity, "nonce": "1"}'),
     ("answer not an object", "[1, 2, 3]"),
