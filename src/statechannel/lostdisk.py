@@ -118,6 +118,16 @@ def _signed(x: dict[str, Any]) -> SignedState:
     )
 
 
+_JUNK = (ValueError, KeyError, TypeError, OverflowError, StatechannelError)
+"""What parsing a hostile tower's JSON can raise (Infinity and NaN are JSON to Python: int() of them raises
+OverflowError or ValueError): each costs only that tower's answer, never the recovery of every channel."""
+
+
+def _shown_version(x: Any) -> int:
+    v = x.get("version") if isinstance(x, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+
+
 def tower_states(
     http: httpx.Client, url: str, key: PrivateKey, adj: Adjudicator, found: Found
 ) -> tuple[ChannelParams | None, list[tuple[str, SignedState]], list[Refused], str | None]:
@@ -140,7 +150,9 @@ def tower_states(
             except (ValueError, KeyError, TypeError):
                 return None, [], [], f"{src} answered HTTP {r.status_code}"
         got = r.json()
-    except (httpx.HTTPError, ValueError, KeyError, TypeError, StatechannelError) as exc:
+        if not isinstance(got, dict):
+            raise TypeError("the read answered is not a JSON object")
+    except (httpx.HTTPError, *_JUNK) as exc:
         return None, [], [], f"{src} could not be read: {exc}"
     params: ChannelParams | None = None
     try:
@@ -149,15 +161,20 @@ def tower_states(
         )
         check_params(adj.domain, told, found.channel_id)
         params = told
-    except (ValueError, KeyError, TypeError, StatechannelError) as exc:
+    except _JUNK as exc:
         return None, [], [Refused(src, -1, "wrong_channel", f"its parameters are not this channel's: {exc}")], None
     shown: list[tuple[str, SignedState]] = []
     bad: list[Refused] = []
-    for x in got.get("states", [])[:64]:
+    states = got.get("states", [])
+    if not isinstance(states, list):
+        return params, [], [Refused(src, -1, "bad_state", "the states shown are not a list")], None
+    for x in states[:64]:
         try:
+            if not isinstance(x, dict):
+                raise TypeError("a state shown is not a JSON object")
             shown.append((src, _signed(x)))
-        except (ValueError, KeyError, TypeError, StatechannelError) as exc:
-            bad.append(Refused(src, int(x.get("version", -1)) if isinstance(x, dict) else -1, "bad_state", str(exc)))
+        except _JUNK as exc:
+            bad.append(Refused(src, _shown_version(x), "bad_state", str(exc)))
     return params, shown, bad, None
 
 
