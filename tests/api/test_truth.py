@@ -158,26 +158,32 @@ def test_settle_says_how_long_the_window_has_left_then_settles(tmp_path: Path) -
     run(tmp_path, scenario)
 
 
+async def _b_owed_1000_closes_and_the_window_ends(w: World) -> bytes:
+    """A funds 1 ETH and pays B 1,000 wei; B closes unilaterally; the window ends: both see it closed."""
+    r = await w.api_a.post("/channels", json=_open(w, {"eth": str(ETHER)}))
+    cid = r.json()["channel_id"]
+    raw = bytes.fromhex(cid[2:])
+    await w.b.wait_for(raw, Phase.OPEN)
+    r = await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "1000"})
+    assert r.json()["status"] == "sent"
+    await w.b.idle(raw)
+    r = await w.api_b.post(f"/channels/{cid}/close", json={"unilateral": True})
+    assert r.status_code == 202, r.text
+    await w.a.wait_for(raw, Phase.DISPUTE)
+    await w.b.wait_for(raw, Phase.DISPUTE)
+    w.chain.advance_time(61)
+    await w.a.wait_for(raw, Phase.CLOSED)
+    await w.b.wait_for(raw, Phase.CLOSED)
+    return raw
+
+
 def test_the_owed_side_settles_and_the_other_weighs_the_gas(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 13, part 5. Before: both sides sent a settle, so B paid about 0.05 mETH of gas to collect
     1,000 wei; now B, owed less than the gas, leaves it to A (owed the rest) and says so in its log."""
 
     async def scenario(w: World) -> None:
         w.a.weigh_gas = w.b.weigh_gas = True  # as the daemon runs them
-        r = await w.api_a.post("/channels", json=_open(w, {"eth": str(ETHER)}))
-        cid = r.json()["channel_id"]
-        raw = bytes.fromhex(cid[2:])
-        await w.b.wait_for(raw, Phase.OPEN)
-        r = await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "1000"})
-        assert r.json()["status"] == "sent"
-        await w.b.idle(raw)
-        r = await w.api_b.post(f"/channels/{cid}/close", json={"unilateral": True})
-        assert r.status_code == 202, r.text
-        await w.a.wait_for(raw, Phase.DISPUTE)
-        await w.b.wait_for(raw, Phase.DISPUTE)
-        w.chain.advance_time(61)
-        await w.a.wait_for(raw, Phase.CLOSED)
-        await w.b.wait_for(raw, Phase.CLOSED)
+        raw = await _b_owed_1000_closes_and_the_window_ends(w)
         settles = {
             name: [o for o in n.txlog.since(raw, 0) if o.what == "Settle"] for name, n in (("a", w.a), ("b", w.b))
         }
@@ -194,20 +200,7 @@ def test_always_settle_sends_the_settle_that_weighing_would_skip(tmp_path: Path)
 
     async def scenario(w: World) -> None:
         assert not w.a.weigh_gas and not w.b.weigh_gas
-        r = await w.api_a.post("/channels", json=_open(w, {"eth": str(ETHER)}))
-        cid = r.json()["channel_id"]
-        raw = bytes.fromhex(cid[2:])
-        await w.b.wait_for(raw, Phase.OPEN)
-        r = await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "1000"})
-        assert r.json()["status"] == "sent"
-        await w.b.idle(raw)
-        r = await w.api_b.post(f"/channels/{cid}/close", json={"unilateral": True})
-        assert r.status_code == 202, r.text
-        await w.a.wait_for(raw, Phase.DISPUTE)
-        await w.b.wait_for(raw, Phase.DISPUTE)
-        w.chain.advance_time(61)
-        await w.a.wait_for(raw, Phase.CLOSED)
-        await w.b.wait_for(raw, Phase.CLOSED)
+        raw = await _b_owed_1000_closes_and_the_window_ends(w)
         await eventually(lambda: any(o.what == "Settle" for o in w.b.txlog.since(raw, 0)))
 
     run(tmp_path, scenario)

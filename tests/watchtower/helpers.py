@@ -20,6 +20,7 @@ from statechannel.core.io import SignedState
 from statechannel.core.observed import ChainObservedClose
 from statechannel.core.tower import ClientAuth, Receipt, authorize, push_request, register_request
 from statechannel.core.types import ETH, ChannelParams, Domain, State, to_checksum
+from statechannel.watchtower.billing import Billing
 from statechannel.watchtower.records import WatchedChannel
 from statechannel.watchtower.sender import PlainSender, Sender
 from statechannel.watchtower.service import Tower
@@ -134,8 +135,14 @@ async def push(tower: Tower, signed: SignedState, by: PrivateKey) -> tuple[Watch
 
 @asynccontextmanager
 async def running_tower(
-    s: Setup, db: Path, *, sender: Sender | None = None, poll_interval: float = 0.02
+    s: Setup,
+    db: Path,
+    *,
+    sender: Sender | None = None,
+    poll_interval: float = 0.02,
+    billing: Callable[[SqliteTowerStore], Billing] | None = None,
 ) -> AsyncIterator[Tower]:
+    """A tower on SQLite at `db`; `billing` makes it a paid one (given the tower's store)."""
     store = SqliteTowerStore(db, s.chain.chain_id, s.adj.address)
     tower = Tower(
         s.chain,
@@ -144,6 +151,7 @@ async def running_tower(
         store,
         sender or PlainSender(s.chain, s.tower_key),
         poll_interval=poll_interval,
+        billing=billing(store) if billing is not None else None,
     )
     await tower.start()
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -53,6 +53,7 @@ from tests.watchtower.helpers import (
     params_json,
     push,
     register,
+    running_tower,
     sign,
     state_json,
 )
@@ -125,25 +126,10 @@ async def payee_and_client(tmp_path: Path, chain: LockedChain, s: Setup) -> Asyn
             node.chainio.close()
 
 
-@asynccontextmanager
-async def paid_tower(s: Setup, db: Path, terms: Terms, url: str, clock: Clock) -> AsyncIterator[Tower]:
-    store = SqliteTowerStore(db, s.chain.chain_id, s.adj.address)
-    billing = Billing(terms, store, NodePayments(url, TOKEN), clock=clock, poll_interval=0.02)
-    tower = Tower(
-        s.chain,
-        s.adj.address,
-        s.tower_key,
-        store,
-        PlainSender(s.chain, s.tower_key),
-        poll_interval=0.02,
-        billing=billing,
+def paid_tower(s: Setup, db: Path, terms: Terms, url: str, clock: Clock) -> AbstractAsyncContextManager[Tower]:
+    return running_tower(
+        s, db, billing=lambda store: Billing(terms, store, NodePayments(url, TOKEN), clock=clock, poll_interval=0.02)
     )
-    await tower.start()
-    try:
-        yield tower
-    finally:
-        await tower.stop()
-        await store.close()
 
 
 def billed(tower: Tower) -> Billing:
