@@ -48,6 +48,7 @@ class MemoryTransport:
         self._ready = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._closed = False
+        self._sending = 0  # sends waiting for room in the other end's inbox
         self._on_frame: FrameHandler | None = None
         self._on_connect: ConnectHandler | None = None
 
@@ -69,7 +70,20 @@ class MemoryTransport:
         if len(frame) > MAX_FRAME:
             raise FrameTooLarge(len(frame))
         other = self._live_other(peer)
-        await other._deliver(_Delivery(self._link.generation, bytes(frame)))
+        self._sending += 1
+        try:
+            await other._deliver(_Delivery(self._link.generation, bytes(frame)))
+        finally:
+            self._sending -= 1
+
+    def send_nowait(self, peer: bytes, frame: bytes) -> bool:
+        if len(frame) > MAX_FRAME:
+            raise FrameTooLarge(len(frame))
+        other = self._live_other(peer)
+        if self._sending or other._inbox.full():  # a waiting send goes first: order is per peer
+            return False
+        other._deliver_nowait(_Delivery(self._link.generation, bytes(frame)))
+        return True
 
     def connected(self, peer: bytes) -> bool:
         return self._other is not None and peer == self._other.address and self._link.up and not self._closed
@@ -115,6 +129,11 @@ class MemoryTransport:
         if self._pump is None:
             self._pump = asyncio.ensure_future(self._run())
         await self._inbox.put(item)
+
+    def _deliver_nowait(self, item: _Delivery) -> None:
+        if self._pump is None:
+            self._pump = asyncio.ensure_future(self._run())
+        self._inbox.put_nowait(item)
 
     async def _run(self) -> None:
         """One handler call at a time, in order: the same contract as a TCP connection's read loop."""

@@ -169,6 +169,11 @@ class SecureChannel:
         for start in range(0, len(data), CHUNK):
             self.writer.write(encode_record(self._noise.encrypt(bytes(data[start : start + CHUNK]))))
 
+    def must_drain(self) -> bool:
+        """Whether the socket's buffer is past its high-water mark: the next frame waits for the peer to read."""
+        transport = self.writer.transport
+        return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+
     async def send_frame(self, frame: bytes) -> None:
         self.write_frame(frame)
         await self.writer.drain()

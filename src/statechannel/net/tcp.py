@@ -189,6 +189,24 @@ class TcpTransport:
                 self._drop(state, conn)
                 raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
 
+    def send_nowait(self, peer: bytes, frame: bytes) -> bool:
+        """Writes the frame into the socket's buffer with no await while that buffer is below its high-water
+        mark and no other send waits; past the mark `send` takes over, with its drain and its timeout."""
+        if len(frame) > MAX_FRAME:
+            raise FrameTooLarge(len(frame))
+        state = self._peers.get(peer)
+        conn = None if state is None else state.conn
+        if state is None or conn is None:
+            raise PeerUnreachable(f"no live connection to {hex_address(peer)}")
+        if state.send_lock.locked() or conn.channel.must_drain():
+            return False
+        try:
+            conn.channel.write_frame(frame)
+        except (ConnectionError, OSError) as exc:
+            self._drop(state, conn)
+            raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
+        return True
+
     async def hang_up(self, peer: bytes) -> bool:
         """Stop dialling `peer` and drop its connection (it may dial again: refusing it is another matter).
         Whether there was anything to drop."""

@@ -14,7 +14,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +97,22 @@ _TX_FAILURES_FED = (SubmitTxOpen, SubmitTxDeposit, SubmitTxWithdraw, SubmitTxClo
 _ABANDON_HINT = " (a channel that cannot open can be given up: `statechannel channel abandon`)"
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One commit of a channel whose effects wait for its save (and for the commits before it)."""
+
+    save: asyncio.Future[None]
+    effects: tuple[Effect, ...]
+    step: int = 0  # effects carried out so far
+    waiting: asyncio.Future[None] | None = None  # a send of it that waits for the peer to read
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Done callback of a save nobody waits on (its channel is fenced): its failure is already reported."""
+    if not future.cancelled():
+        future.exception()
+
+
 class NodeError(LocalError):
     """A request the node cannot carry out (unknown channel, wrong phase, ...)."""
 
@@ -151,7 +167,9 @@ class Node:
         self.channels: dict[bytes, Channel] = {}
         self._by_peer: dict[bytes, set[bytes]] = defaultdict(set)  # peer -> its channels: O(1) on connect
         self._timed: set[bytes] = set()  # channels the chain's clock must reach (disputes, withdrawals)
-        self._tails: dict[bytes, asyncio.Future[None]] = {}
+        self._pending: dict[bytes, deque[_Pending]] = {}  # per channel: commits not yet carried out, in order
+        self._idle_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._fenced: dict[bytes, BaseException] = {}  # channels whose save failed: nothing more leaves for them
         self._backlog: dict[bytes, int] = defaultdict(int)  # per channel: commits not yet carried out
         self.refusals: dict[tuple[bytes, str], int] = {}  # (peer, reason): messages refused, for the log
         self._queued: dict[bytes, list[tuple[Payment, asyncio.Future[PaymentRecord]]]] = defaultdict(list)
@@ -209,7 +227,8 @@ class Node:
         if self._watcher:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
-        await asyncio.gather(*self._tails.values(), return_exceptions=True)
+        while self._pending:
+            await self.idle(next(iter(self._pending)))
         if self.towers is not None:  # watchtower hook: flush (bounded) while the node is still whole
             await self.towers.close()
         for t in list(self._tasks):
@@ -439,9 +458,11 @@ class Node:
         raise TimeoutError(f"channel 0x{channel_id.hex()[:12]} is {have}, not {phase}, after {timeout}s")
 
     async def idle(self, channel_id: bytes) -> None:
-        """Wait until everything queued for a channel is durable and carried out."""
-        while (tail := self._tails.get(channel_id)) is not None and not tail.done():
-            await asyncio.gather(tail, return_exceptions=True)
+        """Wait until everything queued for a channel is durable and carried out (or dropped: a failed save)."""
+        while channel_id in self._pending:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle_waiters.setdefault(channel_id, []).append(waiter)
+            await waiter
 
     # ------------------------------------------------------------ trading (node/swapdesk.py)
 
@@ -502,44 +523,109 @@ class Node:
             save = asyncio.get_running_loop().create_future()
             save.set_result(None)
         else:
-            save = asyncio.ensure_future(self.store.save(channel_id, encode_channel(new), recs))
+            try:
+                save = self.store.save_nowait(channel_id, encode_channel(new), recs)
+            except Exception as exc:  # refused or closed: a failed save, handled as one that rolled back
+                save = asyncio.get_running_loop().create_future()
+                save.set_exception(exc)
         # watchtower hook: a new fully signed state goes to the towers once it is durable
         if self.towers is not None and new.latest is not None and (old is None or old.latest != new.latest):
             save.add_done_callback(functools.partial(self._offer_to_towers, new))
+        if channel_id in self._fenced:
+            save.add_done_callback(_retrieved)
+            return  # a save of this channel failed: it only saves now, until the node restarts from its store
+        queue = self._pending.get(channel_id)
+        if queue is None:
+            queue = self._pending[channel_id] = deque()
+        queue.append(_Pending(save, effects))
         self._backlog[channel_id] += 1
-        self._tails[channel_id] = asyncio.ensure_future(
-            self._after(self._tails.get(channel_id), save, channel_id, effects)
-        )
+        if len(queue) == 1:  # the head: the callback that learns its save is durable carries it out
+            save.add_done_callback(functools.partial(self._drain, channel_id))
 
     def _offer_to_towers(self, ch: Channel, save: asyncio.Future[None]) -> None:
-        """Watchtower hook: only a durable state is offered (a failed save is reported by `_after`)."""
+        """Watchtower hook: only a durable state is offered (a failed save is reported by `_drain`)."""
         if self.towers is not None and not save.cancelled() and save.exception() is None:
             self.towers.offer(ch)
 
-    async def _after(
-        self,
-        prev: asyncio.Future[None] | None,
-        save: asyncio.Future[None],
-        channel_id: bytes,
-        effects: tuple[Effect, ...],
-    ) -> None:
-        try:
-            if prev is not None:
-                await asyncio.gather(prev, return_exceptions=True)
-            await save  # durable before anything leaves this node
-            for effect in effects:
-                await self._execute(channel_id, effect)
-        finally:
+    def _drain(self, channel_id: bytes, _done: asyncio.Future[Any] | None = None) -> None:
+        """Carry out the channel's commits whose saves are durable, in commit order, in this callback: the
+        head's save (or a send that had to wait) calls it again when done; one such callback per channel."""
+        queue = self._pending.get(channel_id)
+        while queue:
+            head = queue[0]
+            if head.waiting is not None:  # resumed after a send that waited for the peer to read
+                waited, head.waiting = head.waiting, None
+                if not waited.cancelled() and waited.exception() is not None:
+                    log.error("channel 0x%s: an effect failed", channel_id.hex(), exc_info=waited.exception())
+                    head.step = len(head.effects)  # the rest of that commit is skipped, as after any failure
+            elif head.step == 0:
+                if not head.save.done():
+                    head.save.add_done_callback(functools.partial(self._drain, channel_id))
+                    return
+                failure = asyncio.CancelledError() if head.save.cancelled() else head.save.exception()
+                if failure is not None:
+                    self._fence(channel_id, failure)
+                    return
+            try:
+                while head.step < len(head.effects):
+                    effect = head.effects[head.step]
+                    head.step += 1
+                    waiting = self._carry_out(channel_id, effect)
+                    if waiting is not None:  # a send waits for room: the rest follows it, in order
+                        head.waiting = waiting
+                        waiting.add_done_callback(functools.partial(self._drain, channel_id))
+                        return
+            except Exception:  # a bug in carrying out one effect: the rest of that commit is skipped
+                log.exception("channel 0x%s: carrying out an effect failed", channel_id.hex())
+            queue.popleft()
             self._backlog[channel_id] -= 1
+        self._drained(channel_id)
+
+    def _fence(self, channel_id: bytes, failure: BaseException) -> None:
+        """A save of this channel failed: what its commit decided is not durable, so nothing of it or of any
+        later commit of the channel leaves the node (invariant 4); the store keeps what it last saved."""
+        self._fenced[channel_id] = failure
+        queue = self._pending.get(channel_id, deque())
+        dropped = len(queue)
+        for pending in queue:
+            if pending.save is not queue[0].save:
+                pending.save.add_done_callback(_retrieved)
+        queue.clear()
+        self._backlog[channel_id] -= dropped
+        log.error(
+            "channel 0x%s: a save failed (%s): its effects and those of %d later updates are dropped; "
+            "the channel carries out nothing more until the node restarts from its store",
+            channel_id.hex(),
+            failure,
+            dropped - 1,
+        )
+        self._publish(channel_id, NotifyAlert("save_failed", f"{failure}"))
+        self._drained(channel_id)
+
+    def _drained(self, channel_id: bytes) -> None:
+        self._pending.pop(channel_id, None)
+        for waiter in self._idle_waiters.pop(channel_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _execute(self, channel_id: bytes, effect: Effect) -> None:
+        waiting = self._carry_out(channel_id, effect)
+        if waiting is not None:
+            await waiting
+
+    def _carry_out(self, channel_id: bytes, effect: Effect) -> asyncio.Future[None] | None:
+        """One effect, now; a send that must wait for the peer to read returns the task that finishes it."""
         ch = self.channels[channel_id]
         for hook in self.effect_hooks:
             hook(channel_id, effect)
         match effect:
             case SendMessage():
-                with contextlib.suppress(PeerUnreachable):  # resent on reconnect (PeerConnected)
-                    await self.transport.send(ch.peer_address, m.encode(effect.message))
+                frame = m.encode(effect.message)
+                try:
+                    if not self.transport.send_nowait(ch.peer_address, frame):
+                        return asyncio.ensure_future(self._send_waiting(ch.peer_address, frame))
+                except PeerUnreachable:  # resent on reconnect (PeerConnected)
+                    pass
             case NotifySent() | NotifyFailed():
                 self._resolve(channel_id, effect)
                 self._publish(channel_id, effect)
@@ -563,6 +649,11 @@ class Node:
                     self._spawn(self._submit(channel_id, effect))
             case _:
                 self._spawn(self._submit(channel_id, effect))  # a SubmitTx*: mined in the background
+        return None
+
+    async def _send_waiting(self, peer: bytes, frame: bytes) -> None:
+        with contextlib.suppress(PeerUnreachable):  # resent on reconnect (PeerConnected)
+            await self.transport.send(peer, frame)
 
     async def _submit(self, channel_id: bytes, tx: SubmitTx) -> None:
         """Send a transaction; a revert goes back to the machine, which may have something to do about it
@@ -908,7 +999,7 @@ class Node:
         del self.channels[channel_id]
         self._by_peer[ch.peer_address].discard(channel_id)
         self._timed.discard(channel_id)
-        self._tails.pop(channel_id, None)
+        self._fenced.pop(channel_id, None)
         await self.store.forget(channel_id)
 
     async def _after_reorg(self, channel_id: bytes) -> None:

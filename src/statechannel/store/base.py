@@ -7,6 +7,7 @@ because callers also build throwaway records that are never persisted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -92,6 +93,13 @@ class Store(Protocol):
     def load_checkpoint(self) -> Checkpoint | None: ...
 
     async def save(self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()) -> None: ...
+
+    def save_nowait(
+        self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()
+    ) -> asyncio.Future[None]:
+        """`save` without a coroutine: queued at once (in call order with every other save) and the future
+        resolves once it is durable, so the caller can act in that future's callback, with no task."""
+        ...
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 

@@ -6,6 +6,7 @@ A save applies before it returns and never yields, which keeps tests determinist
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import Sequence
 from dataclasses import replace
@@ -113,6 +114,18 @@ class MemoryStore:
         return dict(self._stats)
 
     async def save(self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()) -> None:
+        self._save(channel_id, blob, payments)
+
+    def save_nowait(
+        self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()
+    ) -> asyncio.Future[None]:
+        """Applied before it returns, as `save`; the future is already resolved."""
+        self._save(channel_id, blob, payments)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def _save(self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord]) -> None:
         check_channel(channel_id, blob)
         records = tuple(payments)
         for record in records:

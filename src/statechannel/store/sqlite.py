@@ -276,11 +276,18 @@ class SqliteStore:
 
         Saves are applied in the order they are called (tasks: the order they start), so the
         last save of a channel wins. Cancelling the awaiting task does not withdraw the save."""
+        await self.save_nowait(channel_id, blob, payments)
+
+    def save_nowait(
+        self, channel_id: bytes, blob: bytes, payments: Sequence[PaymentRecord] = ()
+    ) -> asyncio.Future[None]:
+        """`save` queued at once, in call order; the future is resolved by the writer's one hand-off per
+        group commit (no task in between, so the caller's done callback runs in the loop turn after it)."""
         check_channel(channel_id, blob)
         records = tuple(payments)
         for record in records:
             check_payment(record)
-        await self._submit(channel_id, blob, records, None)
+        return self._enqueue(channel_id, blob, records, None)
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         check_checkpoint(checkpoint)
@@ -317,13 +324,25 @@ class SqliteStore:
         *,
         forget: bool = False,
     ) -> None:
+        await self._enqueue(channel_id, blob, records, checkpoint, quote, forget=forget)
+
+    def _enqueue(
+        self,
+        channel_id: bytes,
+        blob: bytes,
+        records: tuple[PaymentRecord, ...],
+        checkpoint: Checkpoint | None,
+        quote: tuple[StoredQuote, int] | None = None,
+        *,
+        forget: bool = False,
+    ) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._submit_lock:
             if self._stopped is not None:
                 raise StoreClosed(f"store {self.path} is closed; the save was not queued")
             self._queue.put(_Save(loop, future, channel_id, blob, records, checkpoint, quote, forget))
-        await future
+        return future
 
     # ---------------------------------------------------------- writer thread
 
