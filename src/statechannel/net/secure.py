@@ -16,8 +16,6 @@ import asyncio
 import enum
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 
 from statechannel.core.crypto import PrivateKey, Signature, recover
@@ -34,8 +32,6 @@ CHUNK = MAX_RECORD - TAG_BYTES
 ADDRESS_BYTES = 20
 SIGNATURE_BYTES = 65
 PROOF_BYTES = ADDRESS_BYTES + SIGNATURE_BYTES
-MAX_NONCE = 2**64 - 1  # reserved by the Noise spec: a cipher state that reaches it encrypts no more
-_NONCE_PAD = bytes(4)
 
 
 class ProtocolError(Exception):
@@ -101,39 +97,6 @@ async def read_record_body(reader: asyncio.StreamReader, header: bytes) -> bytes
     return await reader.readexactly(length)
 
 
-class TransportCipher:
-    """One direction of a Noise transport, on `cryptography`'s ChaCha20-Poly1305 directly (the per-message
-    path of the noise library costs more Python than the cipher itself): the key the handshake's split gave
-    this direction, the nonce 4 zero bytes + the little-endian 64-bit count of messages (Noise spec 5.1,
-    12.3), empty associated data. A message that fails authentication leaves the count where it was."""
-
-    __slots__ = ("_aead", "_n")
-
-    def __init__(self, key: bytes, n: int) -> None:
-        self._aead = ChaCha20Poly1305(key)
-        self._n = n
-
-    def encrypt(self, plaintext: bytes) -> bytes:
-        n = self._n
-        if n >= MAX_NONCE:
-            raise ProtocolError("the session sent 2^64-1 messages: nonces are used up")
-        self._n = n + 1
-        return self._aead.encrypt(_NONCE_PAD + n.to_bytes(8, "little"), plaintext, None)
-
-    def decrypt(self, ciphertext: bytes) -> bytes:
-        n = self._n
-        if n >= MAX_NONCE:
-            raise ProtocolError("the session received 2^64-1 messages: nonces are used up")
-        try:
-            plaintext = self._aead.decrypt(_NONCE_PAD + n.to_bytes(8, "little"), ciphertext, None)
-        except InvalidTag:
-            raise ProtocolError("record failed authentication") from None
-        except Exception as exc:  # anything else the library raises about a malformed record
-            raise ProtocolError(f"record failed authentication: {exc!r}") from exc
-        self._n = n + 1
-        return plaintext
-
-
 class _Noise:
     """The few NoiseConnection calls used here, with every library error turned into HandshakeFailed.
 
@@ -151,8 +114,6 @@ class _Noise:
         self.conn.set_prologue(DOMAIN)
         self.conn.start_handshake()
         self._state = self.conn.noise_protocol.handshake_state
-        self._send: TransportCipher | None = None  # taken over from the library once the handshake is done
-        self._recv: TransportCipher | None = None
 
     def write(self) -> bytes:
         try:
@@ -177,23 +138,14 @@ class _Noise:
     def handshake_hash(self) -> bytes:
         return bytes(self.conn.get_handshake_hash())
 
-    def _ciphers(self) -> tuple[TransportCipher, TransportCipher]:
-        """The transport's two cipher states, from the library's split (key and count so far), once."""
-        if self._send is None or self._recv is None:
-            if not self.conn.handshake_finished:
-                raise HandshakeFailed("noise handshake not finished: nothing can be encrypted yet")
-            proto = self.conn.noise_protocol
-            tx, rx = proto.cipher_state_encrypt, proto.cipher_state_decrypt
-            self._send, self._recv = TransportCipher(bytes(tx.k), tx.n), TransportCipher(bytes(rx.k), rx.n)
-        return self._send, self._recv
-
     def decrypt(self, ciphertext: bytes) -> bytes:
-        recv = self._recv or self._ciphers()[1]
-        return recv.decrypt(ciphertext)
+        try:
+            return bytes(self.conn.decrypt(ciphertext))
+        except Exception as exc:
+            raise ProtocolError(f"record failed authentication: {exc!r}") from exc
 
     def encrypt(self, plaintext: bytes) -> bytes:
-        send = self._send or self._ciphers()[0]
-        return send.encrypt(plaintext)
+        return bytes(self.conn.encrypt(plaintext))
 
 
 class SecureChannel:
