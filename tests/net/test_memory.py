@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from statechannel.net import MAX_FRAME, FrameTooLarge, MemoryTransport, PeerUnreachable, Transport
+from statechannel.net.memory import QUEUE_FRAMES
 from tests.net.helpers import Recorder, key
 
 
@@ -124,5 +125,36 @@ def test_close_makes_the_peer_unreachable() -> None:
         with pytest.raises(PeerUnreachable):
             await a.reconnect()
         await a.close()
+
+    asyncio.run(main())
+
+
+def test_send_nowait_declines_when_the_inbox_is_full_and_never_jumps_a_waiting_send() -> None:
+    async def main() -> None:
+        a, b = MemoryTransport.pair(key("alice"), key("bob"))
+        rec_a, rec_b = Recorder(), Recorder()
+        a.set_handlers(rec_a.on_frame, rec_a.on_connect)  # b reads nothing until its handlers are set
+        queued = 0
+        while a.send_nowait(b.address, queued.to_bytes(4, "big")):  # the inbox fills
+            queued += 1
+        assert queued == QUEUE_FRAMES
+        waiting = asyncio.ensure_future(a.send(b.address, queued.to_bytes(4, "big")))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not waiting.done()  # that send waits for room
+        first = b._inbox.get_nowait()  # the reader takes one: there is room, but the waiting send is not in yet
+        assert not a.send_nowait(b.address, b"late")  # declined: it would overtake the waiting send
+        await waiting
+        b.set_handlers(rec_b.on_frame, rec_b.on_connect)
+        await rec_b.until(lambda: len(rec_b.frames) >= 1)
+        assert a.send_nowait(b.address, (queued + 1).to_bytes(4, "big"))  # room, and no send waiting
+        await rec_b.until(lambda: len(rec_b.frames) == queued + 1)
+        got = [first.frame, *(f for _, f in rec_b.frames)]
+        assert got == [i.to_bytes(4, "big") for i in range(queued + 2)]
+        await a.disconnect()
+        with pytest.raises(PeerUnreachable):
+            a.send_nowait(b.address, b"x")
+        await a.close()
+        await b.close()
 
     asyncio.run(main())

@@ -184,3 +184,27 @@ def test_connect_to_the_wrong_node_fails_the_handshake() -> None:
         await b.transport.close()
 
     asyncio.run(main())
+
+
+def test_send_nowait_keeps_order_with_awaited_sends_and_waits_only_past_the_high_water_mark() -> None:
+    async def main() -> None:
+        a, b = await connected_pair()
+        frames = [os.urandom(64 * 1024 - 4) for _ in range(200)]  # 12.5 MiB: far more than a socket buffers
+        waited = 0
+        for i, frame in enumerate(frames):
+            if i % 7 == 3:  # awaited sends mixed in: each goes behind every frame queued before it
+                await a.transport.send(b.address, frame)
+            elif not a.transport.send_nowait(b.address, frame):
+                waited += 1  # the buffer is full: nothing was queued, the caller awaits the send instead
+                await a.transport.send(b.address, frame)
+        assert waited > 0  # backpressure reached send_nowait: it declined rather than buffer without bound
+        await b.recorder.until(partial(has_frames, b, len(frames)))
+        assert [f for _, f in b.recorder.frames] == frames
+        with pytest.raises(FrameTooLarge):
+            a.transport.send_nowait(b.address, bytes(MAX_FRAME + 1))
+        with pytest.raises(PeerUnreachable):
+            a.transport.send_nowait(key("carol").address, b"x")
+        await a.transport.close()
+        await b.transport.close()
+
+    asyncio.run(main())

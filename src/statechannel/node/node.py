@@ -107,12 +107,6 @@ class _Pending:
     waiting: asyncio.Future[None] | None = None  # a send of it that waits for the peer to read
 
 
-def _retrieved(future: asyncio.Future[None]) -> None:
-    """Done callback of a save nobody waits on (its channel is fenced): its failure is already reported."""
-    if not future.cancelled():
-        future.exception()
-
-
 class NodeError(LocalError):
     """A request the node cannot carry out (unknown channel, wrong phase, ...)."""
 
@@ -531,9 +525,6 @@ class Node:
         # watchtower hook: a new fully signed state goes to the towers once it is durable
         if self.towers is not None and new.latest is not None and (old is None or old.latest != new.latest):
             save.add_done_callback(functools.partial(self._offer_to_towers, new))
-        if channel_id in self._fenced:
-            save.add_done_callback(_retrieved)
-            return  # a save of this channel failed: it only saves now, until the node restarts from its store
         queue = self._pending.get(channel_id)
         if queue is None:
             queue = self._pending[channel_id] = deque()
@@ -563,9 +554,10 @@ class Node:
                     head.save.add_done_callback(functools.partial(self._drain, channel_id))
                     return
                 failure = asyncio.CancelledError() if head.save.cancelled() else head.save.exception()
-                if failure is not None:
-                    self._fence(channel_id, failure)
-                    return
+                if failure is not None and channel_id not in self._fenced:
+                    self._fence(channel_id, failure, len(queue) - 1)
+                if channel_id in self._fenced:  # saved or not, nothing of it leaves the node
+                    head.step = len(head.effects)
             try:
                 while head.step < len(head.effects):
                     effect = head.effects[head.step]
@@ -581,26 +573,19 @@ class Node:
             self._backlog[channel_id] -= 1
         self._drained(channel_id)
 
-    def _fence(self, channel_id: bytes, failure: BaseException) -> None:
+    def _fence(self, channel_id: bytes, failure: BaseException, behind: int) -> None:
         """A save of this channel failed: what its commit decided is not durable, so nothing of it or of any
-        later commit of the channel leaves the node (invariant 4); the store keeps what it last saved."""
+        later commit of the channel leaves the node (invariant 4), until a restart loads what the store holds.
+        The later saves still go to the store; only their effects are dropped."""
         self._fenced[channel_id] = failure
-        queue = self._pending.get(channel_id, deque())
-        dropped = len(queue)
-        for pending in queue:
-            if pending.save is not queue[0].save:
-                pending.save.add_done_callback(_retrieved)
-        queue.clear()
-        self._backlog[channel_id] -= dropped
         log.error(
-            "channel 0x%s: a save failed (%s): its effects and those of %d later updates are dropped; "
-            "the channel carries out nothing more until the node restarts from its store",
+            "channel 0x%s: a save failed (%s): its effects, those of the %d updates queued behind it and of "
+            "every later one are dropped; the channel carries out nothing more until the node restarts",
             channel_id.hex(),
             failure,
-            dropped - 1,
+            behind,
         )
         self._publish(channel_id, NotifyAlert("save_failed", f"{failure}"))
-        self._drained(channel_id)
 
     def _drained(self, channel_id: bytes) -> None:
         self._pending.pop(channel_id, None)

@@ -1,0 +1,132 @@
+"""Effects are carried out in the callback that learns their save is durable: per channel in commit order,
+never before that save (invariant 4), and never after a save of that channel failed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+from statechannel.core import messages as m
+from statechannel.core.io import Effect, NotifySent, SendMessage
+from statechannel.core.persist import decode_channel
+from statechannel.core.types import ETH
+from statechannel.node.node import Node, NodeEvent
+from tests.node.test_node import ETHER, World, open_funded, run
+
+
+def signed_version(effect: Effect) -> int | None:
+    """The version a frame carries this node's signature on, if it carries one."""
+    if isinstance(effect, SendMessage):
+        if isinstance(effect.message, m.Propose):
+            return effect.message.state.version
+        if isinstance(effect.message, m.Accept):
+            return effect.message.version
+    return None
+
+
+def durable_signed_upto(node: Node, cid: bytes) -> int:
+    """What the node's store holds, read from the file (another connection), not from memory."""
+    return decode_channel(node.store.load_channels()[cid]).signed_upto
+
+
+def queue_empty(node: Node) -> bool:
+    """Whether the store's writer has taken every save queued (reached into: nothing public says so)."""
+    return bool(node.store._queue.empty())  # type: ignore[attr-defined]
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def test_each_effect_follows_its_durable_save_in_commit_order_across_many_commits_in_flight(tmp_path: Path) -> None:
+    async def scenario(world: World, a: Node, b: Node) -> None:
+        cid = await open_funded(world, a, b, 5 * ETHER, 0)
+        seen: dict[str, list[tuple[str, int]]] = {"a": [], "b": []}
+        early: list[str] = []
+
+        def watch(name: str, node: Node) -> None:
+            def hook(channel_id: bytes, effect: Effect) -> None:
+                version = signed_version(effect)
+                if version is not None:
+                    if durable_signed_upto(node, channel_id) < version:
+                        early.append(f"{name} sent its signature on {version} before saving it")
+                    seen[name].append((type(effect.message).__name__, version))  # type: ignore[attr-defined]
+                elif isinstance(effect, NotifySent):
+                    seen[name].append(("sent", effect.version))
+
+            node.effect_hooks.append(hook)
+
+        watch("a", a)
+        watch("b", b)
+        futures = []
+        for i in range(400):  # commits of both sides in flight at once, in many group commits
+            futures.append(a.pay_nowait(cid, ETH, 1 + i % 3))
+            if i % 5 == 0:
+                await asyncio.sleep(0)
+        results = await asyncio.gather(*futures)
+        await a.idle(cid)
+        await b.idle(cid)
+        assert early == []
+        proposed = [v for kind, v in seen["a"] if kind == "Propose"]
+        accepted = [v for kind, v in seen["b"] if kind == "Accept"]
+        told = [v for kind, v in seen["a"] if kind == "sent"]
+        assert len(proposed) > 10  # many updates, so many commits of each side overlapped
+        assert proposed == sorted(proposed) and len(set(proposed)) == len(proposed)
+        assert accepted == proposed  # B took the frames in the order A sent them, and answered each in order
+        assert told == sorted(told)
+        assert [r.version for r in results] == sorted(r.version for r in results)
+        la, lb = a.channel(cid).latest, b.channel(cid).latest
+        assert la is not None and la == lb and la.state.transfers == (sum(1 + i % 3 for i in range(400)),)
+
+    run(tmp_path, scenario)
+
+
+def test_a_failed_save_stops_its_effects_and_every_later_one_of_the_channel(tmp_path: Path) -> None:
+    async def scenario(world: World, a: Node, b: Node) -> None:
+        cid = await open_funded(world, a, b, 5 * ETHER, 0)
+        await a.pay(cid, ETH, 1)
+        await b.idle(cid)
+        before = b.channel(cid).latest
+        assert before is not None
+        carried: list[Effect] = []
+        a.effect_hooks.append(lambda channel_id, effect: carried.append(effect))
+        events: list[NodeEvent] = []
+
+        async def listen() -> None:
+            async for event in a.subscribe():
+                events.append(event)
+
+        listener = asyncio.ensure_future(listen())
+        await asyncio.sleep(0)
+        path = a.store.path  # type: ignore[attr-defined]
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            # a fault the store cannot see coming: the payment "poison" cannot be written. The write lock is
+            # held meanwhile, so the writer blocks on the poisoned save alone and the next save of the
+            # channel lands in a transaction of its own, which commits.
+            other.execute("BEGIN IMMEDIATE")
+            other.execute(
+                "CREATE TRIGGER poison BEFORE INSERT ON payments WHEN NEW.payment_id = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            )
+            poisoned = a.pay_nowait(cid, ETH, 2, payment_id="poison")
+            await until(lambda: len(a.channel(cid).pending) == 1 and queue_empty(a))  # the writer holds it
+            later = a.pay_nowait(cid, ETH, 3, payment_id="later")
+            await until(lambda: len(a.channel(cid).pending) == 2)  # its save waits behind the poisoned one
+            other.execute("COMMIT")
+            await a.idle(cid)
+        ids = {r.payment_id: r.status for r in a.store.payments(cid)}
+        assert "poison" not in ids  # its save rolled back
+        assert ids.get("later") == "pending"  # the later save is durable ...
+        assert carried == []  # ... yet neither commit's effects, nor any later one's, were carried out
+        await asyncio.sleep(0.1)  # nothing is in flight to B to arrive late
+        assert b.channel(cid).latest == before and not b.channel(cid).pending
+        assert not poisoned.done() and not later.done()
+        assert [e.data["kind"] for e in events if e.kind == "alert"] == ["save_failed"]
+        listener.cancel()
+
+    run(tmp_path, scenario)
