@@ -23,9 +23,13 @@ the channel's own latest state: one state digest + one sign + one recover, the E
 must do per update. `floor_ratio` = updates/s x the per-side floor time (1.0 would be a node doing
 nothing but that work on one core). `round_trip_breakdown` takes one unloaded round trip apart:
 A's loop turns, callbacks and thread hand-offs (counted on A's loop only during that phase, so the
-counting costs the other phases nothing), each side's store transactions (each one fsync in the
-default mode) and their time, the crypto floor of both sides, the codec (encode + decode of the
-propose and the accept), and what remains (node, machine, transport, scheduling, the kernel).
+counting costs the other phases nothing; null on uvloop, whose methods cannot be wrapped), each side's
+store transactions (each one fsync in the default mode) and their time, the crypto floor of both
+sides, the codec (encode + decode of the propose and the accept), and what remains (node, machine,
+transport, scheduling, the kernel).
+
+`loop` is the event loop both sides ran on: uvloop where installed, as the daemon picks it; set
+STATECHANNEL_LOOP=asyncio to run both on asyncio's own.
 
 `--durability process-crash-safe` runs both sides with WAL synchronous=NORMAL (not power-cut safe);
 `--durability both` runs the payment phases in both modes in one run: a second daemon with that mode
@@ -56,6 +60,7 @@ from channel import burst, round_trips, updates  # bench/channel.py: the same de
 from statechannel.api.client import ApiClient
 from statechannel.chain.adjudicator import Adjudicator, Token
 from statechannel.chain.rpc import RpcChain
+from statechannel.cli.common import event_loop
 from statechannel.core import messages as m
 from statechannel.core.channel import Phase
 from statechannel.core.crypto import PrivateKey, recover
@@ -341,9 +346,12 @@ class LoopCounter:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop, self.turns, self.callbacks, self.threadsafe = loop, 0, 0, 0
+        self.counting = hasattr(loop, "_run_once")  # asyncio's own loop; uvloop's methods cannot be shadowed
 
     def __enter__(self) -> LoopCounter:
         loop: Any = self.loop
+        if not self.counting:
+            return self
         run_once, call_soon, threadsafe = loop._run_once, loop.call_soon, loop.call_soon_threadsafe
 
         def counted_run_once() -> None:
@@ -366,6 +374,8 @@ class LoopCounter:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        if not self.counting:
+            return
         for name in ("_run_once", "call_soon", "call_soon_threadsafe"):
             with contextlib.suppress(AttributeError):
                 delattr(self.loop, name)
@@ -409,9 +419,9 @@ async def breakdown(a: Node, api: ApiClient, cid: bytes, n: int, floor_us: float
     crypto_us = 2 * floor_us
     out = {
         "round_trip_p50_us": round(p50),
-        "a_loop_turns": round(counter.turns / n, 1),
-        "a_callbacks": round(counter.callbacks / n, 1),
-        "a_thread_handoffs": round((counter.threadsafe + saves) / n, 1),
+        "a_loop_turns": round(counter.turns / n, 1) if counter.counting else None,
+        "a_callbacks": round(counter.callbacks / n, 1) if counter.counting else None,
+        "a_thread_handoffs": round((counter.threadsafe + saves) / n, 1) if counter.counting else None,
         "a_store_transactions": round(len(commits) / n, 2),
         "a_store_transaction_us": round(a_fsync_us),
         "b_store_transactions": round(b_count / n, 2),
@@ -586,7 +596,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         processes(Path(tmp), not args.no_trades, modes) as env,
     ):
         try:
-            return asyncio.run(measure(env, Path(tmp), args))
+            loop, factory = event_loop()  # A on the loop kind B's daemon picks (`statechannel node start`)
+            with asyncio.Runner(loop_factory=factory) as runner:
+                return {"loop": loop, **runner.run(measure(env, Path(tmp), args))}
         except Exception:
             for _, daemon in env.pairs.values():
                 if tail := daemon.log_tail():
