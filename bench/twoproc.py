@@ -28,8 +28,7 @@ store transactions (each one fsync in the default mode) and their time, the cryp
 sides, the codec (encode + decode of the propose and the accept), and what remains (node, machine,
 transport, scheduling, the kernel).
 
-`loop` is the event loop both sides ran on: uvloop where installed, as the daemon picks it; set
-STATECHANNEL_LOOP=asyncio to run both on asyncio's own.
+`loop` is the event loop A ran on (B's daemon runs on asyncio's own, as `asyncio.run` gives it).
 
 `--durability process-crash-safe` runs both sides with WAL synchronous=NORMAL (not power-cut safe);
 `--durability both` runs the payment phases in both modes in one run: a second daemon with that mode
@@ -60,7 +59,6 @@ from channel import burst, round_trips, updates  # bench/channel.py: the same de
 from statechannel.api.client import ApiClient
 from statechannel.chain.adjudicator import Adjudicator, Token
 from statechannel.chain.rpc import RpcChain
-from statechannel.cli.common import event_loop
 from statechannel.core import messages as m
 from statechannel.core.channel import Phase
 from statechannel.core.crypto import PrivateKey, recover
@@ -505,6 +503,7 @@ async def measure(env: Processes, tmp: Path, args: argparse.Namespace) -> dict[s
             sides[mode] = await start_side(env, mode, tmp)
         main_mode = "fsync" if "fsync" in sides else next(iter(sides))
         side = sides[main_mode]
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "asyncio" (or "uvloop")
         a, cid = side.a, side.cid
         s = Setup(a, side.api, cid, env.token if main_mode == "fsync" else None)
         cpu = Cpu(side.daemon.proc.pid, env.anvil_pid)
@@ -543,6 +542,7 @@ async def measure(env: Processes, tmp: Path, args: argparse.Namespace) -> dict[s
         stats = a.store.stats()
         out["store_saves_per_commit_a"] = round(stats["saves"] / max(1, stats["commits"]), 2)
         out["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        out["loop"] = loop
         # both sides agree: B holds the same both-signed version as A
         for one in sides.values():
             await one.a.idle(one.cid)
@@ -596,9 +596,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         processes(Path(tmp), not args.no_trades, modes) as env,
     ):
         try:
-            loop, factory = event_loop()  # A on the loop kind B's daemon picks (`statechannel node start`)
-            with asyncio.Runner(loop_factory=factory) as runner:
-                return {"loop": loop, **runner.run(measure(env, Path(tmp), args))}
+            return asyncio.run(measure(env, Path(tmp), args))
         except Exception:
             for _, daemon in env.pairs.values():
                 if tail := daemon.log_tail():

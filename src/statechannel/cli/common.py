@@ -197,23 +197,6 @@ def log_format_option(f: F) -> F:
     )(f)
 
 
-LOOP_ENV = "STATECHANNEL_LOOP"
-"""`asyncio` runs the daemons on asyncio's own event loop even where uvloop is installed."""
-
-
-def event_loop() -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The event loop the daemons run on, by name and factory: uvloop where it is installed (the node's hot
-    path is loop turns and callbacks: README, design notes), else asyncio's own."""
-    if os.environ.get(LOOP_ENV, "").lower() != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return "uvloop", uvloop.new_event_loop
-    return "asyncio", asyncio.new_event_loop
-
-
 def run_foreground(
     main: Coroutine[Any, Any, None], errors: tuple[type[Exception], ...], log_level: str, log_format: str = "text"
 ) -> None:
@@ -227,8 +210,7 @@ def run_foreground(
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        with asyncio.Runner(loop_factory=event_loop()[1]) as runner:
-            runner.run(main)
+        asyncio.run(main)
     except errors as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
