@@ -208,3 +208,30 @@ def test_send_nowait_keeps_order_with_awaited_sends_and_waits_only_past_the_high
         await b.transport.close()
 
     asyncio.run(main())
+
+
+def test_send_nowait_never_overtakes_a_send_waiting_for_a_peer_that_stopped_reading() -> None:
+    async def main() -> None:
+        a, b = await connected_pair()
+        gate = asyncio.Event()
+        got: list[bytes] = []
+
+        async def slow(peer: bytes, frame: bytes) -> None:
+            await gate.wait()  # b reads nothing more until the gate opens: a's socket buffers fill
+            got.append(frame)
+
+        b.transport.set_handlers(slow, b.recorder.on_connect)
+        big = [bytes([i]) * (512 * 1024) for i in range(40)]  # 20 MiB: more than both sockets buffer
+        sends = [asyncio.ensure_future(a.transport.send(b.address, f)) for f in big]
+        await eventually(lambda: any(s.done() for s in sends))  # all started; the later ones wait for b to read
+        assert not all(s.done() for s in sends)
+        assert not a.transport.send_nowait(b.address, b"small")  # declined: sends are waiting before it
+        gate.set()
+        await asyncio.gather(*sends)
+        await a.transport.send(b.address, b"last")
+        await eventually(lambda: len(got) == len(big) + 1)
+        assert got == [*big, b"last"]
+        await a.transport.close()
+        await b.transport.close()
+
+    asyncio.run(main())

@@ -74,6 +74,7 @@ class _Peer:
     dialling: bool = False  # our dial is past TCP connect and in its handshake
     up: asyncio.Event = field(default_factory=asyncio.Event)
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sending: int = 0  # sends holding or waiting for send_lock: send_nowait never overtakes one
     deliver_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     maintainer: asyncio.Task[None] | None = None
     host: str = ""
@@ -174,20 +175,24 @@ class TcpTransport:
         state = self._peers.get(peer)
         if state is None or state.conn is None:
             raise PeerUnreachable(f"no live connection to {hex_address(peer)}")
-        async with state.send_lock:
-            conn = state.conn  # the connection may have been replaced while we queued: use the current one
-            if conn is None:
-                raise PeerUnreachable(f"connection to {hex_address(peer)} dropped")
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await conn.channel.send_frame(frame)  # buffered whole before the wait: never half a frame
-            except TimeoutError:
-                log.info("dropping %s: it read nothing for %s s", hex_address(peer), self.send_timeout)
-                self._drop(state, conn)
-                raise PeerUnreachable(f"{hex_address(peer)} stopped reading; connection dropped") from None
-            except (ConnectionError, OSError) as exc:
-                self._drop(state, conn)
-                raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
+        state.sending += 1
+        try:
+            async with state.send_lock:
+                conn = state.conn  # the connection may have been replaced while we queued: use the current one
+                if conn is None:
+                    raise PeerUnreachable(f"connection to {hex_address(peer)} dropped")
+                try:
+                    async with asyncio.timeout(self.send_timeout):
+                        await conn.channel.send_frame(frame)  # buffered whole before the wait: never half a frame
+                except TimeoutError:
+                    log.info("dropping %s: it read nothing for %s s", hex_address(peer), self.send_timeout)
+                    self._drop(state, conn)
+                    raise PeerUnreachable(f"{hex_address(peer)} stopped reading; connection dropped") from None
+                except (ConnectionError, OSError) as exc:
+                    self._drop(state, conn)
+                    raise PeerUnreachable(f"connection to {hex_address(peer)} dropped while sending") from exc
+        finally:
+            state.sending -= 1
 
     def send_nowait(self, peer: bytes, frame: bytes) -> bool:
         """Writes the frame into the socket's buffer with no await while that buffer is below its high-water
@@ -198,7 +203,7 @@ class TcpTransport:
         conn = None if state is None else state.conn
         if state is None or conn is None:
             raise PeerUnreachable(f"no live connection to {hex_address(peer)}")
-        if state.send_lock.locked() or conn.channel.must_drain():
+        if state.sending or conn.channel.must_drain():
             return False
         try:
             conn.channel.write_frame(frame)
