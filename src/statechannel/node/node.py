@@ -171,6 +171,7 @@ class Node:
         self._records: dict[str, PaymentRecord] = {}  # payments queued or in flight
         self._outcomes: dict[int, tuple[Effect, list[PaymentRecord]]] = {}  # id(effect): its rows, until resolved
         self._members: dict[str, tuple[tuple[int, ...], int]] = {}  # batches with per-payment history
+        self._named: set[str] = set()  # ids the caller chose, queued or in flight: written when proposed
         self._used_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry never pays twice
         self._id_prefix, self._ids = secrets.token_hex(6), itertools.count(1)  # default payment ids
         self._subscribers: list[_Subscriber] = []
@@ -383,6 +384,8 @@ class Node:
         used[pid] = None
         if len(used) > RECENT_IDS:
             used.popitem(last=False)
+        if payment_id:
+            self._named.add(pid)
         return pid
 
     def _enqueue(self, channel_id: bytes, payment: Payment) -> asyncio.Future[PaymentRecord]:
@@ -682,13 +685,19 @@ class Node:
             asyncio.get_running_loop().call_soon(self._flush, channel_id)
 
     def _pay_batch(self, channel_id: bytes, batch: list[tuple[Payment, asyncio.Future[PaymentRecord]]]) -> None:
+        """Propose `batch` in one update. A payment whose id the caller chose gets its pending row in the
+        same save (a caller retrying by that id after a crash must find it); one with an id the node
+        chose is written once, with its outcome: nobody can ask for it by id before it has one, and
+        the proposal carrying it is in the channel's saved state, so a restart still decides it."""
         now = int(time.time() * 1000)
         payments = tuple([p for p, _ in batch])
         records = [
             PaymentRecord(p.payment_id, channel_id, "out", p.asset, p.amount, "pending", 0, "", now, p.count)
             for p in payments
         ]
-        self._feed(channel_id, ActionPay(payments), records)
+        named = self._named
+        rows = [r for r in records if r.payment_id in named] if named else []
+        self._feed(channel_id, ActionPay(payments), rows)
         self._records.update(zip([p.payment_id for p in payments], records, strict=True))
 
     def _fail_now(
@@ -699,6 +708,7 @@ class Node:
             hook(channel_id, exc.reason.value)
         self._waiters.pop(p.payment_id, None)
         self._members.pop(p.payment_id, None)
+        self._named.discard(p.payment_id)
         if not fut.done():
             fut.set_exception(exc)
 
@@ -770,12 +780,14 @@ class Node:
             outcome = kept[1]  # built with the save that made it durable
         else:  # an effect carried out without that (a restart's pending work)
             outcome = self._outcome_rows(channel_id, effect, int(time.time() * 1000))
-        waiters, records, members = self._waiters, self._records, self._members
+        waiters, records, members, named = self._waiters, self._records, self._members, self._named
         reason: Reason | None = None
         for p, record in zip(effect.payments, outcome, strict=True):
             records.pop(p.payment_id, None)
             if members:
                 members.pop(p.payment_id, None)
+            if named:
+                named.discard(p.payment_id)
             fut = waiters.pop(p.payment_id, None)
             if fut is None or fut.done():
                 continue
