@@ -28,6 +28,8 @@ def test_a_batch_is_one_row_on_each_side_with_its_count_and_total(tmp_path: Path
             ("300000", 100_000, "sent"),
         ]
         assert rows[1]["payment_id"] == view["batch_id"]
+        metrics = (await w.api_a.get("/metrics")).text
+        assert 'statechannel_payments_total{outcome="sent"} 100003.0' in metrics  # a batch counts its payments
 
         async def peer_rows() -> list[tuple[str, int]]:
             got = (await w.api_b.get("/payments", params={"channel_id": cid})).json()
