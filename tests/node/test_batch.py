@@ -162,3 +162,27 @@ def test_a_restart_mid_batch_keeps_its_row_consistent_with_the_signed_state(tmp_
         assert (seen.amount, seen.count, seen.version) == (100_000, 50_000, latest.state.version)
 
     run(tmp_path, scenario)
+
+
+def test_a_payment_with_a_caller_chosen_id_has_a_pending_row_one_with_the_nodes_id_only_its_outcome(
+    tmp_path: Path,
+) -> None:
+    """A caller retrying by its own id after a crash must find the payment: its pending row is saved with
+    the proposal. An id the node chose is nobody's handle before the outcome: one row, written then."""
+
+    async def scenario(world: World, a: Node, b: Node) -> None:
+        cid = await open_funded(world, a, b, ETHER, 0)
+        await a.transport.disconnect()  # type: ignore[attr-defined]
+        anonymous = a.pay_nowait(cid, ETH, 5)
+        named = a.pay_nowait(cid, ETH, 6, "order-1")
+        await asyncio.sleep(0)
+        await a.idle(cid)
+        assert [(r.payment_id, r.status) for r in a.payments(cid)] == [("order-1", "pending")]
+        assert a.find_payment(cid, "order-1") is not None
+        await a.transport.reconnect()  # type: ignore[attr-defined]
+        first, second = await asyncio.gather(anonymous, named)
+        await a.idle(cid)
+        rows = {r.payment_id: (r.status, r.amount, r.version) for r in a.payments(cid)}
+        assert rows == {first.payment_id: ("sent", 5, first.version), "order-1": ("sent", 6, second.version)}
+
+    run(tmp_path, scenario)
