@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.api.harness import World, error, eventually, run
+from tests.api.harness import World, error, eventually, run, sse
 from tests.api.test_api import open_channel
 
 
@@ -28,6 +28,11 @@ def test_a_batch_is_one_row_on_each_side_with_its_count_and_total(tmp_path: Path
             ("300000", 100_000, "sent"),
         ]
         assert rows[1]["payment_id"] == view["batch_id"]
+        sent = [e for e in await sse(w.api_a, since=0, timeout=0.5) if e["kind"] == "sent"]
+        assert [(e["data"]["payments"], e["data"]["count"]) for e in sent] == [
+            ([view["batch_id"]], 100_000),
+            ([rows[0]["payment_id"]], 3),
+        ]
         metrics = (await w.api_a.get("/metrics")).text
         assert 'statechannel_payments_total{outcome="sent"} 100003.0' in metrics  # a batch counts its payments
 

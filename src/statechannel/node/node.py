@@ -806,10 +806,12 @@ class Node:
         match effect:
             case NotifyPhase():
                 kind, data = "phase", {"phase": effect.phase}
-            case NotifySent():
-                kind, data = "sent", {"version": effect.version, "payments": [p.payment_id for p in effect.payments]}
-            case NotifyFailed():
-                kind, data = "failed", {"reason": effect.reason, "payments": [p.payment_id for p in effect.payments]}
+            case NotifySent() | NotifyFailed():
+                ids, count = [p.payment_id for p in effect.payments], sum(p.count for p in effect.payments)
+                if isinstance(effect, NotifySent):  # count: the payments they are (a batch is one id of many)
+                    kind, data = "sent", {"version": effect.version, "payments": ids, "count": count}
+                else:
+                    kind, data = "failed", {"reason": effect.reason, "payments": ids, "count": count}
             case NotifyReceived():
                 kind = "received"
                 data = {"version": effect.version, "amounts": {to_checksum(a): str(v) for a, v in effect.amounts}}
