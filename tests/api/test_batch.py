@@ -52,7 +52,7 @@ def test_a_batch_request_is_validated_before_the_node_is_asked(tmp_path: Path) -
     async def scenario(w: World) -> None:
         cid = await open_channel(w, deposit=1000)
         pay = f"/channels/{cid}/payments"
-        for bad in (
+        bodies: list[dict[str, object]] = [
             {"amount": "1", "amounts": ["1"]},  # both forms
             {},  # neither
             {"amounts": ["1"], "count": 2},
@@ -66,7 +66,8 @@ def test_a_batch_request_is_validated_before_the_node_is_asked(tmp_path: Path) -
             {"amount": "1", "count": 10**12 + 1},
             {"amount": "1", "count": 1_000_001, "history": "per-payment"},
             {"amount": "1", "count": True},
-        ):
+        ]
+        for bad in bodies:
             r = await w.api_a.post(pay, json=bad)
             assert error(r)[0] in (413, 422), (bad, r.text)
         r = await w.api_a.post(pay, json={"amounts": ["600", "401"]})  # 1001 > the 1000 A holds
