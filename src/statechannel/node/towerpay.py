@@ -213,6 +213,27 @@ class Ledger:
         os.replace(tmp, self.path)
 
 
+def _standing(raw: object) -> dict[str, Any] | None:
+    """A tower's account view, kept only if every field is of its type (it is shown, and judged by)."""
+    if not isinstance(raw, dict):
+        return None
+    out: dict[str, Any] = {}
+    for k in ("paid", "owed", "balance"):
+        v = raw.get(k)
+        if not isinstance(v, str) or not v.removeprefix("-").isdigit() or len(v) > 80:
+            return None
+        out[k] = v
+    for k in ("states", "paid_until", "protected_until"):
+        v = raw.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63):
+            return None
+        out[k] = v
+    if not isinstance(raw.get("protected"), bool):
+        return None
+    out["protected"] = raw["protected"]
+    return out
+
+
 class TowerPay:
     """Pays the paid towers of a TowerClient from `node`'s channels, within `budget`; see the module docstring."""
 
@@ -283,9 +304,9 @@ class TowerPay:
 
     def observe(self, url: str, billing: object) -> None:
         """The tower's view of this node's account (from a receipt, a 402 body or /accounts)."""
-        if isinstance(billing, dict):
-            keep = ("paid", "owed", "balance", "states", "paid_until", "protected_until", "protected")
-            self.status.setdefault(url, TowerStatus()).standing = {k: billing.get(k) for k in keep}
+        view = _standing(billing)
+        if view is not None:
+            self.status.setdefault(url, TowerStatus()).standing = view
             self._check_alerts(url)
 
     async def payment_required(self, url: str, body: dict[str, Any]) -> bool:

@@ -201,6 +201,12 @@ class TowerClient:
         """The newest verified receipt of each tower for this channel."""
         return [t.receipts[channel_id] for t in self.towers.values() if channel_id in t.receipts]
 
+    def billing(self) -> list[dict[str, Any]]:
+        """Each paid tower as this node pays it (towerpay.TowerPay.view); empty without --tower-budget."""
+        if self.payer is None:
+            return []
+        return [v for url in self.towers if (v := self.payer.view(url)) is not None]
+
     def receipt_errors(self, channel_id: bytes) -> list[tuple[str, str]]:
         """(tower, why) for each tower whose last receipt for this channel did not verify: no protection."""
         return [(t.url, t.errors[channel_id]) for t in self.towers.values() if channel_id in t.errors]
