@@ -154,13 +154,14 @@ def _tower_client(config: DaemonConfig) -> TowerClient | None:
         raise DaemonError(exc.detail) from None
 
 
-def _tower_payer(config: DaemonConfig, node: Node) -> None:
-    """With --tower-budget, the node pays its paid towers (node/towerpay.py)."""
+def _tower_payer(config: DaemonConfig, node: Node) -> Node:
+    """With --tower-budget, the node pays its paid towers (node/towerpay.py); returns the node."""
     if node.towers is not None and config.tower_budget is not None:
         try:
             node.towers.payer = TowerPay(node, config.tower_budget, config.data_dir / TOWERPAY_FILE)
         except LocalError as exc:
             raise DaemonError(exc.detail) from None
+    return node
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +235,7 @@ async def run(
             recovery_wait=config.recovery_wait,
             weigh_gas=config.weigh_gas,
         )
-        transport.set_keep(node.has_channels_with)
-        _tower_payer(config, node)
+        transport.set_keep(_tower_payer(config, node).has_channels_with)
         api: _Api | None = None
         redial: asyncio.Task[None] | None = None
         try:
