@@ -17,7 +17,7 @@ import pytest
 
 from statechannel.api.app import create_app
 from statechannel.core.channel import Phase
-from statechannel.core.types import ETH, UINT256_MAX
+from statechannel.core.types import ETH, UINT256_MAX, to_checksum
 from statechannel.net.memory import MemoryTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
@@ -44,6 +44,7 @@ from tests.towers.fake import serve
 from tests.watchtower.conftest import StoreFactory
 from tests.watchtower.helpers import (
     ETHER,
+    account_json,
     Setup,
     close_with,
     deploy,
@@ -200,7 +201,14 @@ def test_paid_tower_protects_who_pays_lapses_after_grace_and_survives_a_restart(
                         body = r.json()["error"]
                         assert r.status_code == 402 and body["reason"] == "payment_required"
                         assert body["billing"]["owed"] == str(4 * PRICE) and body["billing"]["protected"] is False
-                        assert (await api.get(f"/accounts/0x{s.b.address.hex()}")).json()["balance"] == str(-2 * PRICE)
+                        mine = await api.post(f"/accounts/0x{s.b.address.hex()}", json=account_json(s, s.b, s.b))
+                        assert mine.status_code == 200 and mine.json()["balance"] == str(-2 * PRICE)
+                        # the account is the holder's only: not public, not to the counterparty, not replayed
+                        assert (await api.get(f"/accounts/0x{s.b.address.hex()}")).status_code == 405
+                        peek = await api.post(f"/accounts/0x{s.b.address.hex()}", json=account_json(s, s.b, s.a))
+                        assert peek.status_code == 401 and "balance" not in peek.text
+                        forged = {**account_json(s, s.b, s.a), "client": to_checksum(s.b.address)}  # X signs as C
+                        assert (await api.post(f"/accounts/0x{s.b.address.hex()}", json=forged)).status_code == 401
                     # ... and a stale close of channel 2 is not answered (the tower holds C's version 3)
                     close_with(s, ch2, v[cid2, 1])
                     await eventually(
@@ -247,7 +255,8 @@ def test_a_free_tower_keeps_no_accounts(tmp_path: Path) -> None:
                 assert (await api.post("/channels", json=params_json(ch, s))).status_code == 201
                 r = await api.post("/states", json=state_json(v2, s))
                 assert r.status_code == 200 and "protected_until" not in r.json()
-                assert (await api.get(f"/accounts/0x{s.b.address.hex()}")).status_code == 404
+                free = await api.post(f"/accounts/0x{s.b.address.hex()}", json=account_json(s, s.b, s.b))
+                assert free.status_code == 404
             close_with(s, ch, sign(s.adj.domain, eth_state(cid, 1, 0), s.a, s.b))
             await eventually("challenge", lambda: tower.challenges.get(cid) is not None)
         finally:
