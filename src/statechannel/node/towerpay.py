@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 JOURNAL_VERSION = 1
-BUFFER_STATES = 4
-"""States paid for ahead of pushing them: a burst of pushes does not wait for the tower to see a payment."""
+BUFFER_STATES = 8
+"""States paid for ahead of pushing them: a burst of pushes does not wait for the tower to see a payment. The
+node tops up to this many once fewer than half are left: each payment is itself a new state of the channel
+with the payee (pushed too), so topping up one state at a time would pay for its own pushes forever."""
 PAY_TIMEOUT = 30.0
 """Seconds a payment to a tower may take; one not settled by then stays counted as paid (it may still land)."""
 MAX_SECONDS = 10 * 365 * 86400
@@ -314,6 +316,12 @@ class TowerPay:
         err = body.get("error")
         billing = err.get("billing") if isinstance(err, dict) else None
         self.observe(url, billing)
+        if isinstance(err, dict) and err.get("terms") is not None:
+            try:  # the terms it bills by now: a raise is caught here, not only at the next hello
+                self.status.setdefault(url, TowerStatus()).current = TowerTerms.parse(err["terms"])
+            except TowerPayError as exc:
+                log.warning("tower %s: a 402 with unreadable terms: %s", url, exc.detail)
+                return False
         try:
             claimed = _uint(billing.get("owed"), "owed") if isinstance(billing, dict) else 0
             credited = _uint(billing.get("paid"), "paid") if isinstance(billing, dict) else 0
@@ -325,7 +333,7 @@ class TowerPay:
             return False
         if credited < acct.paid:
             return True  # what was paid is not credited yet (the tower polls its node): wait, pay nothing more
-        return await self._pay(url, claimed, "the tower asked (402)") or acct.paid < self.ledger.accounts[url].paid
+        return await self._pay(url, claimed, "the tower asked (402)")
 
     # ------------------------------------------------------------ paying
 
@@ -341,20 +349,22 @@ class TowerPay:
         per_state = (acct.sent + BUFFER_STATES) * t.price_per_state
         return per_state + t.price_per_period * t.periods(acct.first_paid, at + t.lead())
 
-    def due(self, url: str, at: int) -> int:
-        """What should have been paid to this tower by `at` to stay ahead (never above the bound)."""
+    def due(self, url: str, at: int, ahead: int = BUFFER_STATES) -> int:
+        """What should have been paid to this tower by `at` to stay `ahead` states ahead (never above the bound)."""
         acct = self.ledger.accounts.get(url)
         st = self.status.get(url)
         if acct is None or acct.terms is None or st is None or st.current is None:
             return 0
         t = st.current  # pay by the current terms when they ask no more (a cheaper tower is paid less)
-        per_state = (acct.accepted + BUFFER_STATES) * t.price_per_state
+        per_state = (acct.accepted + ahead) * t.price_per_state
         want = per_state + t.price_per_period * t.periods(acct.first_paid, at + t.lead())
         return min(want, self.bound(url, at))
 
     async def settle(self, url: str) -> None:
-        """Pay this tower what is due now (within terms and budget)."""
-        await self._pay(url, self.due(url, self.now()), "paying ahead")
+        """Pay this tower ahead once what is paid runs low (within terms and budget)."""
+        acct, now = self.ledger.accounts.get(url), self.now()
+        if acct is not None and acct.paid < self.due(url, now, BUFFER_STATES // 2):
+            await self._pay(url, self.due(url, now), "paying ahead")
 
     async def _pay(self, url: str, target: int, why: str) -> bool:
         """Bring what was paid to this tower up to `target`, capped by the agreed terms and the budget."""
@@ -381,7 +391,7 @@ class TowerPay:
             if amount <= 0:
                 return False
             if amount > self.left:
-                self._problem(url, f"the tower budget is spent ({self.budget}): {amount} due, {self.left} left")
+                self._problem(url, f"the tower budget ({self.budget}) is spent: {self.left} left")
                 amount = self.left
                 if amount <= 0:
                     return False
@@ -453,7 +463,8 @@ class TowerPay:
         now = self.now()
         until = st.standing.get("protected_until")
         protected = st.standing.get("protected") is True
-        lapsed = (not protected and acct.paid > 0) or (isinstance(until, int) and until <= now)
+        credited = st.standing.get("paid") not in (None, "0")  # a 402 before the first credit is no lapse
+        lapsed = (not protected and credited) or (isinstance(until, int) and until <= now)
         soon = isinstance(until, int) and until - now < acct.terms.grace // 2
         short = self.left == 0 and self.due(url, now + acct.terms.lead() + 1) > acct.paid
         if lapsed:
