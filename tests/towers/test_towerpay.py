@@ -7,6 +7,7 @@ what they are owed or raise their price are the stand-in of tests/towers/fake.py
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -138,9 +139,12 @@ async def states_from_o(p: Pair, n: int, *, pushed: bool = False) -> None:
         if pushed:
             latest = p.c.channel(p.pay_cid).latest
             assert latest is not None
-            v = latest.state.version
             [t] = p.towers.towers.values()
-            await eventually("pushed", lambda: t.acked.get(p.pay_cid, -1) >= v or t.refused.get(p.pay_cid) == v)
+            await eventually("pushed", functools.partial(_took, t, p.pay_cid, latest.state.version))
+
+
+def _took(t: Any, cid: bytes, v: int) -> bool:
+    return bool(t.acked.get(cid, -1) >= v or t.refused.get(cid) == v)
 
 
 def run(scenario: Callable[[], Any], timeout: float = 120) -> None:

@@ -44,8 +44,8 @@ from tests.towers.fake import serve
 from tests.watchtower.conftest import StoreFactory
 from tests.watchtower.helpers import (
     ETHER,
-    account_json,
     Setup,
+    account_json,
     close_with,
     deploy,
     eth_state,
