@@ -213,7 +213,7 @@ def test_the_node_pays_the_real_tower_is_protected_and_lapses_when_the_budget_ru
             if payer.left == 0:
                 break
             await states_from_o(p, 1, pushed=True)
-        await eventually("budget spent", lambda: payer.left == 0)
+        await eventually("budget spent", lambda: payer.left == 0 and p.received() == budget)
         await states_from_o(p, BUFFER_STATES + 2, pushed=True)  # more states than the budget paid for
         await eventually("lapsing alert", lambda: "tower_lapsing" in p.alerts())
         assert p.received() == budget == payer.ledger.spent
@@ -328,8 +328,7 @@ def test_the_budget_is_never_exceeded_across_a_restart(tmp_path: Path, chain: Ch
                     if p.payer.left == 0:
                         break
                     await states_from_o(p, 1, pushed=True)
-                await eventually("budget spent", lambda: p.payer.left == 0)
-                assert p.received() == budget
+                await eventually("budget spent", lambda: p.payer.left == 0 and p.received() == budget)
             assert (tmp_path / "towerpay.json").stat().st_mode & 0o777 == 0o600
             async with nodes(tmp_path, chain, adj, kc, ko, url, budget, clock, open_channel=False) as p:
                 assert p.payer.ledger.spent == budget and p.payer.left == 0

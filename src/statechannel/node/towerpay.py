@@ -178,6 +178,8 @@ class TowerStatus:
     problem: str | None = None
     """Why this node is not paying it (no channel, budget spent, terms raised), or None."""
     alerted: set[str] = field(default_factory=set)
+    seen: int = 0
+    """Views observed: an account read answered after a newer view arrived is dropped (it is older)."""
 
 
 class Ledger:
@@ -308,7 +310,8 @@ class TowerPay:
         """The tower's view of this node's account (from a receipt, a 402 body or /accounts)."""
         view = _standing(billing)
         if view is not None:
-            self.status.setdefault(url, TowerStatus()).standing = view
+            st = self.status.setdefault(url, TowerStatus())
+            st.standing, st.seen = view, st.seen + 1
             self._check_alerts(url)
 
     async def payment_required(self, url: str, body: dict[str, Any]) -> bool:
@@ -503,7 +506,10 @@ class TowerPay:
                 try:
                     await self.settle(url)
                     if self.read_account is not None and rounds % 5 == 1:
-                        self.observe(url, await self.read_account(url))
+                        before = self.status[url].seen
+                        view = await self.read_account(url)
+                        if self.status[url].seen == before:
+                            self.observe(url, view)
                     self._check_alerts(url)
                 except Exception:  # a bug or a tower answering junk: logged, the loop goes on
                     log.exception("tower %s: paying it failed", url)
