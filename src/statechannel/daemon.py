@@ -87,6 +87,8 @@ class DaemonConfig:
     tower_policy: TowerPolicy = field(default_factory=TowerPolicy)
     tower_budget: int | None = None
     """The most this node ever pays paid towers, in all (smallest unit of their asset); None: it pays none."""
+    tower_accept_terms: bool = False
+    """Take each paid tower's terms at its next hello as agreed (consent to a raise); what was spent stays."""
     terms: Terms = field(default_factory=Terms)
     """The challenge periods this node accepts in channels opened with it (and opens with)."""
     recovery_wait: float = 20.0
@@ -158,7 +160,8 @@ def _tower_payer(config: DaemonConfig, node: Node) -> Node:
     """With --tower-budget, the node pays its paid towers (node/towerpay.py); returns the node."""
     if node.towers is not None and config.tower_budget is not None:
         try:
-            node.towers.payer = TowerPay(node, config.tower_budget, config.data_dir / TOWERPAY_FILE)
+            journal = config.data_dir / TOWERPAY_FILE
+            node.towers.payer = TowerPay(node, config.tower_budget, journal, accept_terms=config.tower_accept_terms)
         except LocalError as exc:
             raise DaemonError(exc.detail) from None
     return node

@@ -21,7 +21,7 @@ from statechannel.core.crypto import PrivateKey
 from statechannel.core.tower import NO_CHANNEL, account_request, authorize
 from statechannel.core.types import Domain, address_from_hex, to_checksum
 from tests.anvil import Anvil, free_port
-from tests.cli.helpers import Daemon, cli_json, make_keystore, start_daemon
+from tests.cli.helpers import Daemon, cli, cli_json, make_keystore, start_daemon
 from tests.integration.test_watchtower_e2e import launch_tower, ready, wait_until
 
 pytestmark = pytest.mark.anvil
@@ -118,6 +118,8 @@ def test_the_node_pays_its_tower_by_itself_until_the_budget_ends_then_protection
         )
         assert paid == BUDGET, "C paid exactly its budget, never more"
         assert billing(c, cid)["standing"]["protected"] is False
+        shown = cli("channel", "show", cid, "--data-dir", str(c.data_dir), env={"COLUMNS": "200"}).stdout
+        assert "paid watchtower" in shown and f"0 of {BUDGET}" in shown and "protected False" in shown
         # the tower's own word, read the only way it shows it: signed by C
         domain = Domain(rpc.chain_id, adj.address)
         auth = authorize(

@@ -86,12 +86,13 @@ async def nodes(
     clock: Clock,
     *,
     open_channel: bool = True,
+    accept_terms: bool = False,
 ) -> AsyncIterator[Pair]:
     """C (with a tower client and a payer of `budget`) and O; C opens a channel to O unless it exists."""
     tc, to = MemoryTransport.pair(kc, ko)
     towers = TowerClient([tower_url], tmp / "c-towers.db", TowerPolicy(flush_timeout=2))
     c = _node(kc, chain, adj, tmp / "c.db", tc, towers)
-    payer = towers.payer = TowerPay(c, budget, tmp / "towerpay.json", clock=clock, tick=0.05)
+    payer = towers.payer = TowerPay(c, budget, tmp / "towerpay.json", clock=clock, tick=0.05, accept_terms=accept_terms)
     o = _node(ko, chain, adj, tmp / "o.db", to, None)
     events: list[NodeEvent] = []
 
@@ -293,7 +294,27 @@ def test_a_tower_raising_its_price_is_not_paid_more_and_the_node_says_so(tmp_pat
 
     async def scenario() -> None:
         fake = FakeTower(domain, terms=terms_json(ko.address))
-        async with serve(fake.app()) as url, nodes(tmp_path, chain, adj, kc, ko, url, 10**12, clock) as p:
+        async with serve(fake.app()) as url:
+            await raised(fake, url)
+            # restarted with consent to the new terms, the node pays by them (what was spent still counts)
+            async with nodes(
+                tmp_path, chain, adj, kc, ko, url, 10**12, clock, open_channel=False, accept_terms=True
+            ) as p:
+                paid = p.received()
+                fake.demand = lambda: {
+                    "paid": str(paid),
+                    "owed": str(paid + 5 * PRICE),
+                    "balance": "-1",
+                    "protected": True,
+                }
+                await states_from_o(p, 1)
+                await eventually("paid by the new terms", lambda: p.received() > paid)
+                assert p.payer.ledger.spent == p.received()
+                acct = p.payer.ledger.accounts[url]
+                assert acct.terms is not None and acct.terms.price_per_state == 5 * PRICE
+
+    async def raised(fake: FakeTower, url: str) -> None:
+        async with nodes(tmp_path, chain, adj, kc, ko, url, 10**12, clock) as p:
             await eventually("paid ahead", lambda: p.received() >= BUFFER_STATES * PRICE)
             # the tower now bills five times the price it announced, and says it is owed by it
             fake.terms = terms_json(ko.address, 5 * PRICE)

@@ -61,6 +61,11 @@ def node() -> None:
     "kept across restarts in <data-dir>/towerpay.json); needs an open channel with each tower's payee",
 )
 @click.option(
+    "--tower-accept-terms",
+    is_flag=True,
+    help="consent to each paid tower's current terms (after it raised them); what was spent still counts",
+)
+@click.option(
     "--min-challenge-period",
     default=3600,
     show_default=True,
@@ -119,6 +124,7 @@ def node_start(
     towers: tuple[str, ...],
     tower_policy: str,
     tower_budget: int | None,
+    tower_accept_terms: bool,
     min_challenge_period: int,
     max_challenge_period: int,
     recovery_wait: float,
@@ -144,6 +150,8 @@ def node_start(
 
     if tower_budget is not None and not towers:
         raise fail("--tower-budget needs at least one --tower")
+    if tower_accept_terms and tower_budget is None:
+        raise fail("--tower-accept-terms needs --tower-budget")
     try:
         config = DaemonConfig(
             rpc=rpc,
@@ -155,6 +163,7 @@ def node_start(
             towers=tuple(tower_url(t) for t in towers),
             tower_policy=TowerPolicy.parse(tower_policy),
             tower_budget=tower_budget,
+            tower_accept_terms=tower_accept_terms,
             terms=Terms(min_challenge_period, max_challenge_period),
             recovery_wait=recovery_wait,
             weigh_gas=not always_settle,

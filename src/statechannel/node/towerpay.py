@@ -249,12 +249,15 @@ class TowerPay:
         *,
         clock: Callable[[], float] = time.time,
         tick: float = 1.0,
+        accept_terms: bool = False,
     ) -> None:
         if not isinstance(budget, int) or isinstance(budget, bool) or not 0 <= budget <= UINT256_MAX:
             raise TowerPayError(Reason.BAD_AMOUNT, f"the tower budget must be an int >= 0, not {budget!r}")
         self.node = node
         self.budget = budget
         self.ledger = Ledger(journal)
+        if accept_terms:  # the user consents to each tower's terms as its next hello states them
+            self.ledger.accounts = {u: replace(a, terms=None) for u, a in self.ledger.accounts.items()}
         self.clock = clock
         self.tick = tick
         self.status: dict[str, TowerStatus] = {}
@@ -282,7 +285,7 @@ class TowerPay:
         terms = TowerTerms.parse(raw_terms)
         st.current = terms
         acct = self.ledger.accounts.get(url)
-        if acct is None or acct.terms is None:
+        if acct is None or acct.terms is None:  # pinned: later terms are paid only if they ask no more
             self.ledger.accounts[url] = replace(acct or Account(), terms=terms)
             self.ledger.save()
             log.info("tower %s is paid: %s; budget left %d", url, terms.as_json(), self.left)
