@@ -117,7 +117,7 @@ def test_the_node_pays_its_tower_by_itself_until_the_budget_ends_then_protection
             if p["direction"] == "in"
         )
         assert paid == BUDGET, "C paid exactly its budget, never more"
-        assert billing(c, cid)["standing"]["protected"] is False
+        wait_until("the tower's word kept", lambda: billing(c, cid)["standing"]["protected"] is False, 30)
         shown = cli("channel", "show", cid, "--data-dir", str(c.data_dir), env={"COLUMNS": "200"}).stdout
         assert "paid watchtower" in shown and f"0 of {BUDGET}" in shown and "protected False" in shown
         # the tower's own word, read the only way it shows it: signed by C
