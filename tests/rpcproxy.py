@@ -7,7 +7,8 @@ although the transaction reached the pool).
 The draws come from `random.Random(seed)` in the order requests arrive; with one client the run
 replays exactly, with several threads the order of arrival (so which request meets which fault) may
 vary, but the mix of faults does not. `holds` delays every request of a method by a fixed time (a
-stuck send); `sent` counts the `eth_sendRawTransaction` requests that reached the node."""
+stuck send; "*" for every method, "batch" for batches: a remote node's latency); `sent` counts the
+`eth_sendRawTransaction` requests that reached the node."""
 
 from __future__ import annotations
 
@@ -115,7 +116,7 @@ class RpcProxy:
             parsed = None
         method = parsed.get("method", "") if isinstance(parsed, dict) else "batch"
         fault = self._draw(method)
-        hold = self.holds.get(method, 0.0)
+        hold = self.holds.get(method, self.holds.get("*", 0.0))
         if hold:
             with self._lock:
                 self.holding += method == SEND

@@ -158,8 +158,9 @@ def test_settle_says_how_long_the_window_has_left_then_settles(tmp_path: Path) -
     run(tmp_path, scenario)
 
 
-async def _b_owed_1000_closes_and_the_window_ends(w: World) -> bytes:
-    """A funds 1 ETH and pays B 1,000 wei; B closes unilaterally; the window ends: both see it closed."""
+async def _b_owed_1000_closes_and_the_window_ends(w: World, a_online: bool = True) -> bytes:
+    """A funds 1 ETH and pays B 1,000 wei; B closes unilaterally; the window ends: both see it closed
+    (or only B, with A stopped before the window ends)."""
     r = await w.api_a.post("/channels", json=_open(w, {"eth": str(ETHER)}))
     cid = r.json()["channel_id"]
     raw = bytes.fromhex(cid[2:])
@@ -171,8 +172,11 @@ async def _b_owed_1000_closes_and_the_window_ends(w: World) -> bytes:
     assert r.status_code == 202, r.text
     await w.a.wait_for(raw, Phase.DISPUTE)
     await w.b.wait_for(raw, Phase.DISPUTE)
+    if not a_online:
+        await w.a.stop()
     w.chain.advance_time(61)
-    await w.a.wait_for(raw, Phase.CLOSED)
+    if a_online:
+        await w.a.wait_for(raw, Phase.CLOSED)
     await w.b.wait_for(raw, Phase.CLOSED)
     return raw
 
@@ -196,12 +200,14 @@ def test_the_owed_side_settles_and_the_other_weighs_the_gas(tmp_path: Path, capl
 
 def test_always_settle_sends_the_settle_that_weighing_would_skip(tmp_path: Path) -> None:
     """`node start --always-settle` (weigh_gas off, the default of an embedded Node): B, owed 1,000 wei
-    (less than the gas), sends its settle anyway, where the weighing test above sees it skipped."""
+    (less than the gas), sends its settle anyway, where the weighing test above sees it skipped. A is
+    stopped first: with A online, A's settle could land before B looks, and B would rightly send none."""
 
     async def scenario(w: World) -> None:
         assert not w.a.weigh_gas and not w.b.weigh_gas
-        raw = await _b_owed_1000_closes_and_the_window_ends(w)
-        await eventually(lambda: any(o.what == "Settle" for o in w.b.txlog.since(raw, 0)))
+        raw = await _b_owed_1000_closes_and_the_window_ends(w, a_online=False)
+        await eventually(lambda: any(o.what == "Settle" and o.ok for o in w.b.txlog.since(raw, 0)))
+        assert all(o.what != "Settle" for o in w.a.txlog.since(raw, 0))  # B's settle was its own
 
     run(tmp_path, scenario)
 

@@ -12,7 +12,7 @@ from statechannel.core.eip712 import withdrawal_digest
 from statechannel.core.io import SignedState
 from statechannel.core.types import ETH, ChannelParams, Withdrawal
 from statechannel.watchtower.dispatch import SEND_RETRIES
-from statechannel.watchtower.sender import OnSent, PlainSender, Settled
+from statechannel.watchtower.sender import OneByOne, OnSent, PlainSender, Settled
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
 from statechannel.watchtower.storage import Quotas
@@ -33,7 +33,7 @@ from tests.watchtower.helpers import (
 from tests.watchtower.test_displacement import NoDryRun, _challenge_selector
 
 
-class Blanked:
+class Blanked(OneByOne):
     """The real chain's sender, with a hook run just before each submission (the counterparty's transaction
     ordered first in the same block) and, for a submission the hook raced, the revert reason the RPC sender
     gives: the empty string, since it replays the transaction on the block before, where it succeeds."""

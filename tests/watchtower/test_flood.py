@@ -8,7 +8,7 @@ on until mined, reaches the victim after the window (`challenge window is over`)
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from statechannel.core.types import ChannelParams, to_checksum
 from statechannel.watchtower.sender import BumpingSender, PlainSender
 from statechannel.watchtower.service import Tower
 from tests.anvil import Anvil
+from tests.rpcproxy import RpcProxy
 from tests.watchtower.helpers import (
     ETHER,
     Setup,
@@ -55,15 +56,15 @@ class Flood:
     """Version 1 of each: what the attacker closes with."""
 
 
-def hostile_channels(s: Setup, n: int, period: int) -> Flood:
-    """`n` channels between two keys of the attacker, opened with no deposit."""
+def hostile_channels(s: Setup, n: int, period: int, deposit: int = 0) -> Flood:
+    """`n` channels between two keys of the attacker, opened with `deposit` wei each (none by default)."""
     x, y = key("flood attacker x"), key("flood attacker y")
     for k in (x, y):
         s.chain.fund(k.address, 100 * ETHER)
     channels, pushed, closing = [], [], []
     for i in range(n):
         params = ChannelParams(x.address, y.address, period, 1000 + i)
-        s.adj.open(x, params, 0)
+        s.adj.open(x, params, deposit)
         cid = s.adj.channel_id(params)
         channels.append(params)
         pushed.append(sign(s.adj.domain, eth_state(cid, 2, 0), x, y))
@@ -185,3 +186,57 @@ def test_attack_10_1_a_flood_of_disputes_does_not_make_the_tower_late_anvil(tmp_
     assert [a.version for a in answers] == [5], "the victim's stale close was not answered in its window"
     assert rpc.block(answers[0].origin.block_number).timestamp < closed.finalizes_at
     assert all(len(closes(s, s.adj.channel_id(p))) == 1 for p in flood.channels)
+
+
+@pytest.mark.anvil
+def test_attack_10_1_a_funded_flood_through_a_remote_node_does_not_make_the_tower_late_anvil(
+    tmp_path: Path, anvil: Anvil
+) -> None:
+    """The funded flood: 1 wei in each of the attacker's 40 channels, so the tower must answer all of them
+    (earliest window end first) and the victim's close comes a block later. The tower talks to its node
+    with 40 ms per request (a remote node), blocks come every 0.5 s of wall time (the window is 5 blocks).
+    Sending one challenge at a time (a dry run and a broadcast each) cost 80 ms a challenge, 3.2 s for the
+    flood, and the victim's challenge landed after its window; the flood now goes out in one batch of dry
+    runs and one of broadcasts."""
+    rpc = RpcChain(anvil.url)
+    s = deploy(rpc, "funded flood anvil")
+    victim = open_channel(s, 1, period=WINDOW)
+    vcid = s.adj.channel_id(victim)
+    latest = sign(s.adj.domain, eth_state(vcid, 5, 700), s.a, s.b)
+    stale = sign(s.adj.domain, eth_state(vcid, 2, 100), s.a, s.b)
+    flood = hostile_channels(s, 40, period=WINDOW, deposit=1)
+
+    def mine_next() -> None:
+        rpc._rpc("evm_mine", [rpc.block().timestamp + BLOCK_TIME])
+
+    with RpcProxy(anvil.url, 1) as proxy:
+        remote = RpcChain(proxy.url)
+        tower_side = replace(s, chain=remote)
+        sender = CountingSender(BumpingSender(remote, s.tower_key, bump_after=2.0))
+
+        async def scenario() -> None:
+            async with running_tower(tower_side, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
+                await watch_all(tower, flood, victim, latest, s.b)
+                proxy.holds["*"] = 0.04
+                rpc._rpc("evm_setAutomine", [False])
+                nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(flood.x.address), "pending"]), 16)
+                for i, (params, state) in enumerate(zip(flood.channels, flood.closing, strict=True)):
+                    _send_raw(rpc, flood.x, s.adj.address, _close_call(s.adj, params, state), nonce + i)
+                mine_next()
+                b_nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(s.b.address), "pending"]), 16)
+                _send_raw(rpc, s.b, s.adj.address, _close_call(s.adj, victim, stale), b_nonce)
+                await asyncio.sleep(0.5)
+                mine_next()
+                [closed] = closes(s, vcid)
+                while rpc.block().timestamp < closed.finalizes_at + 2 * BLOCK_TIME:
+                    await asyncio.sleep(0.5)
+                    mine_next()
+
+        with snapshot(rpc):
+            asyncio.run(asyncio.wait_for(scenario(), 120))
+    [closed, *answers] = closes(s, vcid)
+    assert [a.version for a in answers] == [5], "the victim's stale close was not answered in its window"
+    assert rpc.block(answers[0].origin.block_number).timestamp < closed.finalizes_at
+    answered = [p for p in flood.channels if len(closes(s, s.adj.channel_id(p))) == 2]
+    assert len(answered) == 40, "the flood's channels hold 1 wei each: the tower answers them too"
+    assert max(sender.batches) > 1, "the flood went out one challenge at a time"

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from statechannel.chain.adjudicator import Adjudicator
+from statechannel.chain.base import ChainError
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.chain.rpc import RpcChain
 from statechannel.store.base import Checkpoint
 from statechannel.watchtower.chainwatch import ChainWatch
 from statechannel.watchtower.records import TowerStatus, WatchedChannel
-from statechannel.watchtower.sender import BumpingSender, OnSent, PlainSender, Sender, SentTx, Settled
+from statechannel.watchtower.sender import BumpingSender, Call, OnSent, PlainSender, Sender, SentTx, Settled
 from statechannel.watchtower.service import Tower
 from tests.anvil import Anvil
 from tests.watchtower.helpers import (
@@ -39,16 +41,25 @@ class CountingSender:
         self.inner = inner
         self.sent = 0
         self.versions: list[SentTx] = []
+        self.batches: list[int] = []
+        """The size of each `submit_many` (the dispatcher sends a turn's challenges together)."""
 
     def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
         self.sent += 1
+        return self.inner.submit(to, data, on_sent=self._seen(on_sent))
 
+    def submit_many(self, calls: Sequence[Call]) -> list[int | ChainError]:
+        self.sent += len(calls)
+        self.batches.append(len(calls))
+        return self.inner.submit_many([replace(c, on_sent=self._seen(c.on_sent)) for c in calls])
+
+    def _seen(self, on_sent: OnSent | None) -> OnSent:
         def seen(tx: SentTx) -> None:
             self.versions.append(tx)
             if on_sent is not None:
                 on_sent(tx)
 
-        return self.inner.submit(to, data, on_sent=seen)
+        return seen
 
     def poll(self) -> list[Settled]:
         return self.inner.poll()
@@ -201,9 +212,9 @@ def test_a_challenge_someone_else_made_first_is_not_retried(tmp_path: Path) -> N
     class FrontRun(CountingSender):
         """Another tower's challenge with the same state lands just before ours."""
 
-        def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        def submit_many(self, calls: Sequence[Call]) -> list[int | ChainError]:
             s.adj.challenge(s.b, params, newer.state, newer.sig_a, newer.sig_b)
-            return super().submit(to, data, on_sent=on_sent)
+            return super().submit_many(calls)
 
     sender = FrontRun(PlainSender(s.chain, s.tower_key))
 

@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar
 
 from statechannel.chain.base import ChainError, Receipt, TransactionReverted
 from statechannel.watchtower.records import Dispute
-from statechannel.watchtower.sender import OnSent, Sender, SentTx, Settled
+from statechannel.watchtower.sender import Call, OnSent, Sender, SentTx, Settled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,26 +193,35 @@ class Dispatcher:
                 again = self._again.pop(cid, None)
                 if again is not None:
                     self.queue.push(cid, again)
-        for p in prepared:
-            await self._send(p)
+        await self._send(prepared)
 
-    async def _send(self, p: Prepared) -> None:
+    async def _send(self, prepared: list[Prepared]) -> None:
+        """All of this turn's challenges in one go (one batch of dry runs and one of broadcasts on a real
+        node): a flood of N disputes costs a few round trips, not N, before the next block."""
+        if not prepared:
+            return
         loop = asyncio.get_running_loop()
 
-        def sent(tx: SentTx, p: Prepared = p) -> None:
-            loop.call_soon_threadsafe(self.answerer.sent, p, tx)
+        def told(p: Prepared) -> OnSent:
+            def sent(tx: SentTx) -> None:  # called on the sender's thread
+                loop.call_soon_threadsafe(self.answerer.sent, p, tx)
 
-        on_sent: OnSent = sent
+            return sent
+
+        calls = [Call(p.to, p.data, told(p)) for p in prepared]
         try:
-            ticket = await self._run(partial(self.sender.submit, p.to, p.data, on_sent=on_sent))
-        except TransactionReverted as exc:  # the dry run: someone was first, or the window ended
-            log.info("channel 0x%s: challenge would revert: %s", p.channel_id.hex(), exc.reason)
-            self._close(p, "reverted", exc.reason, None)
-        except ChainError as exc:
-            log.warning("channel 0x%s: challenge not sent: %s", p.channel_id.hex(), exc)
-            self._close(p, "failed", str(exc), None, retry=True)
-        else:
-            self._flight[ticket] = p
+            tickets = await self._run(partial(self.sender.submit_many, calls))
+        except ChainError as exc:  # the batch itself failed: nothing was sent
+            tickets = [exc] * len(prepared)
+        for p, ticket in zip(prepared, tickets, strict=True):
+            if isinstance(ticket, TransactionReverted):  # the dry run: someone was first, or the window ended
+                log.info("channel 0x%s: challenge would revert: %s", p.channel_id.hex(), ticket.reason)
+                self._close(p, "reverted", ticket.reason, None)
+            elif isinstance(ticket, ChainError):
+                log.warning("channel 0x%s: challenge not sent: %s", p.channel_id.hex(), ticket)
+                self._close(p, "failed", str(ticket), None, retry=True)
+            else:
+                self._flight[ticket] = p
 
     def _end(self, s: Settled) -> None:
         p = self._flight.pop(s.ticket, None)

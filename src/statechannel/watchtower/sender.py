@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -52,6 +52,15 @@ OnSent = Callable[[SentTx], None]
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """One transaction to send: its target, calldata, and who to tell of each version broadcast."""
+
+    to: bytes
+    data: bytes
+    on_sent: OnSent | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     """How one submitted transaction ended."""
 
@@ -68,6 +77,11 @@ class Sender(Protocol):
         """Dry-run, sign and broadcast with this key's next nonce; a ticket, at once (not waiting for it
         to be mined). TransactionReverted if the dry run reverts (nothing is sent), ChainError if it
         could not be sent."""
+        ...
+
+    def submit_many(self, calls: Sequence[Call]) -> list[int | ChainError]:
+        """`submit` for each call, at consecutive nonces in the order given, as few round trips as the chain
+        allows; per call its ticket, or the error `submit` would have raised (nothing sent for that one)."""
         ...
 
     def poll(self) -> list[Settled]:
@@ -90,7 +104,23 @@ def bump_fee(fee: int) -> int:
     return fee + max(1, -(-fee // 8))
 
 
-class PlainSender:
+class OneByOne:
+    """`submit_many` as one `submit` after another, for senders with nothing to gain from batching."""
+
+    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        raise NotImplementedError
+
+    def submit_many(self, calls: Sequence[Call]) -> list[int | ChainError]:
+        out: list[int | ChainError] = []
+        for c in calls:
+            try:
+                out.append(self.submit(c.to, c.data, on_sent=c.on_sent))
+            except ChainError as exc:
+                out.append(exc)
+        return out
+
+
+class PlainSender(OneByOne):
     """For chains that mine each transaction at once (the embedded EVM): nothing can sit in a pool."""
 
     def __init__(self, chain: Chain, key: PrivateKey) -> None:
@@ -211,6 +241,74 @@ class BumpingSender:
         self._flight[tx.ticket] = tx
         return tx.ticket
 
+    def submit_many(self, calls: Sequence[Call]) -> list[int | ChainError]:
+        """Under a flood a tower must send hundreds of challenges before the next block: one batch of dry
+        runs (gas estimates), every transaction signed here at consecutive nonces, one batch of broadcasts.
+        A broadcast the node refused is retried alone through `_broadcast` (fee bumps, nonce checks), and a
+        nonce that could not be used is filled, so no later challenge is stuck behind a gap."""
+        if not calls:
+            return []
+        estimates = self.chain.rpc_batch([("eth_estimateGas", [self._call_tx(c.to, c.data)]) for c in calls])
+        max_fee, priority = self._fees()
+        out: list[int | ChainError] = []
+        signed: list[tuple[int, _InFlight, bytes, bytes]] = []  # (index in out, tx, hash, raw)
+        for c, estimate in zip(calls, estimates, strict=True):
+            if isinstance(estimate, ChainError):  # TransactionReverted: the dry run failed, nothing is sent
+                out.append(estimate)
+                continue
+            gas = int(estimate, 16)
+            tx = _InFlight(
+                next(self._tickets),
+                self._take_nonce(),
+                c.to,
+                c.data,
+                gas + gas * GAS_MARGIN_PERCENT // 100,
+                max_fee,
+                priority,
+                on_sent=c.on_sent,
+            )
+            out.append(tx.ticket)
+            signed.append((len(out) - 1, tx, *self._sign(tx)))
+        try:
+            answers: list[Any] = self.chain.rpc_batch(
+                [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, _, raw in signed]
+            )
+        except RpcUnavailable as exc:  # no answer at all: the node may hold them all; followed as sent
+            log.info("a batch of %d transactions got no answer (%s): following them as sent", len(signed), exc)
+            answers = [None] * len(signed)
+        for (i, tx, tx_hash, _), answer in zip(signed, answers, strict=True):
+            if isinstance(answer, ChainError) and not isinstance(answer, RpcUnavailable):
+                try:  # refused (underpriced, known, nonce too low...): the one-by-one path knows what to do
+                    self._flight[tx.ticket] = self._broadcast(tx)
+                except ChainError as exc:
+                    self._give_back(tx.nonce)
+                    out[i] = exc
+                continue
+            self._flight[tx.ticket] = self._sent(tx, tx_hash)
+        return out
+
+    def _sign(self, tx: _InFlight) -> tuple[bytes, bytes]:
+        fields = {
+            "type": 2,
+            "chainId": self.chain.chain_id,
+            "nonce": tx.nonce,
+            "gas": tx.gas,
+            "maxFeePerGas": tx.max_fee,
+            "maxPriorityFeePerGas": tx.priority,
+            "to": to_checksum(tx.to),
+            "value": 0,
+            "data": tx.data,
+        }
+        signed = Account.sign_transaction(fields, self.key.secret)
+        return bytes(signed.hash), bytes(signed.raw_transaction)
+
+    def _sent(self, tx: _InFlight, tx_hash: bytes) -> _InFlight:
+        """`tx` with one more version handed to the chain (and its owner told)."""
+        tx = replace(tx, hashes=(*tx.hashes, tx_hash), sent_at=time.monotonic(), versions=tx.versions + 1)
+        if tx.on_sent is not None:
+            tx.on_sent(SentTx(tx_hash, tx.nonce, tx.max_fee, tx.priority, tx.versions))
+        return tx
+
     def _give_back(self, nonce: int) -> None:
         """A nonce taken but not used: handed out again if it was the last, else filled (a gap would
         hold every later transaction of this key)."""
@@ -248,21 +346,9 @@ class BumpingSender:
         """Sign and send `tx` at its fees (raised while the node calls them too low); the updated record.
         ChainError when no node took any version."""
         for _ in range(MAX_VERSIONS):
-            fields = {
-                "type": 2,
-                "chainId": self.chain.chain_id,
-                "nonce": tx.nonce,
-                "gas": tx.gas,
-                "maxFeePerGas": tx.max_fee,
-                "maxPriorityFeePerGas": tx.priority,
-                "to": to_checksum(tx.to),
-                "value": 0,
-                "data": tx.data,
-            }
-            signed = Account.sign_transaction(fields, self.key.secret)
-            tx_hash = bytes(signed.hash)
+            tx_hash, raw = self._sign(tx)
             try:
-                self._rpc("eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()])
+                self._rpc("eth_sendRawTransaction", ["0x" + raw.hex()])
                 problem = ""
             except TransactionReverted:
                 raise
@@ -285,10 +371,9 @@ class BumpingSender:
                     self.reset()
                     raise ChainError(f"nonce {tx.nonce} was taken by another transaction of this key")
                 return tx  # one of the versions sent before was mined: poll finds its receipt
-            tx = replace(tx, hashes=(*tx.hashes, tx_hash), sent_at=time.monotonic(), versions=tx.versions + 1)
-            if not problem and tx.on_sent is not None:
-                tx.on_sent(SentTx(tx_hash, tx.nonce, tx.max_fee, tx.priority, tx.versions))
-            return tx
+            if problem:  # "already known": the node holds this very version
+                return replace(tx, hashes=(*tx.hashes, tx_hash), sent_at=time.monotonic(), versions=tx.versions + 1)
+            return self._sent(tx, tx_hash)
         raise ChainError(f"nonce {tx.nonce}: still underpriced after {MAX_VERSIONS} fee bumps")
 
     # ------------------------------------------------------------ following
