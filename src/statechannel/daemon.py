@@ -37,6 +37,7 @@ from statechannel.net.tcp import TcpTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
 from statechannel.node.peers import PeerBook
+from statechannel.node.towerpay import TowerPay
 from statechannel.node.towers import TowerClient
 from statechannel.node.towerstate import TowerPolicy
 from statechannel.runtime import (
@@ -60,6 +61,7 @@ OUTBOX_FILE = "outbox.json"
 """The node's transactions not yet known mined (chain/outbox.py): a restart resumes them, never repeats them."""
 PEERS_FILE = "peers.json"
 TOWERS_FILE = "towers.db"
+TOWERPAY_FILE = "towerpay.json"
 EMBEDDED = "embedded"
 EMBEDDED_FUNDS = 1000 * 10**18
 STOP_TIMEOUT = 15.0
@@ -83,6 +85,10 @@ class DaemonConfig:
     towers: tuple[str, ...] = ()
     """Watchtower URLs this node pushes its channels' newest states to."""
     tower_policy: TowerPolicy = field(default_factory=TowerPolicy)
+    tower_budget: int | None = None
+    """The most this node ever pays paid towers, in all (smallest unit of their asset); None: it pays none."""
+    tower_accept_terms: bool = False
+    """Take each paid tower's terms at its next hello as agreed (consent to a raise); what was spent stays."""
     terms: Terms = field(default_factory=Terms)
     """The challenge periods this node accepts in channels opened with it (and opens with)."""
     recovery_wait: float = 20.0
@@ -148,6 +154,17 @@ def _tower_client(config: DaemonConfig) -> TowerClient | None:
         return TowerClient(config.towers, config.data_dir / TOWERS_FILE, config.tower_policy)
     except LocalError as exc:
         raise DaemonError(exc.detail) from None
+
+
+def _tower_payer(config: DaemonConfig, node: Node) -> Node:
+    """With --tower-budget, the node pays its paid towers (node/towerpay.py); returns the node."""
+    if node.towers is not None and config.tower_budget is not None:
+        try:
+            journal = config.data_dir / TOWERPAY_FILE
+            node.towers.payer = TowerPay(node, config.tower_budget, journal, accept_terms=config.tower_accept_terms)
+        except LocalError as exc:
+            raise DaemonError(exc.detail) from None
+    return node
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +238,7 @@ async def run(
             recovery_wait=config.recovery_wait,
             weigh_gas=config.weigh_gas,
         )
-        transport.set_keep(node.has_channels_with)
+        transport.set_keep(_tower_payer(config, node).has_channels_with)
         api: _Api | None = None
         redial: asyncio.Task[None] | None = None
         try:

@@ -72,12 +72,12 @@ class Tower:
         return body
 
 
-def launch_tower(keystore: Path, data_dir: Path, rpc: str, adjudicator: str) -> Tower:
+def launch_tower(keystore: Path, data_dir: Path, rpc: str, adjudicator: str, *extra: str) -> Tower:
     """`statechannel watchtower start` as its own process; its log goes to a file the test can read live."""
     data_dir.mkdir(parents=True)
     log_path = data_dir.with_suffix(".log")
     command = [sys.executable, "-m", "statechannel.cli", "watchtower", "start", "--rpc", rpc]
-    command += ["--adjudicator", adjudicator, "--keystore", str(keystore), "--data-dir", str(data_dir)]
+    command += ["--adjudicator", adjudicator, "--keystore", str(keystore), "--data-dir", str(data_dir), *extra]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command,

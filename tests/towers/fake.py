@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +101,10 @@ class FakeTower:
     """Answer with a receipt that names something else than what was pushed: 'version', 'state' or 'tower'."""
     from_block: int = 7
     """The block the receipts say the tower protects from."""
+    terms: dict[str, Any] | None = None
+    """A paid tower's terms, served in /info and in every 402 (a test may change them: a tower raising its price)."""
+    demand: Callable[[], dict[str, Any]] | None = None
+    """While set, every push is answered 402 with this billing view (a tower claiming whatever it likes)."""
     held: dict[bytes, int] = field(default_factory=dict)
     clients: dict[bytes, set[bytes]] = field(default_factory=dict)
     """Per channel, the participants whose signed requests came in."""
@@ -131,7 +135,8 @@ class FakeTower:
         @app.get("/info")
         async def info() -> dict[str, Any]:
             self.requests.append(("/info", None))
-            return {
+            paid = {} if self.terms is None else {"terms": self.terms}
+            return paid | {
                 "address": to_checksum(self.key.address),
                 "chain_id": self.chain_id if self.chain_id is not None else self.domain.chain_id,
                 "adjudicator": to_checksum(self.domain.adjudicator),
@@ -180,6 +185,9 @@ class FakeTower:
             for who, sig in ((p.a, body["sig_a"]), (p.b, body["sig_b"])):
                 if recover(digest, Signature.from_bytes(bytes.fromhex(sig[2:]))) != who:
                     return _error(400, "wrong_signer", "not signed by both")
+            if self.demand is not None:
+                billing = {"reason": "payment_required", "detail": "pay up", "billing": self.demand()}
+                return JSONResponse({"error": billing | {"terms": self.terms}}, status_code=402)
             if self.held.get(cid, -1) >= state.version:
                 return _error(409, "stale_version", f"holding {self.held[cid]}")
             self.held[cid] = state.version

@@ -18,6 +18,12 @@ def test_bad_tower_options_fail_in_one_line(tmp_path: Path) -> None:
     assert "tower policy" in policy
     url = one_line_error(cli(*base, "--data-dir", str(tmp_path / "d2"), "--tower", "ftp://tower", env=env))
     assert "http(s) URL" in url
+    lone = one_line_error(cli(*base, "--data-dir", str(tmp_path / "d3"), "--tower-budget", "5", env=env))
+    assert "--tower-budget needs at least one --tower" in lone
+    negative = cli(*base, "--data-dir", str(tmp_path / "d4"), "--tower", "http://t", "--tower-budget", "-1", env=env)
+    assert negative.exit_code != 0 and "tower-budget" in negative.output
+    consent = cli(*base, "--data-dir", str(tmp_path / "d5"), "--tower", "http://t", "--tower-accept-terms", env=env)
+    assert "--tower-accept-terms needs --tower-budget" in one_line_error(consent)
 
 
 def test_a_dead_tower_does_not_stop_the_node_from_working_or_stopping(tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import state_digest
 from statechannel.core.io import SignedState
 from statechannel.core.observed import ChainObservedClose
-from statechannel.core.tower import ClientAuth, Receipt, authorize, push_request, register_request
+from statechannel.core.tower import (
+    NO_CHANNEL,
+    ClientAuth,
+    Receipt,
+    account_request,
+    authorize,
+    push_request,
+    register_request,
+)
 from statechannel.core.types import ETH, ChannelParams, Domain, State, to_checksum
 from statechannel.watchtower.billing import Billing
 from statechannel.watchtower.records import WatchedChannel
@@ -78,6 +86,11 @@ def _auth_json(s: Setup, by: PrivateKey | None, channel_id: bytes, request: byte
         "timestamp": auth.timestamp,
         "auth": "0x" + auth.signature.to_bytes().hex(),
     }
+
+
+def account_json(s: Setup, holder: PrivateKey, by: PrivateKey) -> dict[str, Any]:
+    """A read of `holder`'s account at the setup's tower, signed by `by`."""
+    return _auth_json(s, by, NO_CHANNEL, account_request(holder.address))
 
 
 def state_json(

@@ -8,6 +8,7 @@ the tower watches."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from statechannel.api.app import create_app
 from statechannel.core.channel import Phase
-from statechannel.core.types import ETH, UINT256_MAX
+from statechannel.core.types import ETH, UINT256_MAX, to_checksum
 from statechannel.net.memory import MemoryTransport
 from statechannel.node.chainio import ChainIO
 from statechannel.node.node import Node
@@ -26,6 +27,7 @@ from statechannel.watchtower.billing import (
     Account,
     Billing,
     BillingError,
+    Holding,
     NodePayments,
     Received,
     Terms,
@@ -45,6 +47,7 @@ from tests.watchtower.conftest import StoreFactory
 from tests.watchtower.helpers import (
     ETHER,
     Setup,
+    account_json,
     close_with,
     deploy,
     eth_state,
@@ -100,7 +103,9 @@ def test_terms_refuse_nonsense_and_amounts_never_go_wrong() -> None:
 
 
 @asynccontextmanager
-async def payee_and_client(tmp_path: Path, chain: LockedChain, s: Setup) -> AsyncIterator[tuple[Node, Node, bytes]]:
+async def payee_and_client(
+    tmp_path: Path, chain: LockedChain, s: Setup, max_payments: int = 100_000
+) -> AsyncIterator[tuple[Node, Node, bytes]]:
     """O (the tower operator's node) and C (the client: the same key as participant B of the watched channels),
     with a channel C -> O that C funded."""
     ko = node_key("paid tower operator")
@@ -108,7 +113,8 @@ async def payee_and_client(tmp_path: Path, chain: LockedChain, s: Setup) -> Asyn
     to, tc = MemoryTransport.pair(ko, s.b)
     nodes = []
     for k, t, name in ((ko, to, "o"), (s.b, tc, "c")):
-        node = Node(k, ChainIO(chain, s.adj.address, k), SqliteStore(tmp_path / f"{name}.db"), t, terms=TEST_TERMS)
+        store = SqliteStore(tmp_path / f"{name}.db", max_payments=max_payments)
+        node = Node(k, ChainIO(chain, s.adj.address, k), store, t, terms=TEST_TERMS)
         node.poll_interval = 0.02
         await node.start()
         nodes.append(node)
@@ -126,9 +132,13 @@ async def payee_and_client(tmp_path: Path, chain: LockedChain, s: Setup) -> Asyn
             node.chainio.close()
 
 
-def paid_tower(s: Setup, db: Path, terms: Terms, url: str, clock: Clock) -> AbstractAsyncContextManager[Tower]:
+def paid_tower(
+    s: Setup, db: Path, terms: Terms, url: str, clock: Clock, poll_interval: float = 0.02
+) -> AbstractAsyncContextManager[Tower]:
     return running_tower(
-        s, db, billing=lambda store: Billing(terms, store, NodePayments(url, TOKEN), clock=clock, poll_interval=0.02)
+        s,
+        db,
+        billing=lambda store: Billing(terms, store, NodePayments(url, TOKEN), clock=clock, poll_interval=poll_interval),
     )
 
 
@@ -200,7 +210,14 @@ def test_paid_tower_protects_who_pays_lapses_after_grace_and_survives_a_restart(
                         body = r.json()["error"]
                         assert r.status_code == 402 and body["reason"] == "payment_required"
                         assert body["billing"]["owed"] == str(4 * PRICE) and body["billing"]["protected"] is False
-                        assert (await api.get(f"/accounts/0x{s.b.address.hex()}")).json()["balance"] == str(-2 * PRICE)
+                        mine = await api.post(f"/accounts/0x{s.b.address.hex()}", json=account_json(s, s.b, s.b))
+                        assert mine.status_code == 200 and mine.json()["balance"] == str(-2 * PRICE)
+                        # the account is the holder's only: not public, not to the counterparty, not replayed
+                        assert (await api.get(f"/accounts/0x{s.b.address.hex()}")).status_code == 405
+                        peek = await api.post(f"/accounts/0x{s.b.address.hex()}", json=account_json(s, s.b, s.a))
+                        assert peek.status_code == 401 and "balance" not in peek.text
+                        forged = {**account_json(s, s.b, s.a), "client": to_checksum(s.b.address)}  # X signs as C
+                        assert (await api.post(f"/accounts/0x{s.b.address.hex()}", json=forged)).status_code == 401
                     # ... and a stale close of channel 2 is not answered (the tower holds C's version 3)
                     close_with(s, ch2, v[cid2, 1])
                     await eventually(
@@ -247,7 +264,8 @@ def test_a_free_tower_keeps_no_accounts(tmp_path: Path) -> None:
                 assert (await api.post("/channels", json=params_json(ch, s))).status_code == 201
                 r = await api.post("/states", json=state_json(v2, s))
                 assert r.status_code == 200 and "protected_until" not in r.json()
-                assert (await api.get(f"/accounts/0x{s.b.address.hex()}")).status_code == 404
+                free = await api.post(f"/accounts/0x{s.b.address.hex()}", json=account_json(s, s.b, s.b))
+                assert free.status_code == 404
             close_with(s, ch, sign(s.adj.domain, eth_state(cid, 1, 0), s.a, s.b))
             await eventually("challenge", lambda: tower.challenges.get(cid) is not None)
         finally:
@@ -284,6 +302,73 @@ def test_accounts_survive_a_reopen_on_both_backends_with_exact_huge_amounts(open
         assert (acct.paid, acct.states, acct.start) == (UINT256_MAX + 7, 2, clock.t)
         assert billing.standing(client).balance == UINT256_MAX + 7 - 2 * (UINT256_MAX // 2)
         assert billing.account(other).paid == 0 and await billing.credit(paid) == 0
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_payments_pruned_from_the_payee_node_between_two_polls_are_still_credited(tmp_path: Path) -> None:
+    """The operator's node keeps only its newest 3 payment rows: 10 payments between two polls lose 7 rows,
+    and the tower still credits all 10, once each (it reconciles with the channel's balance)."""
+    chain = LockedChain()
+    s = deploy(chain, "pruned")
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with payee_and_client(tmp_path, chain, s, max_payments=3) as (o, c, pay_cid):
+            terms = Terms(o.address, ETH, price_per_state=PRICE, grace=GRACE)
+            async with serve(create_app(o, TOKEN)) as node_url:
+                # a poll a day: the test polls by hand
+                async with paid_tower(s, tmp_path / "tower.db", terms, node_url, clock, poll_interval=86400) as tower:
+                    billing = billed(tower)
+                    await billing.poll_once()
+                    for _ in range(10):
+                        await c.pay(pay_cid, ETH, PRICE)
+                    assert len(o.payments(pay_cid, 100)) == 3 and o.store.pruned(pay_cid) == 7
+                    await billing.poll_once()
+                    assert billing.account(s.b.address).paid == 10 * PRICE
+                    await billing.poll_once()  # nothing new: nothing credited twice
+                    assert billing.account(s.b.address).paid == 10 * PRICE
+                    for _ in range(2):
+                        await c.pay(pay_cid, ETH, PRICE)
+                    await billing.poll_once()
+                    assert billing.account(s.b.address).paid == 12 * PRICE
+                    for _ in range(5):  # pruned again, rows read and reconciled in one poll
+                        await c.pay(pay_cid, ETH, PRICE)
+                    await billing.poll_once()
+                    assert billing.account(s.b.address).paid == 17 * PRICE
+                async with paid_tower(s, tmp_path / "tower.db", terms, node_url, clock, poll_interval=86400) as tower:
+                    await billed(tower).poll_once()  # a restarted tower credits nothing again
+                    assert billed(tower).account(s.b.address).paid == 17 * PRICE
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_schema_3_tower_is_upgraded_and_reconciling_never_credits_its_old_rows_again(tmp_path: Path) -> None:
+    payee, client = b"\x01" * 20, b"\x02" * 20
+    terms = Terms(payee, price_per_state=PRICE)
+    clock = Clock()
+    cid = "0x" + "ab" * 32
+
+    async def run() -> None:
+        store = SqliteTowerStore(tmp_path / "t.db", 1, b"\x05" * 20)
+        billing = Billing(terms, store, NoNode(), clock=clock)
+        assert await billing.credit([Received("old", client, ETH, 5 * PRICE)]) == 1  # a row credited before tallies
+        await store.close()
+        db = sqlite3.connect(tmp_path / "t.db")
+        with db:  # as a schema 3 tower left it
+            db.execute("DROP TABLE tw_credit")
+            db.execute("UPDATE tw_meta SET schema_version = 3")
+        db.close()
+        store = SqliteTowerStore(tmp_path / "t.db", 1, b"\x05" * 20)
+        billing = Billing(terms, store, NoNode(), clock=clock)
+        # the channel holds the 5 paid before the upgrade: nothing is credited twice
+        assert await billing.reconcile([Holding(cid, client, 7, 5 * PRICE)]) == 0
+        assert billing.account(client).paid == 5 * PRICE
+        # later payments through it count, by row or by balance, once
+        assert await billing.reconcile([Holding(cid, client, 9, 7 * PRICE)]) == 1
+        assert await billing.credit([Received("late", client, ETH, 2 * PRICE, cid, 8)]) == 0  # version reconciled
+        assert billing.account(client).paid == 7 * PRICE and billing._known("late")
         await store.close()
 
     asyncio.run(run())

@@ -7,7 +7,7 @@ silently ignored option."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -246,6 +246,43 @@ class TowerProblemView(_Response):
     detail: str
 
 
+class TowerTermsView(_Response):
+    """A paid tower's terms, amounts as decimal strings in the smallest unit of `asset`."""
+
+    pay_to: str = Field(description="The tower operator's node: paid through an open channel with it.")
+    asset: str
+    price_per_state: str
+    price_per_period: str
+    period: int = Field(description="Seconds.")
+    grace: int = Field(description="Seconds the tower keeps protecting once payments fall short.")
+
+
+class TowerStandingView(_Response):
+    """This node's account as the tower last reported it (receipts, 402 bodies, its signed /accounts)."""
+
+    paid: str
+    owed: str
+    balance: str
+    states: int | None = None
+    paid_until: int | None = None
+    protected_until: int | None = Field(None, description="Unix seconds protection ends; null: no end in sight.")
+    protected: bool
+
+
+class TowerBillingView(_Response):
+    """A paid tower as this node pays it (`node start --tower-budget`)."""
+
+    tower: str
+    terms: TowerTermsView | None = Field(description="The terms agreed at the first hello (the budget's).")
+    current_terms: TowerTermsView | None = Field(description="What its /info says now (not paid if higher).")
+    paid: str = Field(description="Paid to this tower so far.")
+    states_sent: int
+    budget: str = Field(description="The node's budget for all towers.")
+    budget_left: str
+    standing: TowerStandingView | None
+    problem: str | None = Field(description="Why it is not being paid (no channel, budget spent, terms raised).")
+
+
 class ChannelView(_Response):
     channel_id: str
     peer: str
@@ -264,6 +301,9 @@ class ChannelView(_Response):
     tower_errors: list[TowerProblemView] = Field(
         default_factory=list, description="Towers whose receipt did not verify (not counted as protection)."
     )
+    tower_billing: list[TowerBillingView] = Field(
+        default_factory=list, description="Paid towers: terms, paid so far, budget left, the tower's view."
+    )
 
     @classmethod
     def of(
@@ -272,6 +312,7 @@ class ChannelView(_Response):
         peer_connected: bool,
         protection: Sequence[Protection] = (),
         tower_errors: Sequence[tuple[str, str]] = (),
+        tower_billing: Sequence[dict[str, Any]] = (),
     ) -> ChannelView:
         pairs = ch.balances(ch.latest.state) if ch.latest is not None else ch.funded
         me, peer = ch.me, ch.peer
@@ -312,6 +353,7 @@ class ChannelView(_Response):
                 for p in protection
             ],
             tower_errors=[TowerProblemView(tower=t, detail=d) for t, d in tower_errors],
+            tower_billing=[TowerBillingView.model_validate(b) for b in tower_billing],
         )
 
 

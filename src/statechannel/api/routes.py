@@ -61,7 +61,8 @@ class ApiContext:
         towers = self.node.towers
         protection = towers.protection(ch.channel_id) if towers is not None else ()
         errors = towers.receipt_errors(ch.channel_id) if towers is not None else ()
-        return ChannelView.of(ch, self.node.transport.connected(ch.peer_address), protection, errors)
+        billing = towers.billing() if towers is not None else ()
+        return ChannelView.of(ch, self.node.transport.connected(ch.peer_address), protection, errors, billing)
 
     def require_peer(self, ch: Channel, doing: str) -> None:
         if not self.node.transport.connected(ch.peer_address):

@@ -20,6 +20,7 @@ from statechannel.cli.common import (
     client_options,
     deposits_arg,
     fail,
+    kv_table,
     node_api,
     number_column,
     out,
@@ -232,6 +233,32 @@ def _show(ch: dict[str, Any]) -> None:
     Console().print(table if ch.get("protection") else "no watchtower receipt")
     for e in ch.get("tower_errors", []):
         Console().print(f"[red]tower {e['tower']}: receipt does not verify, no protection: {e['detail']}[/red]")
+    for b in ch.get("tower_billing", []):
+        _show_billing(b)
+
+
+def _show_billing(b: dict[str, Any]) -> None:
+    """A paid tower: its terms, what this node paid it and has left, and until when it says it protects."""
+    t = b.get("terms") or {}
+    prices = f"{t.get('price_per_state', '0')} per state"
+    if t.get("price_per_period", "0") != "0":
+        prices += f", {t['price_per_period']} per {t.get('period')} s"
+    st = b.get("standing") or {}
+    shown = {
+        "tower": b["tower"],
+        "terms": f"{prices}, grace {t.get('grace')} s, pay {t.get('pay_to')} in {t.get('asset')}",
+        "paid": b["paid"],
+        "budget left": f"{b['budget_left']} of {b['budget']}",
+        "tower says": f"paid {st.get('paid')}, balance {st.get('balance')}, protected {st.get('protected')}, "
+        f"until {st.get('protected_until')}"
+        if st
+        else "nothing yet",
+    }
+    if b.get("current_terms") != b.get("terms"):
+        shown["terms now"] = str(b.get("current_terms"))
+    kv_table("paid watchtower", shown)
+    if b.get("problem"):
+        Console().print(f"[red]tower {b['tower']}: {b['problem']}[/red]")
 
 
 @channel.command("list")

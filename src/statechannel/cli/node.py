@@ -54,6 +54,18 @@ def node() -> None:
     help="when to push: every-update, every:N (updates) or every:Tms (and always before stopping)",
 )
 @click.option(
+    "--tower-budget",
+    type=click.IntRange(0, 2**256 - 1),
+    metavar="AMOUNT",
+    help="pay paid towers automatically, at most this much in all, ever (smallest unit of their asset; "
+    "kept across restarts in <data-dir>/towerpay.json); needs an open channel with each tower's payee",
+)
+@click.option(
+    "--tower-accept-terms",
+    is_flag=True,
+    help="consent to each paid tower's current terms (after it raised them); what was spent still counts",
+)
+@click.option(
     "--min-challenge-period",
     default=3600,
     show_default=True,
@@ -111,6 +123,8 @@ def node_start(
     log_format: str,
     towers: tuple[str, ...],
     tower_policy: str,
+    tower_budget: int | None,
+    tower_accept_terms: bool,
     min_challenge_period: int,
     max_challenge_period: int,
     recovery_wait: float,
@@ -134,6 +148,10 @@ def node_start(
     from statechannel.daemon import DaemonConfig, DaemonError, parse_hostport, run
     from statechannel.node.towerstate import TowerPolicy, tower_url
 
+    if tower_budget is not None and not towers:
+        raise fail("--tower-budget needs at least one --tower")
+    if tower_accept_terms and tower_budget is None:
+        raise fail("--tower-accept-terms needs --tower-budget")
     try:
         config = DaemonConfig(
             rpc=rpc,
@@ -144,6 +162,8 @@ def node_start(
             confirmations=confirmations,
             towers=tuple(tower_url(t) for t in towers),
             tower_policy=TowerPolicy.parse(tower_policy),
+            tower_budget=tower_budget,
+            tower_accept_terms=tower_accept_terms,
             terms=Terms(min_challenge_period, max_challenge_period),
             recovery_wait=recovery_wait,
             weigh_gas=not always_settle,

@@ -167,6 +167,30 @@ def check_client(
     return 0 if auth.client == params.a else 1
 
 
+ACCOUNT_TAG = keccak(b"statechannel-tower-account")
+NO_CHANNEL = bytes(32)
+"""The channel a request about an account (not a channel) names in its digest."""
+
+
+def account_request(address: bytes) -> bytes:
+    """What reading a paid tower's account of `address` asks, as the 32 bytes its holder signs."""
+    if len(address) != 20:
+        raise RemoteError(Reason.BAD_PARAMS, "an account is a 20-byte address")
+    return keccak(ACCOUNT_TAG + _address_word(address))
+
+
+def check_account(domain: Domain, tower: bytes, address: bytes, auth: ClientAuth, now: int) -> None:
+    """Only the holder of an account reads it: signed by `address` itself, for this tower, within the skew."""
+    if auth.client != address:
+        raise RemoteError(Reason.WRONG_SIGNER, "an account is shown only to its holder")
+    if abs(auth.timestamp - now) > MAX_AUTH_SKEW:
+        raise RemoteError(
+            Reason.BAD_PARAMS, f"the request's timestamp is more than {MAX_AUTH_SKEW} s from the tower's clock"
+        )
+    digest = request_digest(domain, tower, NO_CHANNEL, account_request(address), auth.timestamp)
+    verify_signer(digest, auth.signature, address, "the account holder")
+
+
 def check_pushed(domain: Domain, params: ChannelParams, signed: SignedState) -> None:
     """A pushed state counts only if it is for this channel (on this chain and contract) and both
     participants signed exactly it; anything else could never win a challenge, so it is refused."""

@@ -924,6 +924,10 @@ class Node:
         else:
             self._timed.discard(channel_id)
 
+    def channels_with(self, peer: bytes) -> list[bytes]:
+        """The ids of every channel with `peer`, in any phase (the tower payer looks for one to pay through)."""
+        return sorted(self._by_peer.get(peer, ()))
+
     def has_channels_with(self, peer: bytes) -> bool:
         """Whether any channel, in any phase, is with `peer` (the transport keeps such a peer's connection)."""
         return bool(self._by_peer.get(peer))

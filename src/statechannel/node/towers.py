@@ -28,8 +28,9 @@ from statechannel.core.channel import Channel, Phase
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import state_hash
 from statechannel.core.errors import LocalError, Reason, RemoteError
-from statechannel.core.tower import Receipt, authorize, push_request, register_request
+from statechannel.core.tower import NO_CHANNEL, Receipt, account_request, authorize, push_request, register_request
 from statechannel.core.types import Domain, address_from_hex, to_checksum
+from statechannel.node.towerpay import TowerPay, TowerPayError
 from statechannel.node.towerstate import Journal, Protection, Push, TowerPolicy, tower_url
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class _Tower:
         self.later: dict[bytes, tuple[float, float]] = {}  # unknown to the tower yet: (retry at, delay)
         self.refused: dict[bytes, int] = {}  # a version the tower refused for good: not retried
         self.errors: dict[bytes, str] = {}  # the last receipt of a channel that did not verify, and why
+        self.sent: dict[bytes, int] = {}  # the newest version of each channel told to the payer as sent
+        self.paid_unbudgeted = False  # a paid tower and no --tower-budget: said once
         self.inflight = 0
         self.resume_at = 0.0
         self.backoff = MIN_BACKOFF
@@ -100,6 +103,8 @@ class TowerClient:
         self._journal: Journal | None = None
         self._http: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.payer: TowerPay | None = None
+        """Pays paid towers (node/towerpay.py), set before start; None: this node pays no tower."""
 
     # ------------------------------------------------------------ lifecycle (called by the node)
 
@@ -138,6 +143,9 @@ class TowerClient:
                 self._release(ch)
         timeout = httpx.Timeout(self.policy.request_timeout, connect=min(self.policy.request_timeout, 2.0))
         self._http = httpx.AsyncClient(timeout=timeout)
+        if self.payer is not None:
+            self.payer.read_account = self._read_account
+            await self.payer.start()
         self._tasks = [asyncio.create_task(self._work(t), name=f"tower {t.url}") for t in self.towers.values()]
         if self.policy.every_ms:
             self._tasks.append(asyncio.create_task(self._tick(), name="tower policy timer"))
@@ -183,6 +191,8 @@ class TowerClient:
         if self._http is not None:
             await self._http.aclose()
         await self._save()
+        if self.payer is not None:
+            await self.payer.close()
         if self._journal is not None:
             await asyncio.get_running_loop().run_in_executor(self._io, self._journal.close)
         self._io.shutdown(wait=True)
@@ -190,6 +200,12 @@ class TowerClient:
     def protection(self, channel_id: bytes) -> list[Protection]:
         """The newest verified receipt of each tower for this channel."""
         return [t.receipts[channel_id] for t in self.towers.values() if channel_id in t.receipts]
+
+    def billing(self) -> list[dict[str, Any]]:
+        """Each paid tower as this node pays it (towerpay.TowerPay.view); empty without --tower-budget."""
+        if self.payer is None:
+            return []
+        return [v for url in self.towers if (v := self.payer.view(url)) is not None]
 
     def receipt_errors(self, channel_id: bytes) -> list[tuple[str, str]]:
         """(tower, why) for each tower whose last receipt for this channel did not verify: no protection."""
@@ -298,6 +314,15 @@ class TowerClient:
         if (chain_id, adjudicator) != (self.domain.chain_id, self.domain.adjudicator):
             detail = f"it watches chain {chain_id} / {to_checksum(adjudicator)}, not this node's"
             raise TowerUnavailable(Reason.WRONG_CHANNEL, detail)
+        terms = info.get("terms") if isinstance(info, dict) else None
+        if self.payer is not None:
+            try:
+                self.payer.hello(t.url, terms)
+            except TowerPayError as exc:
+                raise TowerUnavailable(Reason.BAD_MESSAGE, f"GET /info: unreadable terms: {exc.detail}") from exc
+        elif terms is not None and not t.paid_unbudgeted:
+            t.paid_unbudgeted = True
+            log.warning("tower %s is paid (%s) and this node has no --tower-budget: it pays nothing", t.url, terms)
         t.address = address
         log.info("tower %s: key %s", t.url, to_checksum(address))
 
@@ -347,12 +372,19 @@ class TowerClient:
             t.registered.add(cid)
             self._unsaved_acks.add((t.url, cid))
         signed = push.signed_state()
+        if self.payer is not None and self.payer.paid_tower(t.url) and t.sent.get(cid, -1) < push.version:
+            t.sent[cid] = push.version
+            self.payer.sent(t.url)
         status, data, reason = await self._post(
             t, "/states", self._signed_body(t, push.state, cid, push_request(signed))
         )
         if reason == "unknown_channel":  # the tower forgot it (a fresh database): register again
             t.registered.discard(cid)
             self._retry_later(t, cid)
+            return
+        paid = status == 402 and reason == "payment_required" and self.payer is not None
+        if paid and self.payer is not None and await self.payer.payment_required(t.url, data):
+            self._retry_later(t, cid)  # paid (or a payment is on its way to the tower): push again soon
             return
         t.later.pop(cid, None)
         if status == 409 and reason == "stale_version":
@@ -374,10 +406,25 @@ class TowerClient:
                 return
             t.errors.pop(cid, None)
             t.acked[cid] = push.version
+            if self.payer is not None:
+                self.payer.accepted(t.url, data.get("billing"))
         else:
             self._refuse(t, push, f"HTTP {status} {data}")
             return
         self._unsaved_acks.add((t.url, cid))
+
+    async def _read_account(self, url: str) -> dict[str, Any] | None:
+        """The paid tower's view of this node's account (`POST /accounts/{addr}`, signed by this node only)."""
+        t = self.towers[url]
+        assert self.key is not None
+        me = to_checksum(self.key.address)
+        try:
+            status, data, _ = await self._post(
+                t, f"/accounts/{me}", self._signed_body(t, "{}", NO_CHANNEL, account_request(self.key.address))
+            )
+        except TowerUnavailable:
+            return None
+        return data if status == 200 else None
 
     def _check_receipt(self, t: _Tower, cid: bytes, version: int, pushed: bytes, data: dict[str, Any]) -> Protection:
         """The receipt must name the channel, version and state hash pushed and this tower, and be signed by the

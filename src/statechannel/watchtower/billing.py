@@ -165,12 +165,37 @@ class Received:
     payer: bytes
     asset: bytes
     amount: int
+    channel_id: str = ""
+    """0x-hex channel it came through ("" if unknown: then it is never reconciled)."""
+    version: int = -1
+    """The channel version that carried it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What the payee node holds in one channel, in the tower's asset: its balance less its own funding, i.e.
+    what the peer has moved to it (less what it moved back) as of `version`."""
+
+    channel_id: str
+    peer: bytes
+    version: int
+    net: int
 
 
 class PaymentSource(Protocol):
     async def received(self, known: Callable[[str], bool]) -> list[Received]:
         """Payments received, newest first, stopping after the first page holding one `known` says was credited."""
         ...
+
+
+class Reconciling(Protocol):
+    """A source that can tell when rows were pruned unread, and what each channel holds instead."""
+
+    lost: bool
+    """The last `received` reached the end of the node's history without a row already credited while the
+    node had pruned rows since the poll before: some payments may never have been read."""
+
+    async def holdings(self, asset: bytes) -> list[Holding]: ...
 
 
 class NodePayments:
@@ -180,11 +205,16 @@ class NodePayments:
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {token}"})
         self._peers: dict[str, bytes] = {}
+        self._pruned_seen = -1  # the node's pruned-row count at the last poll (-1: none yet)
+        self.lost = False
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return (await self._get_with_headers(path, params))[0]
+
+    async def _get_with_headers(self, path: str, params: dict[str, Any] | None = None) -> tuple[Any, httpx.Headers]:
         try:
             r = await self._http.get(self.url + path, params=params)
         except httpx.HTTPError as exc:
@@ -192,9 +222,35 @@ class NodePayments:
         if r.status_code != 200:
             raise BillingError(f"payee node {self.url}: GET {path}: HTTP {r.status_code}")
         try:
-            return r.json()
+            return r.json(), r.headers
         except ValueError as exc:
             raise BillingError(f"payee node {self.url}: GET {path}: not JSON") from exc
+
+    async def holdings(self, asset: bytes) -> list[Holding]:
+        """Each channel's net holding of `asset` (GET /channels): what reconciles payments pruned unread."""
+        views = await self._get("/channels")
+        if not isinstance(views, list):
+            raise BillingError("payee node: /channels is not a list")
+        name = "ETH" if asset == ETH else to_checksum(asset)
+        out: list[Holding] = []
+        for v in views:
+            try:
+                if v["version"] is None:
+                    continue
+                [bal] = [b for b in v["balances"] if str(b["asset"]).lower() == name.lower()] or [None]
+                if bal is None:
+                    continue
+                mine, funded = str(bal["my_balance"]), str(bal["my_funded"])
+                if not (mine.isdigit() and funded.isdigit() and len(mine) <= 78 and len(funded) <= 78):
+                    raise ValueError(f"balances {mine[:80]!r} / {funded[:80]!r}")
+                net = int(mine) - int(funded)
+                cid, version, peer = str(v["channel_id"]), int(v["version"]), address_from_hex(str(v["peer"]))
+            except Exception as exc:  # one unreadable view is skipped, the rest reconciled
+                log.warning("payee node: a channel view that cannot be read is skipped: %r", exc)
+                continue
+            if net > 0:
+                out.append(Holding(cid, peer, version, min(net, UINT256_MAX)))
+        return out
 
     async def _peer(self, channel_id: str) -> bytes:
         peer = self._peers.get(channel_id)
@@ -208,13 +264,20 @@ class NodePayments:
         return peer
 
     async def received(self, known: Callable[[str], bool]) -> list[Received]:
+        """Pages by cursor (rows arriving meanwhile neither shift nor repeat a page); `lost` says whether the
+        node pruned rows this read could not reach."""
         out: list[Received] = []
-        offset = 0
+        cursor: str | None = None
         seen_known = False
+        pruned = -1
         while True:
-            rows = await self._get("/payments", {"limit": PAGE, "offset": offset})
+            params: dict[str, Any] = {"limit": PAGE} if cursor is None else {"limit": PAGE, "cursor": cursor}
+            rows, headers = await self._get_with_headers("/payments", params)
             if not isinstance(rows, list):
                 raise BillingError("payee node: /payments is not a list")
+            if pruned < 0:
+                text = headers.get("X-History-Pruned", "0")
+                pruned = int(text) if text.isdigit() and len(text) < 19 else 0
             for row in rows:
                 try:
                     pid, direction, status = str(row["payment_id"]), row["direction"], row["status"]
@@ -230,14 +293,17 @@ class NodePayments:
                         raise ValueError(f"amount {amount_text[:80]!r}")
                     amount = int(amount_text)
                     cid = str(row["channel_id"])
+                    version = int(row["version"])
                 except (KeyError, TypeError, ValueError, Exception) as exc:
                     log.warning("payee node: a payment row that cannot be read is skipped: %r", exc)
                     continue
                 if 0 < amount <= UINT256_MAX:
-                    out.append(Received(pid, await self._peer(cid), asset, amount))
-            if seen_known or len(rows) < PAGE:
+                    out.append(Received(pid, await self._peer(cid), asset, amount, cid, version))
+            cursor = headers.get("X-Next-Cursor")
+            if seen_known or not rows or cursor is None:
+                self.lost = not seen_known and pruned > self._pruned_seen and pruned > 0
+                self._pruned_seen = pruned
                 return out
-            offset += PAGE
 
 
 # ------------------------------------------------------------------ persistence (shared SQL, both backends)
@@ -354,6 +420,15 @@ class Billing:
             for p in wanted:
                 if tx.run("SELECT 1 FROM tw_payments WHERE payment_id = ?", (p.payment_id,)):
                     continue
+                if p.channel_id:
+                    credited, reconciled = _tally(tx, p.channel_id)
+                    if p.version <= reconciled:  # already counted by a reconciliation: known, credits nothing
+                        tx.run_count(
+                            "INSERT INTO tw_payments (payment_id, address, amount, at) VALUES (?, ?, '0', ?)",
+                            (p.payment_id, p.payer, now),
+                        )
+                        continue
+                    _save_tally(tx, p.channel_id, credited + p.amount, reconciled)
                 tx.run_count(
                     "INSERT INTO tw_payments (payment_id, address, amount, at) VALUES (?, ?, ?, ?)",
                     (p.payment_id, p.payer, str(p.amount), now),
@@ -371,10 +446,58 @@ class Billing:
     def _known(self, payment_id: str) -> bool:
         return bool(self.store.read_rows("SELECT 1 FROM tw_payments WHERE payment_id = ?", (payment_id,)))
 
+    async def reconcile(self, holdings: Sequence[Holding]) -> int:
+        """Credit each channel's peer what the channel holds beyond what its rows credited: payments whose rows
+        the node pruned before they were read. Never more than the peer moved to the operator (the net holding
+        is at most that); rows of a version already reconciled are not credited again."""
+        now = self.now()
+
+        def op(tx: Tx) -> int:
+            new = 0
+            legacy = bool(tx.run(SELECT_TALLY, ("*",)))
+            for h in holdings:
+                untallied = not tx.run(SELECT_TALLY, (h.channel_id,))
+                credited, reconciled = _tally(tx, h.channel_id)
+                if h.version <= reconciled:
+                    continue
+                gap = h.net - credited
+                _save_tally(tx, h.channel_id, max(credited, h.net), h.version)
+                if untallied and legacy:
+                    log.warning(
+                        "channel %s was credited before tallies were kept: only its later rows count", h.channel_id
+                    )
+                    continue
+                if gap <= 0:
+                    continue
+                pid = f"reconciled:{h.channel_id}:{h.version}"
+                tx.run_count(
+                    "INSERT INTO tw_payments (payment_id, address, amount, at) VALUES (?, ?, ?, ?)",
+                    (pid, h.peer, str(gap), now),
+                )
+                acct = _account(tx.run(SELECT_ACCOUNT, (h.peer,)), h.peer)
+                start = acct.start if acct.start is not None else now
+                acct = Account(h.peer, acct.paid + gap, acct.states, start, acct.short_since)
+                _save(tx, _with_shortfall(self.terms, acct, now))
+                log.warning(
+                    "credited %d to %s from channel %s's balance: its payment rows were pruned unread",
+                    gap,
+                    to_checksum(h.peer),
+                    h.channel_id,
+                )
+                new += 1
+            return new
+
+        result: int = await self.store.run_op(op)
+        return result
+
     async def poll_once(self) -> int:
-        """Read new payments from the payee node and credit them."""
+        """Read new payments from the payee node and credit them; reconcile if rows were pruned unread."""
         got = await self.source.received(self._known)
         n = await self.credit(list(reversed(got))) if got else 0
+        if getattr(self.source, "lost", False):
+            holdings = getattr(self.source, "holdings", None)
+            if holdings is not None:
+                n += await self.reconcile(await holdings(self.terms.asset))
         if n and self.on_credit is not None:
             self.on_credit()
         return n
@@ -403,6 +526,23 @@ class Billing:
                     log.warning("reading payments from the payee node failed (retrying): %s", exc)
                 self.last_error = str(exc)
             await asyncio.sleep(self.poll_interval)
+
+
+SELECT_TALLY = "SELECT credited, reconciled FROM tw_credit WHERE channel_id = ?"
+UPSERT_TALLY = (
+    "INSERT INTO tw_credit (channel_id, credited, reconciled) VALUES (?, ?, ?) "
+    "ON CONFLICT (channel_id) DO UPDATE SET credited = excluded.credited, reconciled = excluded.reconciled"
+)
+
+
+def _tally(tx: Tx, channel_id: str) -> tuple[int, int]:
+    """(credited through this channel, the version last reconciled with its balance: -1 if never)."""
+    rows = tx.run(SELECT_TALLY, (channel_id,))
+    return (int(str(rows[0][0])), int(rows[0][1])) if rows else (0, -1)
+
+
+def _save_tally(tx: Tx, channel_id: str, credited: int, reconciled: int) -> None:
+    tx.run_count(UPSERT_TALLY, (channel_id, str(credited), reconciled))
 
 
 def _with_shortfall(terms: Terms, acct: Account, now: int) -> Account:

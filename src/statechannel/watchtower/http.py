@@ -20,7 +20,7 @@ import statechannel
 from statechannel.core.crypto import Signature
 from statechannel.core.errors import StatechannelError
 from statechannel.core.io import SignedState
-from statechannel.core.tower import ClientAuth
+from statechannel.core.tower import ClientAuth, check_account
 from statechannel.core.types import INT256_MAX, INT256_MIN, UINT256_MAX, ChannelParams, State, to_checksum
 from statechannel.httplimits import BodyLimits
 from statechannel.watchtower.errors import TowerError, TowerReason, from_core
@@ -55,6 +55,10 @@ class _Authed(_Body):
     """Unix seconds; the tower refuses a request more than core.tower.MAX_AUTH_SKEW from its clock."""
     auth: Short
     """65-byte signature over core.tower.request_digest(tower, channel, request, timestamp)."""
+
+
+class AccountBody(_Authed):
+    pass
 
 
 class RegisterBody(_Authed):
@@ -358,10 +362,17 @@ def create_tower_app(tower: Tower) -> FastAPI:
             raise TowerError(TowerReason.UNKNOWN_CHANNEL, f"channel {channel_id} is not registered with this tower")
         return _view(tower, ch)
 
-    @app.get("/accounts/{address}", response_model=StandingView)
-    async def account(address: str) -> StandingView:
-        """A paid tower: what a client paid and owes, and until when it is protected."""
+    @app.post("/accounts/{address}", response_model=StandingView)
+    async def account(address: str, body: AccountBody) -> StandingView:
+        """A paid tower: what a client paid and owes, and until when it is protected. Shown to the account's
+        holder only: signed like a push, by `address` itself, over core.tower.account_request(address) with
+        the all-zero channel id."""
         who = _hex(address, 20, TowerReason.VALIDATION, "address")
+        auth = _auth(body)
+        try:
+            check_account(tower.domain, tower.address, who, auth, int(tower.clock()))
+        except StatechannelError as exc:
+            raise TowerError(TowerReason.UNAUTHORIZED, exc.detail) from exc
         if tower.billing is None:
             raise TowerError(TowerReason.NOT_FOUND, "this tower is free: it keeps no accounts")
         return StandingView(**tower.billing.standing(who).as_json())

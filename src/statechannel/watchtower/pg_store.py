@@ -48,6 +48,11 @@ SCHEMA = (
         amount TEXT NOT NULL,
         at BIGINT NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS tw_credit (
+        channel_id TEXT PRIMARY KEY,
+        credited TEXT NOT NULL,
+        reconciled BIGINT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoint (
         one SMALLINT PRIMARY KEY CHECK (one = 1),
         block_number BIGINT NOT NULL,
@@ -110,7 +115,8 @@ class PostgresTowerStore(SqlTowerStore):
                 "ON CONFLICT (one) DO NOTHING",
                 (str(chain_id), adjudicator, SCHEMA_VERSION),
             )
-            self._writer.execute(UPGRADE)  # 2 -> 3 only adds tables, created above
+            for statement in UPGRADE:  # 2 -> 4 and 3 -> 4 only add tables, created above
+                self._writer.execute(statement)
             self._writer.commit()
             self._reader = psycopg.connect(dsn, autocommit=True)
             super().__init__(name, chain_id, adjudicator)

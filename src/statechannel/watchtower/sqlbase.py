@@ -44,10 +44,16 @@ from statechannel.watchtower.storage import (
 )
 
 T = TypeVar("T")
-SCHEMA_VERSION = 3
-"""3: a paid tower's tw_accounts and tw_payments (a schema 2 database is upgraded in place: it only gains
-tables); 2: states per client in tw_states (1 kept one state per channel in tw_channels)."""
-UPGRADE = "UPDATE tw_meta SET schema_version = 3 WHERE schema_version = 2"
+SCHEMA_VERSION = 4
+"""4: tw_credit, what each payee channel credited (payments pruned unread are reconciled by balance); 3: a paid
+tower's tw_accounts and tw_payments (schema 2 and 3 databases are upgraded in place: they only gain tables);
+2: states per client in tw_states (1 kept one state per channel in tw_channels)."""
+UPGRADE = (
+    # a schema 2/3 tower credited rows without per-channel tallies: marked, so reconciling credits no old row again
+    "INSERT INTO tw_credit (channel_id, credited, reconciled) SELECT '*', '0', -1 FROM tw_meta "
+    "WHERE schema_version IN (2, 3) ON CONFLICT (channel_id) DO NOTHING",
+    "UPDATE tw_meta SET schema_version = 4 WHERE schema_version IN (2, 3)",
+)
 SELECT_ONE = "SELECT channel_id, params, status, dispute FROM tw_channels WHERE channel_id = ?"
 SELECT_BY_STATUS = "SELECT channel_id, params, status, dispute FROM tw_channels WHERE status = ?"
 SELECT_STATES = "SELECT client, version, state FROM tw_states WHERE channel_id = ?"

@@ -47,6 +47,11 @@ SCHEMA = (
         amount TEXT NOT NULL,
         at BIGINT NOT NULL
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS tw_credit (
+        channel_id TEXT PRIMARY KEY,
+        credited TEXT NOT NULL,
+        reconciled BIGINT NOT NULL
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoint (
         one INTEGER PRIMARY KEY CHECK (one = 1),
         block_number INTEGER NOT NULL,
@@ -104,7 +109,8 @@ class SqliteTowerStore(SqlTowerStore):
                 "ON CONFLICT (one) DO NOTHING",
                 (str(chain_id), adjudicator, SCHEMA_VERSION),
             )
-            self._writer.execute(UPGRADE)  # 2 -> 3 only adds tables, created above
+            for statement in UPGRADE:  # 2 -> 4 and 3 -> 4 only add tables, created above
+                self._writer.execute(statement)
             self._writer.execute("COMMIT")
             self._reader = _connect(self.path)
             self._reader.execute("PRAGMA query_only = ON")
