@@ -52,6 +52,7 @@ def alerts(node: Daemon) -> str:
 
 def billing(node: Daemon, cid: str) -> dict[str, Any]:
     [b] = channel(node, cid)["tower_billing"]
+    assert isinstance(b, dict)
     return b
 
 

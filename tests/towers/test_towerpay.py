@@ -413,8 +413,10 @@ def test_per_period_the_next_period_is_paid_before_the_current_one_ends(tmp_path
                         await eventually("second period", lambda: p.received() == 2 * PRICE)
                         clock.t = start + 2 * period - grace // 2
                         await eventually("third period", lambda: p.received() == 3 * PRICE)
+                        bill = tower.billing
+                        assert bill is not None
                         await eventually(
-                            "credited", lambda: tower.billing.standing(s.b.address).paid_until == start + 3 * period
+                            "credited", lambda: bill.standing(s.b.address).paid_until == start + 3 * period
                         )
                         assert tower.billing.standing(s.b.address).protected
                         # the budget pays no fourth: the node warns before the protection ends, and after
