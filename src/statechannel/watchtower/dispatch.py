@@ -213,6 +213,10 @@ class Dispatcher:
             tickets = await self._run(partial(self.sender.submit_many, calls))
         except ChainError as exc:  # the batch itself failed: nothing was sent
             tickets = [exc] * len(prepared)
+        except Exception as exc:  # a node's junk the sender did not expect: these channels must not stay busy
+            log.exception("sending %d challenges failed unexpectedly (re-reading nonces)", len(prepared))
+            await self._run(self.sender.reset)
+            tickets = [ChainError(f"the sender failed: {exc!r:.200}")] * len(prepared)
         for p, ticket in zip(prepared, tickets, strict=True):
             if isinstance(ticket, TransactionReverted):  # the dry run: someone was first, or the window ended
                 log.info("channel 0x%s: challenge would revert: %s", p.channel_id.hex(), ticket.reason)

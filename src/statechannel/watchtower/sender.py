@@ -13,6 +13,7 @@ Blocking calls, meant for one worker thread (none of this is thread-safe)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -35,6 +36,8 @@ MAX_VERSIONS = 20
 """Fee bumps per nonce; past this (about 10x the first fees) the last version is left to be mined."""
 FEE_TTL_S = 2.0
 TRANSFER_GAS = 21_000
+MAX_GAS = 1 << 32
+"""No block holds this much gas: an estimate above it is a node's junk, not a reason to sign."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,18 @@ class Sender(Protocol):
     def reset(self) -> None:
         """Forget what was assumed about the key's nonces (after a reorg)."""
         ...
+
+
+def estimated_gas(answer: Any) -> int:
+    """A node's answer to eth_estimateGas, checked: a hex quantity from a transfer's gas up to MAX_GAS.
+    ChainError otherwise (nothing is signed on a junk estimate)."""
+    gas = -1
+    if isinstance(answer, str) and answer.startswith("0x"):
+        with contextlib.suppress(ValueError):
+            gas = int(answer, 16)
+    if not TRANSFER_GAS <= gas <= MAX_GAS:
+        raise ChainError(f"eth_estimateGas: the node answered {answer!r:.80}, not a gas amount")
+    return gas
 
 
 def bump_fee(fee: int) -> int:
@@ -226,7 +241,7 @@ class BumpingSender:
 
     def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
         # Estimating first also dry-runs it: a challenge that would revert (someone was faster) costs nothing.
-        estimate = int(self._rpc("eth_estimateGas", [self._call_tx(to, data)]), 16)
+        estimate = estimated_gas(self._rpc("eth_estimateGas", [self._call_tx(to, data)]))
         max_fee, priority = self._fees()
         nonce = self._take_nonce()
         tx = _InFlight(
@@ -252,11 +267,14 @@ class BumpingSender:
         max_fee, priority = self._fees()
         out: list[int | ChainError] = []
         signed: list[tuple[int, _InFlight, bytes, bytes]] = []  # (index in out, tx, hash, raw)
-        for c, estimate in zip(calls, estimates, strict=True):
-            if isinstance(estimate, ChainError):  # TransactionReverted: the dry run failed, nothing is sent
-                out.append(estimate)
+        for c, answer in zip(calls, estimates, strict=True):
+            try:  # checked before a nonce is taken: a junk answer fails its call alone, leaving no gap
+                if isinstance(answer, ChainError):  # TransactionReverted: the dry run failed, nothing is sent
+                    raise answer
+                gas = estimated_gas(answer)
+            except ChainError as exc:
+                out.append(exc)
                 continue
-            gas = int(estimate, 16)
             tx = _InFlight(
                 next(self._tickets),
                 self._take_nonce(),
@@ -273,8 +291,11 @@ class BumpingSender:
             answers: list[Any] = self.chain.rpc_batch(
                 [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, _, raw in signed]
             )
-        except RpcUnavailable as exc:  # no answer at all: the node may hold them all; followed as sent
-            log.info("a batch of %d transactions got no answer (%s): following them as sent", len(signed), exc)
+        except ChainError as exc:
+            # No answer per transaction (none at all, one error for the whole batch, a short list, a later
+            # chunk lost after an earlier one was taken): the node may hold any of them, and their nonces are
+            # taken. Each is followed as sent; poll finds its receipt, or sends it again with bumped fees.
+            log.info("a batch of %d transactions got no usable answer (%s): following them as sent", len(signed), exc)
             answers = [None] * len(signed)
         for (i, tx, tx_hash, _), answer in zip(signed, answers, strict=True):
             if isinstance(answer, ChainError) and not isinstance(answer, RpcUnavailable):

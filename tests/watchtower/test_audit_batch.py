@@ -1,0 +1,322 @@
+"""Audit of the tower's batched challenge sending (`BumpingSender.submit_many`, `Dispatcher._send`) against a
+faulty node: each test drives the real sender (and tower) on anvil through the fault proxy, and the ones
+marked "found" failed on the code before their fix."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statechannel.chain.base import ChainError
+from statechannel.chain.rpc import BATCH_SIZE, RpcChain
+from statechannel.core.crypto import PrivateKey
+from statechannel.core.types import to_checksum
+from statechannel.watchtower.sender import BumpingSender, Call, SentTx, Settled
+from tests.anvil import Anvil
+from tests.rpcproxy import LOST, SEND, RpcProxy
+from tests.watchtower.helpers import (
+    ETHER,
+    closes,
+    deploy,
+    eth_state,
+    eventually,
+    key,
+    open_channel,
+    push,
+    register,
+    running_tower,
+    sign,
+)
+from tests.watchtower.test_watcher import CountingSender, snapshot
+
+ESTIMATE = "eth_estimateGas"
+
+
+def batch_of(request: Any, method: str) -> bool:
+    return isinstance(request, list) and bool(request) and all(r.get("method") == method for r in request)
+
+
+def once(hook: Any) -> Any:
+    """`hook` for the first request it answers (not None), then never again."""
+    done: list[bool] = []
+
+    def first(*args: Any) -> Any:
+        if done:
+            return None if len(args) == 1 else args[-1]
+        out = hook(*args)
+        if out is not None and (len(args) == 1 or out is not args[-1]):
+            done.append(True)
+        return out
+
+    return first
+
+
+def mined_nonce(rpc: RpcChain, k: PrivateKey) -> int:
+    return int(rpc._rpc("eth_getTransactionCount", [to_checksum(k.address), "latest"]), 16)
+
+
+def settle_all(sender: BumpingSender, tickets: list[int], timeout: float = 30.0) -> dict[int, Settled]:
+    """Poll until every ticket settled (a test's deadline, not a timed assertion)."""
+    done: dict[int, Settled] = {}
+    deadline = time.monotonic() + timeout
+    while not set(tickets) <= set(done):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"tickets {sorted(set(tickets) - set(done))} never settled")
+        done.update((s.ticket, s) for s in sender.poll())
+        time.sleep(0.05)
+    return done
+
+
+def tickets_of(out: list[int | ChainError]) -> list[int]:
+    return [t for t in out if isinstance(t, int)]
+
+
+@pytest.fixture
+def funded(anvil: Anvil) -> tuple[RpcChain, PrivateKey, PrivateKey]:
+    rpc = RpcChain(anvil.url)
+    k, target = key("audit batch sender"), key("audit batch target")
+    rpc.fund(k.address, 10 * ETHER)
+    return rpc, k, target
+
+
+# ------------------------------------------------------------------ the broadcast batch
+
+
+@pytest.mark.anvil
+def test_found_a_broadcast_batch_answered_with_one_error_object_leaves_no_nonce_gap(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """A node (or a gateway in front of it) answers the batch of broadcasts with one JSON-RPC error for the
+    whole batch, forwarding none. `rpc_batch` raised ChainError out of `submit_many` after the nonces were
+    taken: the sender forgot the transactions but kept the nonces, so every later challenge of the key sat
+    behind the gap and was never mined."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.refuse = once(
+            lambda req: (
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": "limit exceeded"}}
+                if batch_of(req, SEND)
+                else None
+            )
+        )
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        first = sender.submit_many([Call(target.address, b"") for _ in range(3)])
+        later = sender.submit_many([Call(target.address, b"")])
+        tickets = tickets_of(first) + tickets_of(later)
+        assert len(tickets) == 4, f"calls given up although nothing was mined: {first} {later}"
+        done = settle_all(sender, tickets)
+    assert all(done[t].receipt is not None for t in tickets)
+    assert mined_nonce(rpc, k) == start + 4
+
+
+@pytest.mark.anvil
+def test_found_a_broadcast_batch_answered_short_is_still_followed(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The node takes every transaction of the batch but its answer lacks one entry. `submit_many` raised:
+    the transactions were mined but no ticket followed them (the tower called them failed and sent again),
+    and their nonces were never given back or filled."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = once(lambda req, answer: answer[:-1] if batch_of(req, SEND) else answer)
+        told: list[SentTx] = []
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"", told.append) for _ in range(3)])
+        assert all(isinstance(t, int) for t in out), f"taken transactions reported unsent: {out}"
+        done = settle_all(sender, tickets_of(out))
+    assert all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + 3
+    assert sorted({v.nonce for v in told}) == [start, start + 1, start + 2]
+
+
+@pytest.mark.anvil
+def test_held_a_broadcast_batch_whose_answer_is_lost_is_followed_as_sent(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The node took the batch and the connection closed before its answer: each is followed as sent (its
+    owner told), and mined."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = once(lambda req, answer: LOST if batch_of(req, SEND) else answer)
+        told: list[SentTx] = []
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"", told.append) for _ in range(4)])
+        assert all(isinstance(t, int) for t in out)
+        done = settle_all(sender, tickets_of(out))
+    assert all(s.receipt is not None for s in done.values()) and len(told) >= 4
+    assert mined_nonce(rpc, k) == start + 4
+
+
+@pytest.mark.anvil
+def test_found_the_second_chunk_of_a_large_broadcast_batch_refused_unforwarded(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """More than BATCH_SIZE broadcasts: the first chunk is taken, the second is answered with one error for
+    the whole batch and never reaches the node. `submit_many` raised, forgetting all of them with their
+    nonces taken. Now every transaction is followed as sent; the lost ones go out again with bumped fees, and
+    all are mined at consecutive nonces."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    n = BATCH_SIZE + 5
+    chunks: list[int] = []
+
+    def second_chunk_lost(req: Any) -> Any:
+        if batch_of(req, SEND):
+            chunks.append(len(req))
+            if len(chunks) == 2:
+                return {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": "upstream gone"}}
+        return None
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.refuse = second_chunk_lost
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"") for _ in range(n)])
+        assert chunks[:2] == [BATCH_SIZE, 5]
+        assert len(tickets_of(out)) == n, f"{sum(not isinstance(t, int) for t in out)} calls given up"
+        done = settle_all(sender, tickets_of(out), timeout=60)
+    assert all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + n
+
+
+@pytest.mark.anvil
+def test_held_a_refusal_in_the_middle_of_the_batch_is_sent_alone_and_later_nonces_not_stuck(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The node refuses the middle broadcast as underpriced (and does not take it) while it takes the others:
+    it is sent again alone (the one-by-one path, which bumps while the node says underpriced), its owner is
+    told once, and the later nonce is not stuck behind it."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with RpcProxy(anvil.url, 0) as proxy, snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+
+        def middle_refused(req: Any) -> Any:
+            if not batch_of(req, SEND):
+                return None
+            proxy.refuse = None
+            taken = [r for i, r in enumerate(req) if i != 1]
+            answers = RpcChain(anvil.url)._w3.provider.make_batch_request([(r["method"], r["params"]) for r in taken])
+            refusal = {"jsonrpc": "2.0", "id": req[1]["id"], "error": {"code": -32000, "message": "underpriced"}}
+            return [
+                {**answers[0], "id": req[0]["id"]},
+                refusal,
+                {**answers[1], "id": req[2]["id"]},
+            ]
+
+        proxy.refuse = middle_refused
+        told: list[SentTx] = []
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"", told.append) for _ in range(3)])
+        assert all(isinstance(t, int) for t in out)
+        middle = [v for v in told if v.nonce == start + 1]
+        assert len(middle) == 1 and sorted(v.nonce for v in told) == [start, start + 1, start + 2]
+        rpc._rpc("evm_mine", [])
+        done = settle_all(sender, tickets_of(out))
+    assert all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + 3
+
+
+# ------------------------------------------------------------------ the estimate batch
+
+
+@pytest.mark.anvil
+def test_found_a_junk_gas_estimate_fails_only_its_own_call_and_leaves_no_gap(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The node answers one dry run of the batch with a result that is no gas amount (null). `int(None, 16)`
+    raised TypeError out of `submit_many` after the earlier calls had taken nonces: nothing was sent, the
+    nonces were kept (a gap holding every later challenge), and the dispatcher, which only expects
+    ChainError, left those channels marked busy for good."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+
+    def junk(req: Any, answer: Any) -> Any:
+        if batch_of(req, ESTIMATE):
+            return [{**a, "result": None} if i == 1 else a for i, a in enumerate(answer)]
+        return answer
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = once(junk)
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"") for _ in range(3)])
+        assert isinstance(out[1], ChainError) and not isinstance(out[0], ChainError | None)
+        later = sender.submit_many([Call(target.address, b"")])
+        tickets = tickets_of(out) + tickets_of(later)
+        assert len(tickets) == 3
+        done = settle_all(sender, tickets)
+    assert all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + 3
+
+
+@pytest.mark.anvil
+@pytest.mark.parametrize("bad", ["0x0", "-0x5208", "0x" + "f" * 20])
+def test_found_an_absurd_gas_estimate_is_refused_before_a_nonce_is_taken(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey], bad: str
+) -> None:
+    """A zero, negative or absurd estimate is no reason to sign a transaction: that call fails alone (the
+    dispatcher tries it again), the others are sent at consecutive nonces."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+
+    def absurd(req: Any, answer: Any) -> Any:
+        if batch_of(req, ESTIMATE):
+            return [{**a, "result": bad} if i == 0 else a for i, a in enumerate(answer)]
+        return answer
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = once(absurd)
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"") for _ in range(2)])
+        assert isinstance(out[0], ChainError) and isinstance(out[1], int)
+        done = settle_all(sender, tickets_of(out))
+    assert all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + 1
+
+
+# ------------------------------------------------------------------ the tower
+
+
+@pytest.mark.anvil
+def test_found_a_junk_fee_answer_does_not_leave_the_victims_channel_unanswered(tmp_path: Path, anvil: Anvil) -> None:
+    """The node answers the latest block without a base fee once, just as the tower sends the victim's
+    challenge. The KeyError escaped `submit_many`; `Dispatcher._send` only handled ChainError, so the channel
+    stayed marked busy and no later event or retry ever sent its challenge: the stale close stood."""
+    rpc = RpcChain(anvil.url)
+    s = deploy(rpc, "audit batch fees")
+    victim = open_channel(s, 1, period=60)
+    vcid = s.adj.channel_id(victim)
+    latest = sign(s.adj.domain, eth_state(vcid, 5, 700), s.a, s.b)
+    stale = sign(s.adj.domain, eth_state(vcid, 2, 100), s.a, s.b)
+
+    def no_base_fee(req: Any, answer: Any) -> Any:
+        if len(sender.batches) > 1:  # only while the first submission runs
+            return answer
+        if isinstance(req, dict) and req.get("method") == "eth_getBlockByNumber" and isinstance(answer, dict):
+            result = dict(answer.get("result") or {})
+            result.pop("baseFeePerGas", None)
+            return {**answer, "result": result}
+        return answer
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        remote = RpcChain(proxy.url)
+        sender = CountingSender(BumpingSender(remote, s.tower_key, bump_after=0.5))
+
+        async def scenario() -> None:
+            async with running_tower(replace(s, chain=remote), tmp_path / "t.db", sender=sender) as tower:
+                await register(tower, victim, s.b)
+                await push(tower, latest, s.b)
+                proxy.rewrite = no_base_fee
+                s.adj.close(s.a, victim, stale.state, stale.sig_a, stale.sig_b)
+                await eventually("the victim's challenge mined", lambda: len(closes(s, vcid)) == 2, timeout=30)
+
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    [_, answer] = closes(s, vcid)
+    assert answer.version == 5
