@@ -320,3 +320,165 @@ def test_found_a_junk_fee_answer_does_not_leave_the_victims_channel_unanswered(t
         asyncio.run(asyncio.wait_for(scenario(), 60))
     [_, answer] = closes(s, vcid)
     assert answer.version == 5
+
+
+# ------------------------------------------------------------------ following a batch: bumps, fills, resets
+
+
+def watching(proxy: RpcProxy) -> list[str]:
+    """The method of every request that reaches the proxy from now on ("batch:<method>" for a batch)."""
+    seen: list[str] = []
+
+    def note(req: Any) -> None:
+        if isinstance(req, list):
+            seen.append("batch:" + (req[0].get("method", "") if req else ""))
+        elif isinstance(req, dict):
+            seen.append(str(req.get("method")))
+
+    proxy.refuse = note
+    return seen
+
+
+@pytest.mark.anvil
+def test_found_fee_bumps_of_a_flood_in_flight_go_out_in_one_batch(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """A flood's challenges wait in the pool past `bump_after` (the block is full, or just not yet mined).
+    `poll` replaced each with a bumped version in its own request: through a remote node, hundreds of round
+    trips on the sender's only thread, during which no new challenge (the victim's) could be sent. They now
+    go out in one batch, like the first versions."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    n = 30
+    with RpcProxy(anvil.url, 0) as proxy, snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+        told: list[SentTx] = []
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"", told.append) for _ in range(n)])
+        time.sleep(0.3)
+        seen = watching(proxy)
+        assert sender.poll() == []
+        assert SEND not in seen and len(seen) <= 3, f"the bumps took {len(seen)} requests: {seen[:5]}..."
+        assert len(told) == 2 * n and {v.nonce for v in told[n:]} == set(range(start, start + n))
+        assert all(b.max_fee > a.max_fee for a, b in zip(told[:n], told[n:], strict=True))
+        proxy.refuse = None
+        rpc._rpc("evm_mine", [])
+        done = settle_all(sender, tickets_of(out))
+    assert all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + n
+
+
+@pytest.mark.anvil
+def test_found_abandoning_a_flood_in_flight_fills_the_nonces_in_one_batch(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The attacker answers its own channels while the tower's challenges to them wait in the pool: all moot
+    at once. Each `abandon` sent its filler in its own request (hundreds of round trips before the victim's
+    challenge could go out); the fillers now go out in one batch with the next poll's bumps, and each
+    abandoned ticket ends as a filler mined, the others as their challenge mined."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    n = 30
+    with RpcProxy(anvil.url, 0) as proxy, snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=60)
+        out = tickets_of(sender.submit_many([Call(target.address, b"") for _ in range(n)]))
+        seen = watching(proxy)
+        moot = out[::2]
+        for t in moot:
+            sender.abandon(t)
+        assert sender.poll() == []
+        assert SEND not in seen and len(seen) <= 3, f"the fills took {len(seen)} requests: {seen[:5]}..."
+        proxy.refuse = None
+        rpc._rpc("evm_mine", [])
+        done = settle_all(sender, out)
+    assert all(done[t].receipt is None and done[t].error is None for t in moot)
+    assert all(done[t].receipt is not None for t in out if t not in moot)
+    assert mined_nonce(rpc, k) == start + n
+    assert rpc.balance(target.address) == 0  # value 0 either way; the fillers went to the tower itself
+
+
+@pytest.mark.anvil
+def test_held_a_reset_between_batches_keeps_nonces_consecutive(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """A reorg makes the tower `reset()` between two batches while the first is still in the pool: the second
+    takes the nonces after the first (the pool's count and the flight agree), none reused, none skipped."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+        told: list[SentTx] = []
+        sender = BumpingSender(rpc, k, bump_after=60)
+        first = sender.submit_many([Call(target.address, b"", told.append) for _ in range(3)])
+        sender.reset()
+        second = sender.submit_many([Call(target.address, b"", told.append) for _ in range(2)])
+        assert [v.nonce for v in told] == list(range(start, start + 5))
+        rpc._rpc("evm_mine", [])
+        done = settle_all(sender, tickets_of(first) + tickets_of(second))
+    assert all(s.receipt is not None for s in done.values())
+
+
+@pytest.mark.anvil
+def test_held_batch_answers_out_of_order_are_matched_by_id(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """JSON-RPC lets a node answer a batch in any order: web3 sorts the answers by id, so a reversed answer
+    to the dry runs still gives each call its own estimate (a swapped one would leave the larger call short
+    of gas)."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    big = b"\x01" * 2000  # 32,000 gas of calldata above a plain transfer
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = once(lambda req, answer: answer[::-1] if batch_of(req, ESTIMATE) else answer)
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, big), Call(target.address, b"")])
+        assert all(isinstance(t, int) for t in out)
+        done = settle_all(sender, tickets_of(out))
+    [big_receipt, small_receipt] = [done[t].receipt for t in tickets_of(out)]
+    assert big_receipt is not None and small_receipt is not None
+    assert big_receipt.gas_used > small_receipt.gas_used == 21_000
+    assert mined_nonce(rpc, k) == start + 2
+
+
+@pytest.mark.anvil
+def test_held_a_dropped_estimate_batch_takes_no_nonce(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The batch of dry runs gets no answer: every call fails (the dispatcher tries them again), no nonce is
+    taken, and the next batch starts at the key's next nonce."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = once(lambda req, answer: LOST if batch_of(req, ESTIMATE) else answer)
+        told: list[SentTx] = []
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        with pytest.raises(ChainError):
+            sender.submit_many([Call(target.address, b"", told.append) for _ in range(3)])
+        assert told == []
+        out = sender.submit_many([Call(target.address, b"", told.append)])
+        done = settle_all(sender, tickets_of(out))
+    assert [v.nonce for v in told] == [start] and all(s.receipt is not None for s in done.values())
+
+
+@pytest.mark.anvil
+def test_found_a_junk_receipt_does_not_lose_the_others_settled_in_the_same_poll(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The node answers one receipt of the poll's batch without a status (a pre-Byzantium shape, or junk).
+    `poll` raised KeyError after it had taken the transactions settled before it out of flight: their endings
+    were never reported, so the dispatcher kept their channels busy for good. Now the junk receipt counts
+    as not found (read again next poll) and the others are reported."""
+    _, k, target = funded
+    with RpcProxy(anvil.url, 0) as proxy:
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=60)
+        out = tickets_of(sender.submit_many([Call(target.address, b"") for _ in range(3)]))
+
+        def no_status(req: Any, answer: Any) -> Any:
+            if isinstance(req, list) and batch_of(req[1:], "eth_getTransactionReceipt") and isinstance(answer, list):
+                return [{**a, "result": {**a["result"], "status": None}} if i == 2 else a for i, a in enumerate(answer)]
+            return answer
+
+        proxy.rewrite = once(no_status)
+        done = settle_all(sender, out)
+    assert all(s.receipt is not None for s in done.values())

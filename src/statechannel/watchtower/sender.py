@@ -182,6 +182,8 @@ class _InFlight:
     """Every version broadcast, oldest first; a filler's versions come after `filled_from`."""
     filled_from: int | None = None
     """Set once abandoned: versions from this index on are the transfer to self."""
+    fill: bool = False
+    """Abandoned, its filler not sent yet: it goes out with the next poll's batch."""
     sent_at: float = 0.0
     versions: int = 0
     taken_seen: int = 0
@@ -266,7 +268,7 @@ class BumpingSender:
         estimates = self.chain.rpc_batch([("eth_estimateGas", [self._call_tx(c.to, c.data)]) for c in calls])
         max_fee, priority = self._fees()
         out: list[int | ChainError] = []
-        signed: list[tuple[int, _InFlight, bytes, bytes]] = []  # (index in out, tx, hash, raw)
+        signed: list[tuple[int, _InFlight]] = []  # (index in out, tx)
         for c, answer in zip(calls, estimates, strict=True):
             try:  # checked before a nonce is taken: a junk answer fails its call alone, leaving no gap
                 if isinstance(answer, ChainError):  # TransactionReverted: the dry run failed, nothing is sent
@@ -286,26 +288,41 @@ class BumpingSender:
                 on_sent=c.on_sent,
             )
             out.append(tx.ticket)
-            signed.append((len(out) - 1, tx, *self._sign(tx)))
+            signed.append((len(out) - 1, tx))
+        for (i, tx), sent in zip(signed, self._send_all([tx for _, tx in signed]), strict=True):
+            if isinstance(sent, ChainError):
+                self._give_back(tx.nonce)
+                out[i] = sent
+            else:
+                self._flight[tx.ticket] = sent
+        return out
+
+    def _send_all(self, txs: list[_InFlight]) -> list[_InFlight | ChainError]:
+        """Each of `txs` signed at its fees and broadcast in one batch; per tx its updated record, or the
+        ChainError `_broadcast` raised for it. A refused one (underpriced, known, nonce too low...) is sent
+        again alone through `_broadcast`, which knows what to do about each."""
+        if not txs:
+            return []
+        signed = [(tx, *self._sign(tx)) for tx in txs]
         try:
             answers: list[Any] = self.chain.rpc_batch(
-                [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, _, raw in signed]
+                [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, raw in signed]
             )
         except ChainError as exc:
             # No answer per transaction (none at all, one error for the whole batch, a short list, a later
             # chunk lost after an earlier one was taken): the node may hold any of them, and their nonces are
             # taken. Each is followed as sent; poll finds its receipt, or sends it again with bumped fees.
-            log.info("a batch of %d transactions got no usable answer (%s): following them as sent", len(signed), exc)
-            answers = [None] * len(signed)
-        for (i, tx, tx_hash, _), answer in zip(signed, answers, strict=True):
+            log.info("a batch of %d transactions got no usable answer (%s): following them as sent", len(txs), exc)
+            answers = [None] * len(txs)
+        out: list[_InFlight | ChainError] = []
+        for (tx, tx_hash, _), answer in zip(signed, answers, strict=True):
             if isinstance(answer, ChainError) and not isinstance(answer, RpcUnavailable):
-                try:  # refused (underpriced, known, nonce too low...): the one-by-one path knows what to do
-                    self._flight[tx.ticket] = self._broadcast(tx)
+                try:
+                    out.append(self._broadcast(tx))
                 except ChainError as exc:
-                    self._give_back(tx.nonce)
-                    out[i] = exc
-                continue
-            self._flight[tx.ticket] = self._sent(tx, tx_hash)
+                    out.append(exc)
+            else:
+                out.append(self._sent(tx, tx_hash))
         return out
 
     def _sign(self, tx: _InFlight) -> tuple[bytes, bytes]:
@@ -345,10 +362,17 @@ class BumpingSender:
             self.reset()
 
     def abandon(self, ticket: int) -> None:
+        """Marked to be filled; the filler goes out in the next `poll`'s batch with the fee bumps, so a flood of
+        challenges made moot at once (the attacker answering its own channels) costs one round trip, not one
+        each, before the next challenge can be sent."""
         tx = self._flight.get(ticket)
         if tx is None or tx.filled_from is not None:
             return
-        filler = replace(
+        self._flight[ticket] = replace(tx, fill=True)
+
+    def _filler(self, tx: _InFlight) -> _InFlight:
+        """A transfer to self at `tx`'s nonce, priced to replace it."""
+        return replace(
             tx,
             to=self.key.address,
             data=b"",
@@ -357,11 +381,8 @@ class BumpingSender:
             priority=bump_fee(tx.priority),
             filled_from=len(tx.hashes),
             on_sent=None,
+            fill=False,
         )
-        try:
-            self._flight[ticket] = self._broadcast(filler)
-        except ChainError as exc:  # e.g. a version was mined meanwhile (nonce too low): poll will tell
-            log.info("nonce %d not filled: %s", tx.nonce, exc)
 
     def _broadcast(self, tx: _InFlight) -> _InFlight:
         """Sign and send `tx` at its fees (raised while the node calls them too low); the updated record.
@@ -412,6 +433,7 @@ class BumpingSender:
             raise answers[0]
         mined_nonce = int(answers[0], 16)
         done, at = [], 1
+        due: list[_InFlight] = []  # new versions to send: fillers of abandoned ones, bumps of those waiting
         for tx in flight:
             found = None
             for i, answer in enumerate(answers[at : at + len(tx.hashes)]):
@@ -419,20 +441,28 @@ class BumpingSender:
                     found = (i, dict(answer))
             at += len(tx.hashes)
             if found is not None:
+                try:
+                    settled = self._settled(tx, *found)
+                except (KeyError, TypeError, ValueError) as exc:  # junk: read again next poll, lose no other
+                    log.warning("the receipt of the transaction at nonce %d is unreadable: %r", tx.nonce, exc)
+                    continue
                 del self._flight[tx.ticket]
-                done.append(self._settled(tx, *found))
+                done.append(settled)
             elif mined_nonce > tx.nonce:
                 if tx.taken_seen >= 1:
                     del self._flight[tx.ticket]
                     done.append(Settled(tx.ticket, None, ChainError(f"nonce {tx.nonce} went to another transaction")))
                 else:
                     self._flight[tx.ticket] = replace(tx, taken_seen=1)
+            elif tx.fill:
+                due.append(self._filler(tx))
             elif time.monotonic() - tx.sent_at >= self.bump_after and tx.versions < MAX_VERSIONS:
-                bumped = replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))
-                try:
-                    self._flight[tx.ticket] = self._broadcast(bumped)
-                except ChainError as exc:
-                    log.warning("replacing the transaction at nonce %d failed: %s", tx.nonce, exc)
+                due.append(replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority)))
+        for tx, sent in zip(due, self._send_all(due), strict=True):
+            if isinstance(sent, ChainError):  # kept as it was: bumped (or filled) again next poll
+                log.warning("replacing the transaction at nonce %d failed: %s", tx.nonce, sent)
+            else:
+                self._flight[tx.ticket] = sent
         return done
 
     def _settled(self, tx: _InFlight, index: int, r: dict[str, Any]) -> Settled:
