@@ -482,3 +482,37 @@ def test_found_a_junk_receipt_does_not_lose_the_others_settled_in_the_same_poll(
         proxy.rewrite = once(no_status)
         done = settle_all(sender, out)
     assert all(s.receipt is not None for s in done.values())
+
+
+@pytest.mark.anvil
+@pytest.mark.parametrize("automine", [False, True])
+def test_found_a_broadcast_taken_but_answered_with_an_error_is_not_displaced_by_a_filler(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey], automine: bool
+) -> None:
+    """The node takes every broadcast of the batch but answers the middle one with an error. Sent again alone,
+    anvil calls it "transaction already imported" (geth: "already known"), which the sender did not know:
+    it gave the nonce up and filled it with a transfer priced to replace the challenge, which it did. The
+    challenge was lost from the pool and went out again only after the dispatcher's back-off, at a new nonce.
+    Mined at once (automine), the resend is "nonce too low" and the sender called the nonce taken by another
+    transaction. Now it is followed as the node holds it, its owner told of it once."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with RpcProxy(anvil.url, 0) as proxy, snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [automine])
+
+        def middle_errs(req: Any, answer: Any) -> Any:
+            if batch_of(req, SEND) and isinstance(answer, list):
+                err = {"code": -32603, "message": "internal error"}
+                return [{"jsonrpc": "2.0", "id": a["id"], "error": err} if i == 1 else a for i, a in enumerate(answer)]
+            return answer
+
+        proxy.rewrite = once(middle_errs)
+        told: list[SentTx] = []
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=60)
+        out = sender.submit_many([Call(target.address, b"", told.append) for _ in range(3)])
+        assert all(isinstance(t, int) for t in out), f"a challenge the node holds reported unsent: {out}"
+        assert sorted(v.nonce for v in told) == [start, start + 1, start + 2]
+        rpc._rpc("evm_mine", [])
+        done = settle_all(sender, tickets_of(out))
+    assert all(s.receipt is not None for s in done.values()), "a challenge was replaced by a filler"
+    assert mined_nonce(rpc, k) == start + 3

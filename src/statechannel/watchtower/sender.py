@@ -36,6 +36,8 @@ MAX_VERSIONS = 20
 """Fee bumps per nonce; past this (about 10x the first fees) the last version is left to be mined."""
 FEE_TTL_S = 2.0
 TRANSFER_GAS = 21_000
+KNOWN = ("already known", "already imported", "known transaction")
+"""How nodes say they hold this very transaction (geth, anvil, older clients)."""
 MAX_GAS = 1 << 32
 """No block holds this much gas: an estimate above it is a node's junk, not a reason to sign."""
 
@@ -402,21 +404,29 @@ class BumpingSender:
                 problem = ""
             except ChainError as exc:
                 problem = str(exc).lower()
-                if not any(k in problem for k in ("underpriced", "already known", "nonce too low")):
+                if not any(k in problem for k in ("underpriced", "nonce too low", *KNOWN)):
                     raise
                 log.info("transaction at nonce %d not taken: %s", tx.nonce, exc)
             if "underpriced" in problem:  # no use waiting: the node will not take it at this price
                 tx = replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))
                 continue
             if "nonce too low" in problem:
-                if not tx.hashes:
-                    self.reset()
-                    raise ChainError(f"nonce {tx.nonce} was taken by another transaction of this key")
-                return tx  # one of the versions sent before was mined: poll finds its receipt
-            if problem:  # "already known": the node holds this very version
-                return replace(tx, hashes=(*tx.hashes, tx_hash), sent_at=time.monotonic(), versions=tx.versions + 1)
-            return self._sent(tx, tx_hash)
+                if tx.hashes:
+                    return tx  # one of the versions sent before was mined: poll finds its receipt
+                if self._mined(tx_hash):  # this very version, taken by an earlier send whose answer was an error
+                    return self._sent(tx, tx_hash)
+                self.reset()
+                raise ChainError(f"nonce {tx.nonce} was taken by another transaction of this key")
+            if problem and tx_hash in tx.hashes:  # known: the node holds this very version, its owner was told
+                return replace(tx, sent_at=time.monotonic())
+            return self._sent(tx, tx_hash)  # taken now, or before by a send whose answer was an error
         raise ChainError(f"nonce {tx.nonce}: still underpriced after {MAX_VERSIONS} fee bumps")
+
+    def _mined(self, tx_hash: bytes) -> bool:
+        try:
+            return self._rpc("eth_getTransactionReceipt", ["0x" + tx_hash.hex()]) is not None
+        except ChainError:
+            return False
 
     # ------------------------------------------------------------ following
 
