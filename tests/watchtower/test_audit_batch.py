@@ -5,6 +5,7 @@ marked "found" failed on the code before their fix."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -516,3 +517,35 @@ def test_found_a_broadcast_taken_but_answered_with_an_error_is_not_displaced_by_
         done = settle_all(sender, tickets_of(out))
     assert all(s.receipt is not None for s in done.values()), "a challenge was replaced by a filler"
     assert mined_nonce(rpc, k) == start + 3
+
+
+@pytest.mark.anvil
+def test_found_a_reorg_noticed_while_a_batch_is_signed_gives_no_nonce_twice(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The tower's watcher calls `sender.reset()` on its own thread when it sees a reorg, while the sender's
+    thread may be signing a batch. A reset between two nonces of the batch made the next one re-read the
+    node's pending count, which does not hold the batch (not broadcast yet, not in flight): the rest of the
+    batch took nonces already given, so challenges replaced each other in the pool. A reset now takes
+    effect at the next submission, on the sender's thread."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    n = 150
+    with snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+        told: list[SentTx] = []
+        sender = BumpingSender(rpc, k, bump_after=60)
+        out: list[list[int | ChainError]] = []
+        batch = threading.Thread(
+            target=lambda: out.append(sender.submit_many([Call(target.address, b"", told.append) for _ in range(n)]))
+        )
+        batch.start()
+        while batch.is_alive():  # the watcher noticing reorgs, as often as it can
+            sender.reset()
+        batch.join()
+        nonces = [v.nonce for v in told]
+        assert len(set(nonces)) == len(nonces) == n, f"{len(nonces) - len(set(nonces))} nonces given twice"
+        assert sorted(nonces) == list(range(start, start + n))
+        rpc._rpc("evm_mine", [])
+        done = settle_all(sender, tickets_of(out[0]))
+    assert all(s.receipt is not None for s in done.values())

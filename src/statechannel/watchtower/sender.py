@@ -204,6 +204,8 @@ class BumpingSender:
         self._flight: dict[int, _InFlight] = {}
         self._tickets = itertools.count(1)
         self._fees_cache: tuple[float, int, int] | None = None
+        self._stale = False
+        """A `reset` asked for, not yet done."""
 
     def _rpc(self, method: str, params: list[Any]) -> Any:
         return self.chain._rpc(method, params)
@@ -215,6 +217,13 @@ class BumpingSender:
         return len(self._flight)
 
     def reset(self) -> None:
+        """Taken up by the next submission: the watcher calls this from its own thread, and a reset between
+        two nonces of a batch would make the rest re-read a count that does not hold the batch yet."""
+        self._stale = True
+
+    def _forget(self) -> None:
+        """On the sender's thread: nonces and fees are read again from the node."""
+        self._stale = False
         self._next_nonce = None
         self._fees_cache = None
 
@@ -244,6 +253,8 @@ class BumpingSender:
     # ------------------------------------------------------------ sending
 
     def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        if self._stale:
+            self._forget()
         # Estimating first also dry-runs it: a challenge that would revert (someone was faster) costs nothing.
         estimate = estimated_gas(self._rpc("eth_estimateGas", [self._call_tx(to, data)]))
         max_fee, priority = self._fees()
@@ -267,6 +278,8 @@ class BumpingSender:
         nonce that could not be used is filled, so no later challenge is stuck behind a gap."""
         if not calls:
             return []
+        if self._stale:
+            self._forget()
         estimates = self.chain.rpc_batch([("eth_estimateGas", [self._call_tx(c.to, c.data)]) for c in calls])
         max_fee, priority = self._fees()
         out: list[int | ChainError] = []
@@ -361,7 +374,7 @@ class BumpingSender:
             self._flight[filler.ticket] = self._broadcast(replace(filler, filled_from=0))
         except ChainError as exc:
             log.warning("could not fill nonce %d (re-reading nonces): %s", nonce, exc)
-            self.reset()
+            self._forget()
 
     def abandon(self, ticket: int) -> None:
         """Marked to be filled; the filler goes out in the next `poll`'s batch with the fee bumps, so a flood of
@@ -415,7 +428,7 @@ class BumpingSender:
                     return tx  # one of the versions sent before was mined: poll finds its receipt
                 if self._mined(tx_hash):  # this very version, taken by an earlier send whose answer was an error
                     return self._sent(tx, tx_hash)
-                self.reset()
+                self._forget()
                 raise ChainError(f"nonce {tx.nonce} was taken by another transaction of this key")
             if problem and tx_hash in tx.hashes:  # known: the node holds this very version, its owner was told
                 return replace(tx, sent_at=time.monotonic())
