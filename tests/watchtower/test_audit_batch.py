@@ -549,3 +549,40 @@ def test_found_a_reorg_noticed_while_a_batch_is_signed_gives_no_nonce_twice(
         rpc._rpc("evm_mine", [])
         done = settle_all(sender, tickets_of(out[0]))
     assert all(s.receipt is not None for s in done.values())
+
+
+@pytest.mark.anvil
+def test_found_a_failing_poll_does_not_stop_the_next_challenge_going_out(tmp_path: Path, anvil: Anvil) -> None:
+    """The node fails the batch of receipts the sender reads each turn (one error for the whole batch: a batch
+    too large for it, the flood's versions piling up). `Dispatcher._turn` polled first and the failure ended
+    the turn before anything queued was sent: with one challenge in flight, the victim's close that came next
+    was never answered. The receipts can wait a turn; the challenges waiting to go out cannot."""
+    rpc = RpcChain(anvil.url)
+    s = deploy(rpc, "audit batch poll")
+    first, victim = open_channel(s, 1, period=60), open_channel(s, 2, period=60)
+    fcid, vcid = s.adj.channel_id(first), s.adj.channel_id(victim)
+
+    def polls(req: Any) -> Any:
+        if isinstance(req, list) and req and req[0].get("method") == "eth_getTransactionCount":
+            return {"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": "batch too large"}}
+        return None
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        remote = RpcChain(proxy.url)
+        sender = BumpingSender(remote, s.tower_key, bump_after=0.5)
+
+        async def scenario() -> None:
+            async with running_tower(replace(s, chain=remote), tmp_path / "t.db", sender=sender) as tower:
+                for params, cid in ((first, fcid), (victim, vcid)):
+                    await register(tower, params, s.b)
+                    await push(tower, sign(s.adj.domain, eth_state(cid, 5, 700), s.a, s.b), s.b)
+                proxy.refuse = polls
+                stale = sign(s.adj.domain, eth_state(fcid, 2, 100), s.a, s.b)
+                s.adj.close(s.a, first, stale.state, stale.sig_a, stale.sig_b)
+                await eventually("the first challenge mined", lambda: len(closes(s, fcid)) == 2, timeout=30)
+                stale = sign(s.adj.domain, eth_state(vcid, 2, 100), s.a, s.b)
+                s.adj.close(s.a, victim, stale.state, stale.sig_a, stale.sig_b)
+                await eventually("the victim's challenge mined", lambda: len(closes(s, vcid)) == 2, timeout=30)
+
+        asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert [c.version for c in closes(s, vcid)] == [2, 5]

@@ -167,8 +167,13 @@ class Dispatcher:
 
     async def _turn(self) -> None:
         if self._flight:
-            for settled in await self._run(self.sender.poll):
-                self._end(settled)
+            try:
+                settled = await self._run(self.sender.poll)
+            except ChainError as exc:  # the receipts can wait a turn; the challenges waiting to go out cannot
+                log.warning("reading the receipts of %d challenges failed (sending anyway): %s", len(self._flight), exc)
+                settled = []
+            for s in settled:
+                self._end(s)
             for ticket, p in list(self._flight.items()):
                 if ticket not in self._abandoned and not self.answerer.still_wanted(p):
                     log.info("channel 0x%s: the challenge in flight is moot; filling its nonce", p.channel_id.hex())
