@@ -463,8 +463,9 @@ def test_held_a_dropped_estimate_batch_takes_no_nonce(
 
 
 @pytest.mark.anvil
+@pytest.mark.parametrize("junk", ["no status", "not an object"])
 def test_found_a_junk_receipt_does_not_lose_the_others_settled_in_the_same_poll(
-    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey], junk: str
 ) -> None:
     """The node answers one receipt of the poll's batch without a status (a pre-Byzantium shape, or junk).
     `poll` raised KeyError after it had taken the transactions settled before it out of flight: their endings
@@ -477,7 +478,8 @@ def test_found_a_junk_receipt_does_not_lose_the_others_settled_in_the_same_poll(
 
         def no_status(req: Any, answer: Any) -> Any:
             if isinstance(req, list) and batch_of(req[1:], "eth_getTransactionReceipt") and isinstance(answer, list):
-                return [{**a, "result": {**a["result"], "status": None}} if i == 2 else a for i, a in enumerate(answer)]
+                bad = {**answer[2]["result"], "status": None} if junk == "no status" else "0xjunk"
+                return [{**a, "result": bad} if i == 2 else a for i, a in enumerate(answer)]
             return answer
 
         proxy.rewrite = once(no_status)
@@ -586,3 +588,30 @@ def test_found_a_failing_poll_does_not_stop_the_next_challenge_going_out(tmp_pat
 
         asyncio.run(asyncio.wait_for(scenario(), 90))
     assert [c.version for c in closes(s, vcid)] == [2, 5]
+
+
+@pytest.mark.anvil
+def test_held_a_nonce_taken_by_another_transaction_mid_batch_fails_that_call_alone(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """Between the dry runs and the broadcasts, another transaction of the tower's key takes the first nonce
+    of the batch (an operator's transfer, a restarted process): that call alone fails ("nonce too low", to be
+    sent again by the dispatcher), the others are mined, and the next submission starts after them."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    with RpcProxy(anvil.url, 0) as proxy:
+
+        def first_nonce_taken(req: Any) -> Any:
+            if batch_of(req, SEND):
+                proxy.refuse = None
+                BumpingSender(rpc, k).submit(k.address, b"")  # mined at once (automine)
+            return None
+
+        proxy.refuse = first_nonce_taken
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"") for _ in range(3)])
+        assert isinstance(out[0], ChainError) and "taken" in str(out[0])
+        later = sender.submit_many([Call(target.address, b"")])
+        done = settle_all(sender, tickets_of(out) + tickets_of(later))
+    assert len(done) == 3 and all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + 4  # the other transaction and our three, no gap

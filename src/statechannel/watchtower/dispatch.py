@@ -172,6 +172,9 @@ class Dispatcher:
             except ChainError as exc:  # the receipts can wait a turn; the challenges waiting to go out cannot
                 log.warning("reading the receipts of %d challenges failed (sending anyway): %s", len(self._flight), exc)
                 settled = []
+            except Exception:
+                log.exception("reading the receipts of %d challenges failed (sending anyway)", len(self._flight))
+                settled = []
             for s in settled:
                 self._end(s)
             for ticket, p in list(self._flight.items()):

@@ -461,11 +461,11 @@ class BumpingSender:
             found = None
             for i, answer in enumerate(answers[at : at + len(tx.hashes)]):
                 if answer is not None and not isinstance(answer, ChainError):
-                    found = (i, dict(answer))
+                    found = (i, answer)
             at += len(tx.hashes)
             if found is not None:
                 try:
-                    settled = self._settled(tx, *found)
+                    settled = self._settled(tx, found[0], dict(found[1]))
                 except (KeyError, TypeError, ValueError) as exc:  # junk: read again next poll, lose no other
                     log.warning("the receipt of the transaction at nonce %d is unreadable: %r", tx.nonce, exc)
                     continue
