@@ -167,6 +167,12 @@ class Dispatcher:
 
     async def _turn(self) -> None:
         if self._flight:
+            # the moot ones first: their fillers go out in the poll's one batch, with the fee bumps
+            for ticket, p in list(self._flight.items()):
+                if ticket not in self._abandoned and not self.answerer.still_wanted(p):
+                    log.info("channel 0x%s: the challenge in flight is moot; filling its nonce", p.channel_id.hex())
+                    await self._run(partial(self.sender.abandon, ticket))
+                    self._abandoned.add(ticket)
             try:
                 settled = await self._run(self.sender.poll)
             except ChainError as exc:  # the receipts can wait a turn; the challenges waiting to go out cannot
@@ -177,11 +183,6 @@ class Dispatcher:
                 settled = []
             for s in settled:
                 self._end(s)
-            for ticket, p in list(self._flight.items()):
-                if ticket not in self._abandoned and not self.answerer.still_wanted(p):
-                    log.info("channel 0x%s: the challenge in flight is moot; filling its nonce", p.channel_id.hex())
-                    await self._run(partial(self.sender.abandon, ticket))
-                    self._abandoned.add(ticket)
         room = self.max_in_flight - len(self._flight)
         if room <= 0 or not self.queue:
             return
