@@ -615,3 +615,38 @@ def test_held_a_nonce_taken_by_another_transaction_mid_batch_fails_that_call_alo
         done = settle_all(sender, tickets_of(out) + tickets_of(later))
     assert len(done) == 3 and all(s.receipt is not None for s in done.values())
     assert mined_nonce(rpc, k) == start + 4  # the other transaction and our three, no gap
+
+
+@pytest.mark.anvil
+def test_found_a_batch_refused_entry_by_entry_is_handed_back_not_filled(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """A provider's rate limit answers every entry of the batch with its own error (nothing taken), and the
+    lone resend of each too. The nonces were given back lowest first, so each but the last looked like a gap
+    and got a filler transaction (one more round trip each, 21,000 gas each had the node taken them). The
+    highest now goes first: every nonce is handed back, the next batch starts where this one did."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    n = 6
+    singles: list[Any] = []
+
+    def rate_limited(req: Any) -> Any:
+        err = {"code": -32005, "message": "request rate exceeded"}
+        if batch_of(req, SEND):
+            return [{"jsonrpc": "2.0", "id": r["id"], "error": err} for r in req]
+        if isinstance(req, dict) and req.get("method") == SEND:
+            singles.append(req)
+            return {"jsonrpc": "2.0", "id": req["id"], "error": err}
+        return None
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.refuse = rate_limited
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=0.2)
+        out = sender.submit_many([Call(target.address, b"") for _ in range(n)])
+        assert all(isinstance(t, ChainError) for t in out)
+        assert len(singles) == n, f"{len(singles) - n} fillers sent for nonces nobody used"
+        proxy.refuse = None
+        told: list[SentTx] = []
+        later = sender.submit_many([Call(target.address, b"", told.append)])
+        done = settle_all(sender, tickets_of(later))
+    assert [v.nonce for v in told] == [start] and all(s.receipt is not None for s in done.values())

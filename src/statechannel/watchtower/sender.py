@@ -304,7 +304,8 @@ class BumpingSender:
             )
             out.append(tx.ticket)
             signed.append((len(out) - 1, tx))
-        for (i, tx), sent in zip(signed, self._send_all([tx for _, tx in signed]), strict=True):
+        results = list(zip(signed, self._send_all([tx for _, tx in signed]), strict=True))
+        for (i, tx), sent in reversed(results):  # the highest first: unused nonces at the end are handed back
             if isinstance(sent, ChainError):
                 self._give_back(tx.nonce)
                 out[i] = sent
