@@ -650,3 +650,39 @@ def test_found_a_batch_refused_entry_by_entry_is_handed_back_not_filled(
         later = sender.submit_many([Call(target.address, b"", told.append)])
         done = settle_all(sender, tickets_of(later))
     assert [v.nonce for v in told] == [start] and all(s.receipt is not None for s in done.values())
+
+
+@pytest.mark.anvil
+def test_found_a_batch_refused_as_underpriced_is_bumped_as_a_batch(
+    anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
+) -> None:
+    """The node's price floor is above the tower's fees (an L2's minimum tip, a pool under pressure): every
+    entry of the flood's batch is refused as underpriced. Each went through `_broadcast` alone, its bumps one
+    request at a time: a round trip per challenge (per bump) through a remote node, while the victim waits.
+    The refused ones now go again together at bumped fees."""
+    rpc, k, target = funded
+    start = mined_nonce(rpc, k)
+    n = 20
+    seen: list[str] = []
+
+    def floor_once(req: Any) -> Any:
+        if batch_of(req, SEND):
+            seen.append("batch")
+            if len(seen) == 1:
+                err = {"code": -32000, "message": "transaction underpriced"}
+                return [{"jsonrpc": "2.0", "id": r["id"], "error": err} for r in req]
+        elif isinstance(req, dict) and req.get("method") == SEND:
+            seen.append("single")
+        return None
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.refuse = floor_once
+        told: list[SentTx] = []
+        sender = BumpingSender(RpcChain(proxy.url), k, bump_after=60)
+        out = sender.submit_many([Call(target.address, b"", told.append) for _ in range(n)])
+        assert all(isinstance(t, int) for t in out)
+        assert seen == ["batch", "batch"], f"{seen.count('single')} requests sent one at a time"
+        assert sorted(v.nonce for v in told) == list(range(start, start + n))
+        done = settle_all(sender, tickets_of(out))
+    assert all(s.receipt is not None for s in done.values())
+    assert mined_nonce(rpc, k) == start + n

@@ -315,31 +315,39 @@ class BumpingSender:
 
     def _send_all(self, txs: list[_InFlight]) -> list[_InFlight | ChainError]:
         """Each of `txs` signed at its fees and broadcast in one batch; per tx its updated record, or the
-        ChainError `_broadcast` raised for it. A refused one (underpriced, known, nonce too low...) is sent
-        again alone through `_broadcast`, which knows what to do about each."""
-        if not txs:
-            return []
-        signed = [(tx, *self._sign(tx)) for tx in txs]
-        try:
-            answers: list[Any] = self.chain.rpc_batch(
-                [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, raw in signed]
-            )
-        except ChainError as exc:
-            # No answer per transaction (none at all, one error for the whole batch, a short list, a later
-            # chunk lost after an earlier one was taken): the node may hold any of them, and their nonces are
-            # taken. Each is followed as sent; poll finds its receipt, or sends it again with bumped fees.
-            log.info("a batch of %d transactions got no usable answer (%s): following them as sent", len(txs), exc)
-            answers = [None] * len(txs)
-        out: list[_InFlight | ChainError] = []
-        for (tx, tx_hash, _), answer in zip(signed, answers, strict=True):
-            if isinstance(answer, ChainError) and not isinstance(answer, RpcUnavailable):
-                try:
-                    out.append(self._broadcast(tx))
-                except ChainError as exc:
-                    out.append(exc)
-            else:
-                out.append(self._sent(tx, tx_hash))
-        return out
+        ChainError `_broadcast` would have raised for it. Those refused as underpriced go again together at
+        bumped fees (a node's price floor must not cost a round trip per challenge); one refused otherwise
+        (known, nonce too low...) is sent again alone through `_broadcast`, which knows what to do about each."""
+        out: list[_InFlight | ChainError | None] = [None] * len(txs)
+        todo = list(enumerate(txs))
+        for _ in range(MAX_VERSIONS):
+            if not todo:
+                break
+            signed = [(i, tx, *self._sign(tx)) for i, tx in todo]
+            try:
+                answers: list[Any] = self.chain.rpc_batch(
+                    [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, _, raw in signed]
+                )
+            except ChainError as exc:
+                # No answer per transaction (none at all, one error for the whole batch, a short list, a later
+                # chunk lost after an earlier one was taken): the node may hold any of them, and their nonces
+                # are taken. Each is followed as sent; poll finds its receipt, or sends it again with bumped fees.
+                log.info("a batch of %d transactions got no usable answer (%s): following them as sent", len(todo), exc)
+                answers = [None] * len(todo)
+            todo = []
+            for (i, tx, tx_hash, _), answer in zip(signed, answers, strict=True):
+                if not isinstance(answer, ChainError) or isinstance(answer, RpcUnavailable):
+                    out[i] = self._sent(tx, tx_hash)
+                elif "underpriced" in str(answer).lower() and not isinstance(answer, TransactionReverted):
+                    todo.append((i, replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))))
+                else:
+                    try:
+                        out[i] = self._broadcast(tx)
+                    except ChainError as exc:
+                        out[i] = exc
+        for i, tx in todo:
+            out[i] = ChainError(f"nonce {tx.nonce}: still underpriced after {MAX_VERSIONS} fee bumps")
+        return [r if r is not None else ChainError("not sent") for r in out]
 
     def _sign(self, tx: _InFlight) -> tuple[bytes, bytes]:
         fields = {
