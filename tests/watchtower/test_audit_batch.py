@@ -192,8 +192,7 @@ def test_held_a_refusal_in_the_middle_of_the_batch_is_sent_alone_and_later_nonce
     anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
 ) -> None:
     """The node refuses the middle broadcast as underpriced (and does not take it) while it takes the others:
-    it is sent again alone (the one-by-one path, which bumps while the node says underpriced), its owner is
-    told once, and the later nonce is not stuck behind it."""
+    it is sent again at bumped fees, its owner is told once, and the later nonce is not stuck behind it."""
     rpc, k, target = funded
     start = mined_nonce(rpc, k)
     with RpcProxy(anvil.url, 0) as proxy, snapshot(rpc):
@@ -219,6 +218,7 @@ def test_held_a_refusal_in_the_middle_of_the_batch_is_sent_alone_and_later_nonce
         assert all(isinstance(t, int) for t in out)
         middle = [v for v in told if v.nonce == start + 1]
         assert len(middle) == 1 and sorted(v.nonce for v in told) == [start, start + 1, start + 2]
+        assert middle[0].max_fee > told[0].max_fee
         rpc._rpc("evm_mine", [])
         done = settle_all(sender, tickets_of(out))
     assert all(s.receipt is not None for s in done.values())
