@@ -9,7 +9,12 @@ figures are a floor for two separate processes on two cores.
 - round trip: one payment, unloaded, from pay() to the peer's countersignature; A (the leader)
   proposes its payment, B (the follower) asks A to propose one (decision 0007), so both are measured;
 - updates/s: one payment per update, up to 64 updates in flight (A's, then B's);
-- payments/s: a burst of small payments, coalesced into updates (<= 512 each).
+- payments/s (`coalesced_payments_per_s`): a burst of small payments, one `pay_nowait` (one future,
+  one history row per side) each, coalesced into updates (<= 512 each);
+- batch payments/s (`batch_payments_per_s`): payments made with the batch API (`pay_batch_nowait`,
+  default history: one future and one history row per side per batch), batches of `BATCH_SIZE` equal
+  payments, each batch queued in its own loop turn with up to 64 outstanding (so each tends to ride
+  its own update, as in updates/s; `batch_updates` says how many it took).
 """
 
 from __future__ import annotations
@@ -96,6 +101,27 @@ async def burst(a: Node, cid: bytes, n: int) -> dict[str, float]:
     return {"coalesced_payments_per_s": round(n / dt), "coalesced_updates": v1 - v0}
 
 
+BATCH_SIZE = 512
+"""Payments per batch: the size of the coalesced figure's updates, so the two compare per update."""
+
+
+async def batches(a: Node, cid: bytes, n: int, size: int = BATCH_SIZE) -> dict[str, float]:
+    """`n` payments of 1 in batches of `size` through the batch API, up to 64 batches outstanding."""
+    v0 = a.channel(cid).latest.state.version  # type: ignore[union-attr]
+    in_flight: list[asyncio.Future[Any]] = []
+    made = 0
+    t = time.perf_counter()
+    for _ in range(n // size):
+        if len(in_flight) >= 64:
+            made += (await in_flight.pop(0)).count
+        in_flight.append(a.pay_batch_nowait(cid, ETH, each=1, count=size))
+        await asyncio.sleep(0)
+    made += sum(r.count for r in await asyncio.gather(*in_flight))
+    dt = time.perf_counter() - t
+    v1 = a.channel(cid).latest.state.version  # type: ignore[union-attr]
+    return {"batch_payments_per_s": round(made / dt), "batch_size": size, "batch_updates": v1 - v0}
+
+
 async def main(quick: bool, store: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         a, b, cid = await setup(Path(tmp), store)
@@ -105,6 +131,7 @@ async def main(quick: bool, store: str) -> dict[str, Any]:
             out |= await round_trips(a, cid, 200 if quick else 1000)
             out |= await updates(a, cid, 2000 if quick else 10_000)
             out |= await burst(a, cid, 20_000 if quick else 100_000)
+            out |= await batches(a, cid, 200_000 if quick else 1_000_000)
             out |= await round_trips(b, cid, 200 if quick else 1000, "follower_")  # B pays back what it got
             out |= await updates(b, cid, 2000 if quick else 10_000, "follower_")
             if isinstance(a.store, SqliteStore):

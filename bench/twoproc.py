@@ -8,7 +8,10 @@ The definitions are bench/channel.py's (its functions are reused) and bench/trad
 
 - round trip: one payment A -> B, unloaded, from pay() to B's countersignature;
 - updates/s: one payment per update, up to 64 updates in flight;
-- payments/s: a burst of small payments, coalesced into updates (<= 512 each);
+- payments/s: a burst of small payments, coalesced into updates (<= 512 each), one future and one
+  history row per side per payment (`pay_nowait`);
+- batch payments/s: the batch API (`pay_batch_nowait`, default history: one future and one history row
+  per side per batch), batches of 512 payments, up to 64 outstanding (bench/channel.py `batches`);
 - trades: B's daemon makes a quote through its HTTP API (sells the token at 3 wei each), A takes one
   unit at a time: the take round trip unloaded, then trades/s with `--window` takes outstanding
   (takes made together share swap updates, so `updates_per_trade` is reported beside the rate).
@@ -52,7 +55,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from channel import burst, round_trips, updates  # bench/channel.py: the same definitions
+from channel import batches, burst, round_trips, updates  # bench/channel.py: the same definitions
 from statechannel.api.client import ApiClient
 from statechannel.chain.adjudicator import Adjudicator, Token
 from statechannel.chain.rpc import RpcChain
@@ -485,6 +488,7 @@ async def payments(side: Side, cpu: Cpu, args: argparse.Namespace) -> dict[str, 
     out |= await cpu.measure("round_trip", lambda: round_trips(a, cid, 200 if args.quick else 1000))
     out |= await cpu.measure("updates", lambda: updates(a, cid, 2000 if args.quick else 10_000), side.version)
     out |= await cpu.measure("burst", lambda: burst(a, cid, 20_000 if args.quick else 100_000))
+    out |= await cpu.measure("batch", lambda: batches(a, cid, 200_000 if args.quick else 1_000_000), side.version)
     return out
 
 
@@ -523,7 +527,13 @@ async def measure(env: Processes, tmp: Path, args: argparse.Namespace) -> dict[s
             base, fast = medians["fsync"], medians["process-crash-safe"]
             out["process_crash_safe_over_fsync"] = {
                 k: round(fast[k] / base[k], 2)
-                for k in ("updates_per_s", "coalesced_payments_per_s", "round_trip_p50_ms", "round_trip_p99_ms")
+                for k in (
+                    "updates_per_s",
+                    "coalesced_payments_per_s",
+                    "batch_payments_per_s",
+                    "round_trip_p50_ms",
+                    "round_trip_p99_ms",
+                )
             }
         if s.token is not None and not args.no_trades:
             n_rt, n_trades = (100, 2_000) if args.quick else (500, 10_000)

@@ -94,8 +94,13 @@ def test_openapi_lists_every_endpoint(tmp_path: Path) -> None:
         }
         assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
         assert doc["security"] == [{"bearer": []}]
-        pay = doc["components"]["schemas"]["PayRequest"]["properties"]["amount"]
-        assert pay["type"] == "string"  # amounts are decimal strings, never JSON numbers
+        pay = doc["components"]["schemas"]["PayRequest"]["properties"]
+        # amounts are decimal strings, never JSON numbers: one (or none, with `amounts`), or a batch of them
+        assert [t["type"] for t in pay["amount"]["anyOf"]] == ["string", "null"]
+        assert pay["amounts"]["anyOf"][0]["items"]["type"] == "string"
+        assert pay["history"]["enum"] == ["batch", "per-payment"]
+        view = doc["components"]["schemas"]["PaymentView"]["properties"]
+        assert view["count"]["type"] == "integer"
         assert "text/event-stream" in doc["paths"]["/events"]["get"]["responses"]["200"]["content"]
         assert "ErrorResponse" in str(doc["paths"]["/channels/{channel_id}"]["get"]["responses"]["404"])
 
@@ -128,7 +133,9 @@ def test_open_pay_list_stream_and_close(tmp_path: Path) -> None:
         assert paid["status"] == "sent" and paid["channel_id"] == cid
         assert paid["amount"] == "1234" and paid["asset"] == "eth" and paid["version"] >= 2
 
-        r = await w.api_a.post(f"/channels/{cid}/payments", json={"amount": "10", "count": 200})
+        r = await w.api_a.post(
+            f"/channels/{cid}/payments", json={"amount": "10", "count": 200, "history": "per-payment"}
+        )
         batch = r.json()
         assert (batch["requested"], batch["sent"], batch["failed"], batch["pending"]) == (200, 200, 0, 0)
         total = 1234 + 200 * 10

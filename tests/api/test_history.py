@@ -89,12 +89,14 @@ def test_both_sides_record_the_same_payments_one_row_each(tmp_path: Path) -> Non
         pay = f"/channels/{cid}/payments"
         for amount in (1, 2, 3):
             assert (await w.api_a.post(pay, json={"amount": str(amount)})).status_code == 200
-        assert (await w.api_a.post(pay, json={"amount": "7", "count": 5})).json()["sent"] == 5
+        assert (await w.api_a.post(pay, json={"amount": "7", "count": 5, "history": "per-payment"})).json()["sent"] == 5
         rs = await asyncio.gather(*(w.api_a.post(pay, json={"amount": str(100 + i)}) for i in range(30)))
         assert all(r.status_code == 200 for r in rs)
         a_paid = 6 + 35 + sum(100 + i for i in range(30))
         await eventually(lambda: w.b.channel(bytes.fromhex(cid[2:])).my_balance(bytes(20)) == a_paid)
-        assert (await w.api_b.post(pay, json={"amount": "11", "count": 4})).json()["sent"] == 4
+        assert (await w.api_b.post(pay, json={"amount": "11", "count": 4, "history": "per-payment"})).json()[
+            "sent"
+        ] == 4
         rs = await asyncio.gather(*(w.api_b.post(pay, json={"amount": str(50 + i)}) for i in range(20)))
         assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200]
         b_paid = 44 + sum(50 + i for i in range(20))

@@ -152,10 +152,11 @@ def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     (event,) = [json.loads(line) for line in out.decode().splitlines()]
     assert event["kind"] == "sent" and event["data"]["payments"] == [paid["payment_id"]]
 
-    batch = cli_json("channel", "pay", cid, "10", "--count", "100", *a)
+    batch = cli_json("channel", "pay", cid, "10", "--count", "100", "--history", "per-payment", *a)
     assert (batch["sent"], batch["failed"], batch["pending"]) == (100, 0, 0)
-    human = cli("channel", "pay", cid, "10", "--count", "5", *a)
-    assert human.exit_code == 0 and human.stdout.startswith("5 sent, 0 failed")
+    human = cli("channel", "pay", cid, "10", "--count", "5", *a)  # one batch: one row on each side
+    assert human.exit_code == 0 and human.stdout.startswith("5 sent, 0 failed"), human.output
+    assert "total 50" in human.stdout
 
     line = one_line_error(cli("channel", "pay", cid, str(2 * ETHER), *a))
     assert line.startswith("Error: insufficient balance:")
@@ -168,7 +169,8 @@ def _two_daemons(da: Path, db: Path, b_info: dict[str, object]) -> None:
     assert json.loads(paged.stdout) == cli_json("payments", "--channel", cid, "--limit", "1000", *a)
     received = cli_json("payments", "--channel", cid, "--all", "--page-size", "7", *b)
     assert {p["direction"] for p in received} == {"in"}
-    assert len(received) == 1 + 100 + 5  # one row per payment on the side paid too
+    assert len(received) == 1 + 100 + 1  # one row per payment on the side paid too, one for the batch
+    assert sorted(p["count"] for p in received)[-1] == 5
     assert sum(int(p["amount"]) for p in received) == 1000 + 1000 + 50
     kinds = [e["kind"] for e in _events(b, "--since", "0", "--timeout", "0.5")]
     assert kinds[:2] == ["phase", "phase"] and "received" in kinds

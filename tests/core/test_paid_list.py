@@ -8,9 +8,9 @@ import msgspec
 import pytest
 
 from statechannel.core import messages as m
-from statechannel.core.errors import RemoteError
+from statechannel.core.errors import LocalError, RemoteError
 from statechannel.core.io import ActionPay, NotifyReceived, Payment, SendMessage
-from statechannel.core.machine import receive
+from statechannel.core.machine import receive, transition
 from statechannel.core.persist import encode_channel
 from statechannel.core.types import ETH
 from tests.core.harness import Pair, Party
@@ -98,3 +98,112 @@ def test_a_peer_that_lists_nothing_is_recorded_per_asset_as_before() -> None:
     pair.links[1].appendleft(msgspec.structs.replace(honest, paid=[]))
     pair.deliver_all()
     assert _listed(pair.b) == [(ETH, 6)]
+
+
+# ------------------------------------------------------------------ batches (decision 0012)
+
+
+def _batch(i: int, total: int, count: int) -> ActionPay:
+    return ActionPay((Payment(f"{'AB'[i]}-batch", ETH, total, count),))
+
+
+def _counted(party: Party) -> list[tuple[tuple[bytes, int], int]]:
+    return [
+        (x, c)
+        for e in party.effects
+        if isinstance(e, NotifyReceived)
+        for x, c in zip(e.payments, e.counts or (1,) * len(e.payments), strict=True)
+    ]
+
+
+def test_a_batch_travels_as_one_listed_entry_with_its_count_both_ways() -> None:
+    pair = Pair(deposit_a=10**6, seed="batch")
+    pair.feed(pair.a, _batch(0, 300_000, 100_000))
+    honest = pair.links[1][0]
+    assert isinstance(honest, m.Propose) and len(honest.paid) == 1 and honest.counts == [100_000]
+    pair.deliver_all()
+    assert _counted(pair.b) == [((ETH, 300_000), 100_000)]
+    assert pair.a.sent == {"A-batch": 300_000}
+    pair.feed(pair.b, _batch(1, 10, 4))
+    request = pair.links[0][0]
+    assert isinstance(request, m.PayRequest) and request.counts == [4]
+    pair.deliver_all()
+    assert _counted(pair.a) == [((ETH, 10), 4)]
+    assert pair.a.ch.latest is not None and pair.a.ch.latest.state.transfers == (300_000 - 10,)
+
+
+def test_single_payments_send_no_counts_as_before() -> None:
+    pair = Pair(seed="no counts")
+    pair.feed(pair.a, _pay(pair, 0, (1, 2)))
+    honest = pair.links[1][0]
+    assert isinstance(honest, m.Propose) and honest.counts == []
+
+
+@pytest.mark.parametrize(
+    "count", [0, -1, 2**63, 2**64 + 5, True, 1.5], ids=["zero", "negative", "past-int64", "past-u64", "bool", "float"]
+)
+def test_a_bool_float_or_out_of_range_batch_count_of_my_own_is_refused(count: object) -> None:
+    pair = Pair(seed="own count")
+    before = encode_channel(pair.a.ch)
+    with pytest.raises(LocalError):
+        transition(pair.a.ch, ActionPay((Payment("x", ETH, 2**70, count),)), pair.a.key)  # type: ignore[arg-type]
+    assert encode_channel(pair.a.ch) == before
+
+
+def test_a_batch_counting_more_payments_than_units_is_refused_before_it_is_signed() -> None:
+    pair = Pair(seed="own lie")
+    before = encode_channel(pair.a.ch)
+    with pytest.raises(LocalError):
+        transition(pair.a.ch, _batch(0, 5, 6), pair.a.key)
+    with pytest.raises(LocalError):
+        transition(pair.b.ch, _batch(1, 5, 6), pair.b.key)
+    assert encode_channel(pair.a.ch) == before
+
+
+BAD_COUNTS = [
+    ([(0, b"\x06")], [7]),  # 7 payments of at least one unit cannot total 6
+    ([(0, b"\x06")], [3, 3]),  # more counts than listed entries
+    ([(0, b"\x02"), (0, b"\x04")], [2]),  # fewer
+    ([], [3]),  # counts without a list
+    ([(0, b"\x05")], [5]),  # the count fits, the total does not match what the state moves (6)
+    ([(0, b"\x06")], [0]),  # no payments: undecodable
+    ([(0, b"\x06")], [2**63]),  # past what a row can count: undecodable
+]
+
+
+@pytest.mark.parametrize("paid,counts", BAD_COUNTS)
+def test_a_proposal_with_a_bogus_batch_count_or_total_is_refused_and_changes_nothing(
+    paid: list[tuple[int, bytes]], counts: list[int]
+) -> None:
+    pair = Pair(seed="bad count")
+    pair.feed(pair.a, _batch(0, 6, 3))
+    honest = pair.links[1].popleft()
+    assert isinstance(honest, m.Propose) and honest.counts == [3]
+    before = encode_channel(pair.b.ch)
+    try:
+        hostile = m.decode(m.encode(msgspec.structs.replace(honest, paid=paid, counts=counts)))
+        new, effects = receive(pair.b.ch, hostile, pair.b.key, pair.now_ms)
+    except RemoteError:
+        new, effects = pair.b.ch, ()
+    assert not any(isinstance(e, NotifyReceived) for e in effects)
+    assert not any(isinstance(e, SendMessage) and isinstance(e.message, m.Accept) for e in effects)
+    assert encode_channel(new) == before
+    pair.links[1].appendleft(honest)  # the honest batch still goes through
+    pair.deliver_all()
+    assert _counted(pair.b) == [((ETH, 6), 3)]
+
+
+@pytest.mark.parametrize("paid,counts", BAD_COUNTS)
+def test_a_pay_request_with_a_bogus_batch_count_or_total_is_refused_and_changes_nothing(
+    paid: list[tuple[int, bytes]], counts: list[int]
+) -> None:
+    pair = Pair(seed="bad request count")
+    cid = pair.a.ch.channel_id
+    before = encode_channel(pair.a.ch)
+    try:
+        hostile = m.decode(m.encode(m.PayRequest(cid, 1, [ETH], [m.u256(6)], paid, counts)))
+    except RemoteError:
+        return  # undecodable: nothing reaches the machine
+    new, effects = receive(pair.a.ch, hostile, pair.a.key, pair.now_ms)
+    assert [type(e.message).__name__ for e in effects if isinstance(e, SendMessage)] == ["Refuse"]
+    assert encode_channel(new) == before

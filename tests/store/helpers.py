@@ -26,5 +26,6 @@ def record(
     created_ms: int = 0,
     direction: str = "out",
     reason: str = "",
+    count: int = 1,
 ) -> PaymentRecord:
-    return PaymentRecord(payment_id, channel_id, direction, ASSET, amount, status, version, reason, created_ms)
+    return PaymentRecord(payment_id, channel_id, direction, ASSET, amount, status, version, reason, created_ms, count)

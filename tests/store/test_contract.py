@@ -138,6 +138,19 @@ def test_payment_upsert_replaces_the_record_and_keeps_its_place(make_store: Make
     run(make_store, body)
 
 
+def test_a_batch_row_keeps_its_count_and_an_outcome_keeps_it(make_store: MakeStore) -> None:
+    async def body(store: Store) -> None:
+        await store.save(cid(1), b"x", [record("b", cid(1), amount=300_000, count=100_000, created_ms=1)])
+        await store.save(cid(1), b"y", [record("b", cid(1), status="sent", amount=300_000, count=100_000, version=3)])
+        assert store.payments() == [
+            record("b", cid(1), status="sent", amount=300_000, count=100_000, version=3, created_ms=1)
+        ]
+        page, _ = store.payments_before(cid(1), 10, None)
+        assert [p.count for p in page] == [100_000]
+
+    run(make_store, body)
+
+
 def test_amounts_beyond_64_bits_round_trip(make_store: MakeStore) -> None:
     async def body(store: Store) -> None:
         amounts = [0, 1, 2**63, 2**64 + 1, 2**256 - 1, 10**30 + 7]
@@ -189,6 +202,10 @@ BAD_SAVES: list[tuple[str, bytes, object, object]] = [
     ("amount .* does not fit in a uint256", cid(1), b"x", [record("p1", cid(1), amount=2**256)]),
     ("version 9223372036854775808 does not fit", cid(1), b"x", [record("p1", cid(1), version=2**63)]),
     ("created_ms must be non-negative", cid(1), b"x", [record("p1", cid(1), created_ms=-5)]),
+    ("count must be at least 1", cid(1), b"x", [record("p1", cid(1), count=0)]),
+    ("count must be an int", cid(1), b"x", [record("p1", cid(1), count=True)]),
+    ("count must be an int", cid(1), b"x", [record("p1", cid(1), count=2.0)]),  # type: ignore[arg-type]
+    ("count 9223372036854775808 does not fit", cid(1), b"x", [record("p1", cid(1), count=2**63)]),
     ("asset must be 20 bytes", cid(1), b"x", [PaymentRecord("p1", cid(1), "out", b"", 1, "sent", 0, "", 0)]),
 ]
 

@@ -81,6 +81,29 @@ def test_group_commit_shares_transactions(tmp_path: Path) -> None:
     asyncio.run(reopen())
 
 
+def test_a_store_written_before_batches_is_migrated_with_one_payment_a_row(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+
+    async def write() -> None:
+        store = SqliteStore(path)
+        await store.save(cid(1), blob(1), [record("p1", cid(1), amount=7, status="sent", version=2)])
+        await store.close()
+
+    asyncio.run(write())
+    with closing(sqlite3.connect(path)) as conn:  # the payments table as schema 1 first shipped
+        conn.execute("ALTER TABLE payments DROP COLUMN count")
+        conn.commit()
+
+    async def reopen() -> None:
+        store = SqliteStore(path)
+        assert store.payments() == [record("p1", cid(1), amount=7, status="sent", version=2)]
+        await store.save(cid(1), blob(2), [record("b", cid(1), amount=9, count=3, created_ms=1)])
+        assert [(p.payment_id, p.count) for p in store.payments()] == [("b", 3), ("p1", 1)]
+        await store.close()
+
+    asyncio.run(reopen())
+
+
 def test_reopen_after_close_sees_everything(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
 

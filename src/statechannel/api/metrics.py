@@ -158,10 +158,10 @@ class NodeMetrics:
                 self.refusals.labels("us", str(msg.reason)).inc()
             case NotifySent():
                 self._ours.inc()
-                self._sent.inc(len(effect.payments))
+                self._sent.inc(sum(p.count for p in effect.payments))  # a batch counts its payments
                 self._answered(cid, effect.version, now)
             case NotifyFailed():
-                self._failed.inc(len(effect.payments))
+                self._failed.inc(sum(p.count for p in effect.payments))
                 self.refusals.labels("peer", effect.reason).inc()
                 pending = self._requested.get(cid)
                 if pending:

@@ -17,6 +17,12 @@ from statechannel.node.towerstate import Protection
 from statechannel.store.base import PaymentRecord
 
 ETH_NAME = "eth"
+MAX_BATCH_AMOUNTS = 10_000
+"""Amounts one batch request may list (a body is at most 64 KiB)."""
+MAX_BATCH_COUNT = 10**12
+"""Equal payments one batch may count: one row and one update entry however many."""
+MAX_PER_PAYMENT = 1_000_000
+"""Payments one request may make each with its own future and rows (`history: per-payment`)."""
 MAX_WAIT = 600.0
 CHANNEL_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 
@@ -139,10 +145,33 @@ class PayRequest(_Request):
     """No caller-chosen payment id: the node checks ids for uniqueness only while a payment is in flight,
     so a retried id would pay twice. The id is chosen here and returned (and appears in the events)."""
 
-    amount: PositiveAmount
+    amount: PositiveAmount | None = Field(None, description="One payment of this much (or `count` of them).")
+    amounts: list[PositiveAmount] | None = Field(
+        None, min_length=1, max_length=MAX_BATCH_AMOUNTS, description="A batch of payments of these amounts."
+    )
     asset: Asset = ETH_NAME
-    count: int = Field(1, ge=1, le=1_000_000, strict=True, description="Pay `amount` this many times, pipelined.")
+    count: int = Field(1, ge=1, le=MAX_BATCH_COUNT, strict=True, description="Pay `amount` this many times.")
+    history: Literal["batch", "per-payment"] = Field(
+        "batch",
+        description="With `count` > 1 or `amounts`: `batch`, one payment of the total (one update entry, one "
+        "history row on each side with the count); `per-payment` (with `count` only, at most 1,000,000), "
+        "each payment its own, one row each on both sides.",
+    )
     timeout: float = Field(30.0, gt=0, le=MAX_WAIT, description="Seconds to wait for the peer's signature.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PayRequest:
+        if (self.amount is None) == (self.amounts is None):
+            raise ValueError("give amount (and count), or amounts")
+        if self.amounts is not None and self.count != 1:
+            raise ValueError("count goes with amount, not with amounts")
+        if self.history == "per-payment" and (self.amounts is not None or self.count > MAX_PER_PAYMENT):
+            raise ValueError(f"per-payment history takes amount and a count of at most {MAX_PER_PAYMENT}")
+        return self
+
+    @property
+    def is_batch(self) -> bool:
+        return self.amounts is not None or self.count > 1
 
 
 class ConnectRequest(_Request):
@@ -325,6 +354,7 @@ class PaymentView(_Response):
     version: int
     reason: str
     created_ms: int
+    count: int = Field(1, description="Payments this row is: above 1 a batch, `amount` their total.")
 
     @classmethod
     def of(cls, r: PaymentRecord) -> PaymentView:
@@ -338,6 +368,7 @@ class PaymentView(_Response):
             version=r.version,
             reason=r.reason,
             created_ms=r.created_ms,
+            count=r.count,
         )
 
 
@@ -348,6 +379,11 @@ class PayBatchView(_Response):
     pending: int = Field(description="Still in flight when the timeout ran out; they may yet succeed.")
     failures: dict[str, int] = Field(description="Failed payments counted by reason.")
     elapsed_ms: int
+    batch_id: str | None = Field(
+        None, description="History `batch`: the payment id of the batch, its one row in `GET /payments`."
+    )
+    total: str = Field("0", description="What the payments move together, in the smallest unit.")
+    version: int = Field(0, description="History `batch`: the version that carried it (0 until sent).")
 
 
 class PeerView(_Response):

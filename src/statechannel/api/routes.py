@@ -282,40 +282,76 @@ async def pay(
         Header(min_length=1, max_length=200, description="A retry with the same key pays once: the first answer."),
     ] = None,
 ) -> PaymentView | PayBatchView:
-    """Pay the peer and wait until it has countersigned. With `count` > 1, make `count` equal payments at
-    once and answer with how many were sent and how many failed; a batch whose total is more than this
-    side can spend is refused whole (400 `insufficient_funds`) and changes nothing. With an `Idempotency-Key`, a retried
-    request (after a timeout or a crash of the client) pays once and answers with that payment, while it
-    is among the channel's last 10,000 payments."""
+    """Pay the peer and wait until it has countersigned. With `count` > 1 or `amounts`, a batch: by default
+    (`history: batch`) one payment of the total, carried as one entry of one update, one future, and one
+    history row on each side with the count and the total (decision 0012); with `history: per-payment`,
+    `count` separate payments, one row each on both sides. Either is all or none up front: a batch whose
+    total is more than this side can spend is refused whole (400 `insufficient_funds`) and changes nothing.
+    With an `Idempotency-Key` (one payment, or a `batch`), a retried request (after a timeout or a crash
+    of the client) pays once and answers with that payment, while it is among the channel's last 10,000."""
     node = ctx.node
     cid = _cid(channel_id)
-    asset, amount = asset_bytes(body.asset), int(body.amount)
+    asset = asset_bytes(body.asset)
+    amounts = [int(a) for a in body.amounts] if body.amounts is not None else None
+    amount = int(body.amount) if body.amount is not None else 0
+    count = len(amounts) if amounts is not None else body.count
+    total = sum(amounts) if amounts is not None else amount * count
     pid = secrets.token_hex(8)  # chosen here so a payment still pending at the timeout can be looked up
     if idempotency_key is not None:
-        if body.count > 1:
-            raise ApiError(400, Code.VALIDATION, "an Idempotency-Key names one payment: not with count > 1")
+        if body.history == "per-payment" and body.is_batch:
+            raise ApiError(400, Code.VALIDATION, "an Idempotency-Key names one payment or batch: not per-payment")
         pid = "k" + hashlib.sha256(cid + idempotency_key.encode()).hexdigest()[:31]
         prior = node.find_payment(cid, pid)
         if prior is not None:
-            if prior.amount and (prior.asset, prior.amount) != (asset, amount):
+            if prior.amount and (prior.asset, prior.amount, prior.count) != (asset, total, count):
                 raise ApiError(409, Code.VALIDATION, "this Idempotency-Key was used for another payment")
             response.headers["Idempotent-Replayed"] = "true"
             if prior.status == "pending":
                 response.status_code = 202
-            return PaymentView.of(replace(prior, asset=asset, amount=amount) if not prior.amount else prior)
+            if not prior.amount:  # queued or in flight: what it was asked to be
+                prior = replace(prior, asset=asset, amount=total, count=count)
+            return _batch_view(prior, 0) if body.is_batch else PaymentView.of(prior)
     ctx.require_peer(node.channel(cid), "pay")
-    if body.count > 1:
-        return await _pay_many(node, cid, asset, amount, body.count, body.timeout)
+    if body.is_batch and body.history == "per-payment":
+        return await _pay_many(node, cid, asset, amount, count, body.timeout)
     created = int(time.time() * 1000)
-    fut = node.pay_nowait(cid, asset, amount, pid)
+    start = time.monotonic()
+    if body.is_batch:
+        if amounts is not None:
+            fut = node.pay_batch_nowait(cid, asset, amounts, batch_id=pid)
+        else:
+            fut = node.pay_batch_nowait(cid, asset, each=amount, count=count, batch_id=pid)
+    else:
+        fut = node.pay_nowait(cid, asset, amount, pid)
     fut.add_done_callback(_consume)
-    status, version = "pending", 0
+    record = PaymentRecord(pid, cid, "out", asset, total, "pending", 0, "", created, count)
     try:
         record = await asyncio.wait_for(asyncio.shield(fut), body.timeout)
-        status, version = record.status, record.version
     except TimeoutError:
         response.status_code = 202
-    return PaymentView.of(PaymentRecord(pid, cid, "out", asset, amount, status, version, "", created))
+    except StatechannelError as exc:
+        if not body.is_batch:
+            raise
+        record = replace(record, status="failed", reason=exc.reason.value)
+    if body.is_batch:
+        return _batch_view(record, int((time.monotonic() - start) * 1000))
+    return PaymentView.of(record)
+
+
+def _batch_view(r: PaymentRecord, elapsed_ms: int) -> PayBatchView:
+    """A batch (one payment of `r.count`): all sent, all failed, or all still pending."""
+    n = r.count
+    return PayBatchView(
+        requested=n,
+        sent=n if r.status == "sent" else 0,
+        failed=n if r.status == "failed" else 0,
+        pending=n if r.status == "pending" else 0,
+        failures={r.reason: n} if r.status == "failed" else {},
+        elapsed_ms=elapsed_ms,
+        batch_id=r.payment_id,
+        total=str(r.amount),
+        version=r.version,
+    )
 
 
 MAX_PAGE = 10_000
@@ -427,4 +463,7 @@ async def _pay_many(node: Node, cid: bytes, asset: bytes, amount: int, count: in
         pending=len(pending),
         failures=dict(failures),
         elapsed_ms=int((time.monotonic() - start) * 1000),
+        batch_id=None,
+        total=str(amount * count),
+        version=0,
     )

@@ -114,33 +114,48 @@ def channel_withdraw(channel_id: str, asset: str, amount: str, data_dir: str, as
 @click.argument("channel_id")
 @click.argument("amount")
 @click.option("--asset", default="eth", show_default=True, help="'eth' or a token address")
-@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 1_000_000), help="pay AMOUNT N times")
+@click.option(
+    "--count", default=1, show_default=True, type=click.IntRange(1, 10**12), help="pay AMOUNT N times, as one batch"
+)
+@click.option(
+    "--history",
+    type=click.Choice(["batch", "per-payment"]),
+    default="batch",
+    show_default=True,
+    help="with --count: one row for the batch on each side, or one per payment (count <= 1,000,000)",
+)
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600), help="s to wait")
-@click.option("--idempotency-key", metavar="KEY", help="a retry with the same KEY pays once (not with --count)")
+@click.option("--idempotency-key", metavar="KEY", help="a retry with the same KEY pays once (not per-payment)")
 @client_options
 def channel_pay(
     channel_id: str,
     amount: str,
     asset: str,
     count: int,
+    history: str,
     timeout: float,
     idempotency_key: str | None,
     data_dir: str,
     as_json: bool,
 ) -> None:
-    """Pay AMOUNT to the peer of a channel; returns once the peer has countersigned.
+    """Pay AMOUNT to the peer of a channel; returns once the peer has countersigned. With --count, a
+    batch: one payment of the total, one history row on each side (unless --history per-payment).
 
     \b
     Example:
       statechannel channel pay 0xCHANNEL 1000 --idempotency-key order-1234 --data-dir ./a
+      statechannel channel pay 0xCHANNEL 1 --count 100000 --data-dir ./a
     """
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     body = {"amount": amount_arg(amount), "asset": asset_arg(asset), "count": count, "timeout": timeout}
+    if count > 1:
+        body["history"] = history
     with node_api(data_dir) as api:
         path = f"/channels/{channel_id_arg(channel_id)}/payments"
         result = api.post(path, body, timeout=timeout + 30, headers=headers)
     if count > 1:
         human = f"{result['sent']} sent, {result['failed']} failed, {result['pending']} pending"
+        human += f" (batch {result['batch_id']}, total {result['total']})" if result.get("batch_id") else ""
         human += f" in {result['elapsed_ms']} ms" + "".join(f"; {n} {why}" for why, n in result["failures"].items())
     else:
         human = f"payment {result['payment_id']}: {result['status']}"

@@ -79,6 +79,8 @@ class Request:
     """Leader: how often a proposal carrying it was refused."""
     paid: tuple[tuple[bytes, int], ...] = ()
     """Leader: the payments (asset, amount) the follower listed in it; empty if it listed none."""
+    paid_counts: tuple[int, ...] = ()
+    """Leader: per entry of `paid`, how many payments the follower said it is (empty: one each)."""
 
 
 @dataclass(frozen=True, slots=True)

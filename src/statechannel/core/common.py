@@ -9,6 +9,7 @@ from statechannel.core import messages as m
 from statechannel.core import positions
 from statechannel.core.channel import Channel, Kind, Proposal
 from statechannel.core.crypto import PrivateKey, Signature
+from statechannel.core.errors import LocalError, Reason
 from statechannel.core.io import (
     Effect,
     NotifyFailed,
@@ -21,6 +22,17 @@ from statechannel.core.quotes import Swap
 from statechannel.core.types import State
 
 Result = tuple[Channel, tuple[Effect, ...]]
+
+
+def check_payment(ch: Channel, p: Payment) -> None:
+    """One of my payments (or batches) before it is asked for or proposed: an asset of the channel, a
+    positive int amount, and a count from 1 up to the amount (every payment in a batch is at least one unit)."""
+    if p.asset not in ch.assets:
+        raise LocalError(Reason.BAD_ASSETS, f"asset 0x{p.asset.hex()} is not in this channel")
+    if not isinstance(p.amount, int) or isinstance(p.amount, bool) or p.amount <= 0:
+        raise LocalError(Reason.BAD_AMOUNT, f"payment {p.payment_id}: amount must be a positive int")
+    if type(p.count) is not int or not 1 <= p.count <= min(p.amount, m.MAX_COUNT):
+        raise LocalError(Reason.BAD_AMOUNT, f"payment {p.payment_id}: a batch of 1 to `amount` payments")
 
 
 def fail(payments: tuple[Payment, ...], reason: str) -> tuple[Effect, ...]:
@@ -48,7 +60,9 @@ def wire(p: Proposal) -> m.Message:
             m.WireState.of(p.state), p.sig.to_bytes(), p.pid, p.base, p.requests[0].rid, list(p.taken), refused
         )
     paid = m.pack_paid(p.state.assets, ((x.asset, x.amount) for x in p.payments))
-    return m.Propose(m.WireState.of(p.state), p.sig.to_bytes(), p.pid, p.base, [r.rid for r in p.requests], paid)
+    counts = m.pack_counts(x.count for x in p.payments)
+    state = m.WireState.of(p.state)
+    return m.Propose(state, p.sig.to_bytes(), p.pid, p.base, [r.rid for r in p.requests], paid, counts)
 
 
 def sync_message(ch: Channel) -> SendMessage | None:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from statechannel.core import messages as m
 from statechannel.core import swaps
 from statechannel.core.channel import FOLLOWER, LEADER, MAX_IN_FLIGHT, Channel, Kind, Phase, Proposal, Request
-from statechannel.core.common import Result, countersign, fail, fail_takes, filled, sync_message
+from statechannel.core.common import Result, check_payment, countersign, fail, fail_takes, filled, sync_message
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.io import (
@@ -47,10 +47,7 @@ def request_pay(ch: Channel, payments: tuple[Payment, ...]) -> Result:
         raise LocalError(Reason.BAD_AMOUNT, f"1 to {m.MAX_PAID} payments in one request")
     totals: dict[bytes, int] = {}
     for p in payments:
-        if p.asset not in ch.assets:
-            raise LocalError(Reason.BAD_ASSETS, f"asset 0x{p.asset.hex()} is not in this channel")
-        if not isinstance(p.amount, int) or isinstance(p.amount, bool) or p.amount <= 0:
-            raise LocalError(Reason.BAD_AMOUNT, f"payment {p.payment_id}: amount must be a positive int")
+        check_payment(ch, p)
         totals[p.asset] = totals.get(p.asset, 0) + p.amount
     for asset, total in totals.items():
         if ch.lowest_balance(FOLLOWER, asset) < total:
@@ -83,7 +80,9 @@ def _wire(ch: Channel, req: Request) -> m.Message:
     if req.takes:
         return m.TakeRequest.of(ch.channel_id, req.rid, req.takes)
     paid = m.pack_paid(ch.assets, ((p.asset, p.amount) for p in req.payments))
-    return m.PayRequest(ch.channel_id, req.rid, [a for a, _ in req.amounts], [m.u256(v) for _, v in req.amounts], paid)
+    counts = m.pack_counts(p.count for p in req.payments)
+    assets, amounts = [a for a, _ in req.amounts], [m.u256(v) for _, v in req.amounts]
+    return m.PayRequest(ch.channel_id, req.rid, assets, amounts, paid, counts)
 
 
 def on_refuse(ch: Channel, msg: m.Refuse) -> Result:
@@ -211,6 +210,7 @@ def _on_pay(ch: Channel, state: State, sig: Signature, digest: bytes, msg: m.Pro
         if min(pair) < 0:
             raise RemoteError(Reason.INSUFFICIENT_FUNDS, "the proposal overdraws a participant")
     listed = m.unpack_paid(ch.assets, msg.paid, dict(received)) if msg.paid else tuple(received)
+    counts = m.unpack_counts(msg.paid, msg.counts)
     ch, effects = countersign(ch, state, sig, digest, key)
     done = {r.rid for r in carried}
     ch = replace(ch, requests=tuple(r for r in ch.requests if r.rid not in done))
@@ -219,7 +219,7 @@ def _on_pay(ch: Channel, state: State, sig: Signature, digest: bytes, msg: m.Pro
     if payments:
         out.append(NotifySent(payments, state.version))
     if received:
-        out.append(NotifyReceived(tuple(received), state.version, listed))
+        out.append(NotifyReceived(tuple(received), state.version, listed, counts))
     return ch, tuple(out)
 
 

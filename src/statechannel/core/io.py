@@ -15,11 +15,14 @@ from statechannel.core.types import State, Withdrawal
 
 @dataclass(frozen=True, slots=True)
 class Payment:
-    """One payment from this node to its peer; `payment_id` is the caller's handle."""
+    """One payment from this node to its peer; `payment_id` is the caller's handle. With `count` > 1 it
+    is a batch of that many payments (each of at least one unit) and `amount` is their total: one entry
+    in an update and in history, whatever the count (decision 0012)."""
 
     payment_id: str
     asset: bytes
     amount: int
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,11 +232,13 @@ class NotifyFailed:
 @dataclass(frozen=True, slots=True)
 class NotifyReceived:
     """The peer paid us: the per-asset amounts of one accepted update, and the payments (asset, amount)
-    they coalesce, as the peer listed them (a peer that listed none: one per asset)."""
+    they coalesce, as the peer listed them (a peer that listed none: one per asset). `counts`, when not
+    empty, says per listed entry how many payments it is (a batch: `amount` is their total)."""
 
     amounts: tuple[tuple[bytes, int], ...]
     version: int
     payments: tuple[tuple[bytes, int], ...] = ()
+    counts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

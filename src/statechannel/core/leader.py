@@ -29,7 +29,7 @@ from statechannel.core.channel import (
     Request,
     TakeRefused,
 )
-from statechannel.core.common import Result, fail, fail_takes, filled, sync_message, wire
+from statechannel.core.common import Result, check_payment, fail, fail_takes, filled, sync_message, wire
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.errors import LocalError, Reason, RemoteError
 from statechannel.core.io import (
@@ -101,10 +101,7 @@ def _check_payments(ch: Channel, payments: tuple[Payment, ...]) -> None:
     if len(payments) > m.MAX_PAID:
         raise LocalError(Reason.BAD_AMOUNT, f"at most {m.MAX_PAID} payments in one update")
     for p in payments:
-        if p.asset not in ch.assets:
-            raise LocalError(Reason.BAD_ASSETS, f"asset 0x{p.asset.hex()} is not in this channel")
-        if not isinstance(p.amount, int) or isinstance(p.amount, bool) or p.amount <= 0:
-            raise LocalError(Reason.BAD_AMOUNT, f"payment {p.payment_id}: amount must be a positive int")
+        check_payment(ch, p)
 
 
 def _pay_state(ch: Channel, payments: tuple[Payment, ...], requests: tuple[Request, ...]) -> tuple[int, ...]:
@@ -307,9 +304,10 @@ def on_pay_request(ch: Channel, msg: m.PayRequest, key: PrivateKey, now_ms: int)
             raise RemoteError(Reason.INSUFFICIENT_FUNDS, "more than the channel holds", request=msg.rid)
     try:
         paid = m.unpack_paid(ch.assets, msg.paid, dict(amounts))
+        counts = m.unpack_counts(msg.paid, msg.counts)
     except RemoteError as exc:
         raise RemoteError(exc.reason, exc.detail, request=msg.rid) from exc
-    return _take_in(ch, Request(msg.rid, amounts, paid=paid), key, now_ms)
+    return _take_in(ch, Request(msg.rid, amounts, paid=paid, paid_counts=counts), key, now_ms)
 
 
 def on_take_request(ch: Channel, msg: m.TakeRequest, key: PrivateKey, now_ms: int) -> Result:
@@ -411,7 +409,10 @@ def _confirmed(ch: Channel, done: tuple[Proposal, ...]) -> tuple[Channel, list[E
                 for asset, amount in r.amounts:
                     totals[asset] = totals.get(asset, 0) + amount
             listed = tuple(x for r in p.requests for x in (r.paid or r.amounts))
-            effects.append(NotifyReceived(tuple(sorted(totals.items())), v, listed))
+            counts: tuple[int, ...] = ()
+            if any(r.paid_counts for r in p.requests):
+                counts = tuple(c for r in p.requests for c in (r.paid_counts or (1,) * len(r.paid or r.amounts)))
+            effects.append(NotifyReceived(tuple(sorted(totals.items())), v, listed, counts))
         ch, fills = filled(ch, p.swaps, p.kind is Kind.FILL, v)
         effects.extend(fills)
         if p.kind is Kind.POSTFUND:

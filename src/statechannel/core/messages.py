@@ -28,6 +28,11 @@ Paid = Annotated[list[tuple[int, bytes]], msgspec.Meta(max_length=MAX_PAID)]
 """The payments an update or request coalesces, each (index of its asset in the channel's assets,
 amount as minimal big-endian bytes). Informational, never money: the money is the signed state. It
 lets the payee keep one history row per payment, as the payer does; the receiver checks it adds up."""
+MAX_COUNT = 2**63 - 1
+"""Payments one listed entry may stand for (a batch); what a history row can count."""
+Counts = Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]], msgspec.Meta(max_length=MAX_PAID)]
+"""Per entry of a `Paid` list, how many payments it is (a batch whose amount is their total); empty:
+one each. Informational like the list: each batch is checked to be at least one unit per payment."""
 
 
 def u256(value: int) -> bytes:
@@ -46,6 +51,26 @@ def from_u256(raw: bytes) -> int:
 
 def pack_paid(assets: tuple[bytes, ...], payments: Iterable[tuple[bytes, int]]) -> list[tuple[int, bytes]]:
     return [(assets.index(a), v.to_bytes((v.bit_length() + 7) // 8, "big")) for a, v in payments]
+
+
+def pack_counts(counts: Iterable[int]) -> list[int]:
+    """The `counts` field for listed payments: empty when every entry is one payment (the old form)."""
+    out = list(counts)
+    return out if any(c != 1 for c in out) else []
+
+
+def unpack_counts(paid: list[tuple[int, bytes]], counts: list[int]) -> tuple[int, ...]:
+    """A peer's batch counts for its payment list (already checked by `unpack_paid`), checked: none
+    without a list, one per entry, each from 1 up to the entry's amount (every payment is at least one
+    unit, so a count above the amount is a lie about what was paid). Empty: one payment each."""
+    if not counts:
+        return ()
+    if len(counts) != len(paid):
+        raise RemoteError(Reason.BAD_MESSAGE, f"{len(counts)} batch counts for {len(paid)} listed payments")
+    for (_, raw), count in zip(paid, counts, strict=True):
+        if type(count) is not int or not 1 <= count <= MAX_COUNT or count > int.from_bytes(raw, "big"):
+            raise RemoteError(Reason.BAD_MESSAGE, "a listed batch counts more payments than units it moves")
+    return tuple(counts)
 
 
 def unpack_paid(
@@ -127,7 +152,9 @@ class Propose(msgspec.Struct, frozen=True, array_like=True, tag="propose"):
     base: int
     requests: Ids = []
     paid: Paid = []
-    """The leader's own payments the state moves to the follower, one entry per payment."""
+    """The leader's own payments the state moves to the follower, one entry per payment (or batch)."""
+    counts: Counts = []
+    """Per entry of `paid`, how many payments it is; empty: one each."""
 
 
 class Accept(msgspec.Struct, frozen=True, array_like=True, tag="accept"):
@@ -167,7 +194,9 @@ class PayRequest(msgspec.Struct, frozen=True, array_like=True, tag="payreq"):
     assets: Assets
     amounts: Assets
     paid: Paid = []
-    """The payments these totals coalesce, one entry per payment."""
+    """The payments these totals coalesce, one entry per payment (or batch)."""
+    counts: Counts = []
+    """Per entry of `paid`, how many payments it is; empty: one each."""
 
 
 class TakeRefusal(msgspec.Struct, frozen=True, array_like=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import itertools
@@ -15,7 +16,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ from statechannel.node.onchain import TxLog, TxOutcome, check_wallet, weigh
 from statechannel.node.peers import PeerBook
 from statechannel.node.swapdesk import Fill, SignedQuote, SwapDesk
 from statechannel.node.towers import TowerClient
-from statechannel.store.base import Checkpoint, PageKey, PaymentRecord, Store
+from statechannel.store.base import MAX_UINT256, Checkpoint, PageKey, PaymentRecord, Store
 
 log = logging.getLogger(__name__)
 FREEZE_FROM = 1_000
@@ -71,6 +72,11 @@ FREEZE_FROM = 1_000
 generation (`gc.freeze`): a big node's channels are long-lived, and scanning them again and
 again cost a 100k-channel node over a second each time the collector ran."""
 MAX_BATCH = 512
+"""Payments (or batches) one update carries: each is one entry of its `paid` list."""
+HISTORY_MODES = ("batch", "per-payment")
+"""What a batch writes to history (decision 0012): one row for the batch, or also one per payment."""
+MAX_OUTCOMES_KEPT = 100_000
+"""Outcome rows built at a commit and kept until the future is answered; a bound, not a policy."""
 RECENT_IDS = 1_000_000
 DEFAULT_CHALLENGE_PERIOD = 3600
 MAX_UNFUNDED_PER_PEER = 8
@@ -95,6 +101,11 @@ _TX_FAILURES_FED = (SubmitTxOpen, SubmitTxDeposit, SubmitTxWithdraw, SubmitTxClo
 
 
 _ABANDON_HINT = " (a channel that cannot open can be given up: `statechannel channel abandon`)"
+
+
+def _positive(v: object) -> bool:
+    """A positive int amount or count (no bool, no float)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 class NodeError(LocalError):
@@ -158,6 +169,9 @@ class Node:
         self._flushing: set[bytes] = set()
         self._waiters: dict[str, asyncio.Future[PaymentRecord]] = {}
         self._records: dict[str, PaymentRecord] = {}  # payments queued or in flight
+        self._outcomes: dict[int, tuple[Effect, list[PaymentRecord]]] = {}  # id(effect): its rows, until resolved
+        self._members: dict[str, tuple[tuple[int, ...], int]] = {}  # batches with per-payment history
+        self._named: set[str] = set()  # ids the caller chose, queued or in flight: written when proposed
         self._used_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry never pays twice
         self._id_prefix, self._ids = secrets.token_hex(6), itertools.count(1)  # default payment ids
         self._subscribers: list[_Subscriber] = []
@@ -360,19 +374,34 @@ class Node:
             raise NodeError(Reason.WRONG_PHASE, f"channel is {ch.phase}, not open")
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise NodeError(Reason.BAD_AMOUNT, "amount must be a positive int")
+        return self._enqueue(channel_id, Payment(self._new_id(payment_id), asset, amount))
+
+    def _new_id(self, payment_id: str | None) -> str:
         pid = payment_id or f"{self._id_prefix}{next(self._ids):x}"  # random per run, then counted: cheap
         if pid in self._used_ids or pid in self._waiters:
             raise NodeError(Reason.BAD_PARAMS, f"payment id {pid} already used")
-        self._used_ids[pid] = None
-        if len(self._used_ids) > RECENT_IDS:
-            self._used_ids.popitem(last=False)
-        fut: asyncio.Future[PaymentRecord] = asyncio.get_running_loop().create_future()
-        self._waiters[pid] = fut
-        self._queued[channel_id].append((Payment(pid, asset, amount), fut))
+        used = self._used_ids
+        used[pid] = None
+        if len(used) > RECENT_IDS:
+            used.popitem(last=False)
+        if payment_id:
+            self._named.add(pid)
+        return pid
+
+    def _enqueue(self, channel_id: bytes, payment: Payment) -> asyncio.Future[PaymentRecord]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[PaymentRecord] = loop.create_future()
+        self._waiters[payment.payment_id] = fut
+        self._queued[channel_id].append((payment, fut))
         if channel_id not in self._flushing:
             self._flushing.add(channel_id)
-            asyncio.get_running_loop().call_soon(self._flush, channel_id)
+            loop.call_soon(self._flush, channel_id)
         return fut
+
+    def _spendable(self, ch: Channel, asset: bytes) -> int:
+        """My lowest possible balance of `asset` less what is queued of it and not yet proposed."""
+        queued = sum(p.amount for p, _ in self._queued.get(ch.channel_id, ()) if p.asset == asset)
+        return ch.lowest_balance(ch.me, asset) - queued
 
     def pay_many_nowait(
         self, channel_id: bytes, asset: bytes, amount: int, count: int
@@ -382,12 +411,11 @@ class Node:
         ch = self.channel(channel_id)
         if ch.phase is not Phase.OPEN:
             raise NodeError(Reason.WRONG_PHASE, f"channel is {ch.phase}, not open")
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 or count <= 0:
+        if not _positive(amount) or not _positive(count):
             raise NodeError(Reason.BAD_AMOUNT, "amount and count must be positive ints")
         if asset not in ch.assets:
             raise NodeError(Reason.BAD_ASSETS, f"asset 0x{asset.hex()} is not in this channel")
-        queued = sum(p.amount for p, _ in self._queued.get(channel_id, ()) if p.asset == asset)
-        available = ch.lowest_balance(ch.me, asset) - queued
+        available = self._spendable(ch, asset)
         if amount * count > available:
             raise NodeError(
                 Reason.INSUFFICIENT_FUNDS,
@@ -395,6 +423,57 @@ class Node:
                 f"of asset 0x{asset.hex()} this side can spend: none was made",
             )
         return [self.pay_nowait(channel_id, asset, amount) for _ in range(count)]
+
+    def pay_batch_nowait(
+        self,
+        channel_id: bytes,
+        asset: bytes,
+        amounts: Sequence[int] | None = None,
+        *,
+        each: int | None = None,
+        count: int | None = None,
+        batch_id: str | None = None,
+        history: str = "batch",
+    ) -> asyncio.Future[PaymentRecord]:
+        """Queue a batch of payments as ONE payment of their total (decision 0012): `amounts`, or `count`
+        payments of `each`. All or none: refused whole, nothing queued or changed, when an amount is not a
+        positive int or the total is more than this side can spend. The batch rides in one update as one
+        entry (its total and count); the future resolves with one record (`count`, `amount` the total)
+        once both signed it, or fails whole. History: `"batch"` one row on each side; `"per-payment"`
+        also one row per payment here (`<batch id>:<i>`), written with the outcome."""
+        ch = self.channel(channel_id)
+        if ch.phase is not Phase.OPEN:
+            raise NodeError(Reason.WRONG_PHASE, f"channel is {ch.phase}, not open")
+        if asset not in ch.assets:
+            raise NodeError(Reason.BAD_ASSETS, f"asset 0x{asset.hex()} is not in this channel")
+        if history not in HISTORY_MODES:
+            raise NodeError(Reason.BAD_PARAMS, f"history must be one of {', '.join(HISTORY_MODES)}, not {history!r}")
+        members: tuple[tuple[int, ...], int]  # the amounts, and how often each repeats
+        if amounts is not None:
+            if each is not None or count is not None:
+                raise NodeError(Reason.BAD_PARAMS, "give amounts, or each and count: not both")
+            listed = tuple(amounts)
+            if not listed or not all(_positive(v) for v in listed):
+                raise NodeError(Reason.BAD_AMOUNT, "a batch needs one or more amounts, each a positive int")
+            total, n, members = sum(listed), len(listed), (listed, 1)
+        else:
+            if not _positive(each) or not _positive(count):
+                raise NodeError(Reason.BAD_AMOUNT, "each and count must be positive ints")
+            assert each is not None and count is not None
+            total, n, members = each * count, count, ((each,), count)
+        if n > m.MAX_COUNT or total > MAX_UINT256:
+            raise NodeError(Reason.BAD_AMOUNT, f"a batch of {n} payments totalling {total} is beyond what a row holds")
+        available = self._spendable(ch, asset)
+        if total > available:
+            raise NodeError(
+                Reason.INSUFFICIENT_FUNDS,
+                f"a batch of {n} payments totals {total}, more than the {max(available, 0)} of asset "
+                f"0x{asset.hex()} this side can spend: none was made",
+            )
+        pid = self._new_id(batch_id)
+        if history == "per-payment":
+            self._members[pid] = members
+        return self._enqueue(channel_id, Payment(pid, asset, total, n))
 
     async def pay(self, channel_id: bytes, asset: bytes, amount: int, payment_id: str | None = None) -> PaymentRecord:
         return await self.pay_nowait(channel_id, asset, amount, payment_id)
@@ -585,12 +664,15 @@ class Node:
             return
         if ch.room() <= 0:
             return  # flushed again when an update is answered
-        batch, self._queued[channel_id] = queue[:MAX_BATCH], queue[MAX_BATCH:]
+        if len(queue) <= MAX_BATCH:
+            batch, self._queued[channel_id] = queue, []
+        else:
+            batch, self._queued[channel_id] = queue[:MAX_BATCH], queue[MAX_BATCH:]
         try:
             self._pay_batch(channel_id, batch)
         except LocalError as exc:
             if exc.reason is Reason.INSUFFICIENT_FUNDS and len(batch) > 1:
-                for one in batch:  # pay what fits, fail the rest
+                for one in batch:  # pay what fits, fail the rest (a batch entry fits or fails whole)
                     try:
                         self._pay_batch(channel_id, [one])
                     except LocalError as e:
@@ -603,14 +685,20 @@ class Node:
             asyncio.get_running_loop().call_soon(self._flush, channel_id)
 
     def _pay_batch(self, channel_id: bytes, batch: list[tuple[Payment, asyncio.Future[PaymentRecord]]]) -> None:
+        """Propose `batch` in one update. A payment whose id the caller chose gets its pending row in the
+        same save (a caller retrying by that id after a crash must find it); one with an id the node
+        chose is written once, with its outcome: nobody can ask for it by id before it has one, and
+        the proposal carrying it is in the channel's saved state, so a restart still decides it."""
         now = int(time.time() * 1000)
-        payments = tuple(p for p, _ in batch)
+        payments = tuple([p for p, _ in batch])
         records = [
-            PaymentRecord(p.payment_id, channel_id, "out", p.asset, p.amount, "pending", 0, "", now) for p in payments
+            PaymentRecord(p.payment_id, channel_id, "out", p.asset, p.amount, "pending", 0, "", now, p.count)
+            for p in payments
         ]
-        self._feed(channel_id, ActionPay(payments), records)
-        for r in records:
-            self._records[r.payment_id] = r
+        named = self._named
+        rows = [r for r in records if r.payment_id in named] if named else []
+        self._feed(channel_id, ActionPay(payments), rows)
+        self._records.update(zip([p.payment_id for p in payments], records, strict=True))
 
     def _fail_now(
         self, channel_id: bytes, item: tuple[Payment, asyncio.Future[PaymentRecord]], exc: StatechannelError
@@ -619,51 +707,96 @@ class Node:
         for hook in self.refusal_hooks:
             hook(channel_id, exc.reason.value)
         self._waiters.pop(p.payment_id, None)
+        self._members.pop(p.payment_id, None)
+        self._named.discard(p.payment_id)
         if not fut.done():
             fut.set_exception(exc)
 
     def _payment_updates(self, channel_id: bytes, effects: tuple[Effect, ...]) -> list[PaymentRecord]:
+        """The history rows an input's effects write, in the save that makes them durable. The outcome
+        rows of my payments are built once here and kept for `_resolve`, which answers the futures with
+        them after that save."""
         out: list[PaymentRecord] = []
-        now = int(time.time() * 1000)
+        now = 0
         for e in effects:
             if isinstance(e, NotifySent | NotifyFailed):
-                for p in e.payments:
-                    old = self._records.get(p.payment_id)
-                    created = old.created_ms if old else now
-                    if isinstance(e, NotifySent):
-                        out.append(
-                            PaymentRecord(
-                                p.payment_id, channel_id, "out", p.asset, p.amount, "sent", e.version, "", created
-                            )
-                        )
-                    else:
-                        out.append(
-                            PaymentRecord(
-                                p.payment_id, channel_id, "out", p.asset, p.amount, "failed", 0, e.reason, created
-                            )
-                        )
-            elif isinstance(e, NotifyReceived):  # one row per payment the peer listed (per asset if it listed none)
-                for i, (asset, amount) in enumerate(e.payments or e.amounts):
-                    pid = f"in:{channel_id.hex()}:{e.version}:{i}"
-                    out.append(PaymentRecord(pid, channel_id, "in", asset, amount, "received", e.version, "", now))
+                now = now or int(time.time() * 1000)
+                outcome = self._outcome_rows(channel_id, e, now)
+                out += outcome
+                if len(self._outcomes) >= MAX_OUTCOMES_KEPT:  # only saves that failed leave entries behind
+                    self._outcomes.clear()
+                self._outcomes[id(e)] = (e, outcome)
+                if self._members:
+                    for rec in outcome:
+                        out += self._member_rows(rec)
+            elif isinstance(e, NotifyReceived):  # one row per payment or batch the peer listed (per asset if none)
+                now = now or int(time.time() * 1000)
+                listed = e.payments or e.amounts
+                counts = e.counts if len(e.counts) == len(listed) else (1,) * len(listed)
+                pre, v = f"in:{channel_id.hex()}:{e.version}:", e.version
+                for i, ((asset, amount), n) in enumerate(zip(listed, counts, strict=True)):
+                    out.append(PaymentRecord(f"{pre}{i}", channel_id, "in", asset, amount, "received", v, "", now, n))
         return out
 
+    def _outcome_rows(self, channel_id: bytes, e: NotifySent | NotifyFailed, now: int) -> list[PaymentRecord]:
+        """One row per payment (or batch) of `e`, in order, with its outcome."""
+        if isinstance(e, NotifySent):
+            status, version, reason = "sent", e.version, ""
+        else:
+            status, version, reason = "failed", 0, e.reason
+        known = self._records.get
+        return [
+            PaymentRecord(
+                p.payment_id,
+                channel_id,
+                "out",
+                p.asset,
+                p.amount,
+                status,
+                version,
+                reason,
+                r.created_ms if (r := known(p.payment_id)) is not None else now,
+                p.count,
+            )
+            for p in e.payments
+        ]
+
+    def _member_rows(self, batch: PaymentRecord) -> list[PaymentRecord]:
+        """A batch paid with history="per-payment": one row per payment, with the batch's outcome. Known
+        only to the process that queued it: after a restart the batch's own row is its history."""
+        members = self._members.get(batch.payment_id)
+        if members is None:
+            return []
+        listed, repeat = members
+        amounts = itertools.chain.from_iterable(itertools.repeat(v, repeat) for v in listed)
+        return [
+            dataclasses.replace(batch, payment_id=f"{batch.payment_id}:{i}", amount=v, count=1)
+            for i, v in enumerate(amounts)
+        ]
+
     def _resolve(self, channel_id: bytes, effect: NotifySent | NotifyFailed) -> None:
-        now = int(time.time() * 1000)
-        for p in effect.payments:
-            queued = self._records.pop(p.payment_id, None)
-            fut = self._waiters.pop(p.payment_id, None)
+        kept = self._outcomes.pop(id(effect), None)
+        if kept is not None and kept[0] is effect:
+            outcome = kept[1]  # built with the save that made it durable
+        else:  # an effect carried out without that (a restart's pending work)
+            outcome = self._outcome_rows(channel_id, effect, int(time.time() * 1000))
+        waiters, records, members, named = self._waiters, self._records, self._members, self._named
+        reason: Reason | None = None
+        for p, record in zip(effect.payments, outcome, strict=True):
+            records.pop(p.payment_id, None)
+            if members:
+                members.pop(p.payment_id, None)
+            if named:
+                named.discard(p.payment_id)
+            fut = waiters.pop(p.payment_id, None)
             if fut is None or fut.done():
                 continue
             if isinstance(effect, NotifySent):
-                created = queued.created_ms if queued else now
-                record = PaymentRecord(
-                    p.payment_id, channel_id, "out", p.asset, p.amount, "sent", effect.version, "", created
-                )
                 fut.set_result(record)
             else:
-                known = effect.reason in Reason._value2member_map_
-                reason = Reason(effect.reason) if known else Reason.ILLEGAL_MOVE
+                if reason is None:
+                    known = effect.reason in Reason._value2member_map_
+                    reason = Reason(effect.reason) if known else Reason.ILLEGAL_MOVE
                 fut.set_exception(NodeError(reason, f"payment {p.payment_id} failed: {effect.reason}"))
 
     def _publish(self, channel_id: bytes, effect: Effect) -> None:
@@ -673,10 +806,12 @@ class Node:
         match effect:
             case NotifyPhase():
                 kind, data = "phase", {"phase": effect.phase}
-            case NotifySent():
-                kind, data = "sent", {"version": effect.version, "payments": [p.payment_id for p in effect.payments]}
-            case NotifyFailed():
-                kind, data = "failed", {"reason": effect.reason, "payments": [p.payment_id for p in effect.payments]}
+            case NotifySent() | NotifyFailed():
+                ids, count = [p.payment_id for p in effect.payments], sum(p.count for p in effect.payments)
+                if isinstance(effect, NotifySent):  # count: the payments they are (a batch is one id of many)
+                    kind, data = "sent", {"version": effect.version, "payments": ids, "count": count}
+                else:
+                    kind, data = "failed", {"reason": effect.reason, "payments": ids, "count": count}
             case NotifyReceived():
                 kind = "received"
                 data = {"version": effect.version, "amounts": {to_checksum(a): str(v) for a, v in effect.amounts}}

@@ -33,7 +33,8 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class PaymentRecord:
-    """One payment as the user sees it. Kept apart from channel state so history can be pruned freely."""
+    """One payment as the user sees it. Kept apart from channel state so history can be pruned freely.
+    With `count` > 1 the row is a batch of that many payments and `amount` is their total (decision 0012)."""
 
     payment_id: str
     channel_id: bytes
@@ -44,6 +45,7 @@ class PaymentRecord:
     version: int
     reason: str
     created_ms: int
+    count: int = 1
 
 
 PageKey = tuple[int, int]
@@ -173,6 +175,8 @@ def check_payment(record: object) -> None:
         and type(record.created_ms) is int
         and 0 <= record.created_ms <= MAX_INT64
         and type(record.reason) is str
+        and type(record.count) is int
+        and 1 <= record.count <= MAX_INT64
     ):
         return
     _explain_payment(record)
@@ -196,6 +200,9 @@ def _explain_payment(record: object) -> None:
     _check_int(f"{where}: created_ms", record.created_ms)
     if not isinstance(record.reason, str):
         raise InvalidRecord(f"{where}: reason must be a str, got {type(record.reason).__name__}")
+    _check_int(f"{where}: count", record.count)
+    if record.count < 1:
+        raise InvalidRecord(f"{where}: count must be at least 1 (one payment), got {record.count}")
 
 
 def check_quote(quote: object, now_ms: object) -> None:

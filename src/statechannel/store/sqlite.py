@@ -79,7 +79,8 @@ _SCHEMA = (
         status TEXT NOT NULL,
         version INTEGER NOT NULL,
         reason TEXT NOT NULL,
-        created_ms INTEGER NOT NULL
+        created_ms INTEGER NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1
     )""",
     "CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_ms, seq)",
     "CREATE INDEX IF NOT EXISTS payments_by_channel ON payments (channel_id, created_ms, seq)",
@@ -108,13 +109,14 @@ _UPSERT_CHECKPOINT = (
 # would rewrite that index's entry too.
 _UPDATE_OUTCOME = "UPDATE payments SET status = ?, version = ?, reason = ? WHERE payment_id IN ({})"
 _INSERT_PAYMENTS = (
-    "INSERT INTO payments (channel_id, direction, asset, amount, status, version, reason, created_ms, payment_id) "
+    "INSERT INTO payments (channel_id, direction, asset, amount, status, version, reason, created_ms, payment_id, "
+    "count) "
     "VALUES {} ON CONFLICT (payment_id) DO NOTHING"
 )
-_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-ROWS_PER_STATEMENT = 500  # 4,500 parameters: well inside SQLite's limit of 32,766
+_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ROWS_PER_STATEMENT = 500  # 5,000 parameters: well inside SQLite's limit of 32,766
 IDS_PER_STATEMENT = 2_000
-_Row = tuple[bytes, str, bytes, str, str, int, str, int, str]
+_Row = tuple[bytes, str, bytes, str, str, int, str, int, str, int]
 _COUNT_PRUNED = (
     "INSERT INTO pruned (channel_id, rows) SELECT channel_id, COUNT(*) FROM "
     "(SELECT channel_id FROM payments ORDER BY created_ms, seq LIMIT ?) WHERE true GROUP BY channel_id "
@@ -122,11 +124,12 @@ _COUNT_PRUNED = (
 )
 _PRUNE_PAYMENTS = "DELETE FROM payments WHERE seq IN (SELECT seq FROM payments ORDER BY created_ms, seq LIMIT ?)"
 _SELECT_PAYMENTS = (
-    "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms FROM payments"
+    "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms, count FROM payments"
 )
 _NEWEST_FIRST = " ORDER BY created_ms DESC, seq DESC LIMIT ? OFFSET ?"
 _SELECT_PAYMENTS_KEYED = (
-    "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms, seq FROM payments"
+    "SELECT payment_id, channel_id, direction, asset, amount, status, version, reason, created_ms, count, seq "
+    "FROM payments"
 )
 _NEWEST_FIRST_KEYED = " ORDER BY created_ms DESC, seq DESC LIMIT ?"
 _UPSERT_QUOTE = (
@@ -224,8 +227,8 @@ class SqliteStore:
         else:
             rows = self._read(_SELECT_PAYMENTS + " WHERE channel_id = ?" + _NEWEST_FIRST, (channel_id, limit, offset))
         return [
-            PaymentRecord(pid, cid, d, asset, int(amt), st, v, why, ms)
-            for pid, cid, d, asset, amt, st, v, why, ms in rows
+            PaymentRecord(pid, cid, d, asset, int(amt), st, v, why, ms, n)
+            for pid, cid, d, asset, amt, st, v, why, ms, n in rows
         ]
 
     def payments_before(
@@ -244,9 +247,10 @@ class SqliteStore:
         sql = _SELECT_PAYMENTS_KEYED + (" WHERE " + " AND ".join(where) if where else "") + _NEWEST_FIRST_KEYED
         rows = self._read(sql, (*params, limit))
         page = [
-            PaymentRecord(pid, cid, d, a, int(amt), st, v, why, ms) for pid, cid, d, a, amt, st, v, why, ms, _ in rows
+            PaymentRecord(pid, cid, d, a, int(amt), st, v, why, ms, n)
+            for pid, cid, d, a, amt, st, v, why, ms, n, _ in rows
         ]
-        return page, ((rows[-1][8], rows[-1][9]) if rows else None)
+        return page, ((rows[-1][8], rows[-1][10]) if rows else None)
 
     def load_quotes(self, now_ms: int) -> list[StoredQuote]:
         rows = self._read(
@@ -412,6 +416,7 @@ class SqliteStore:
                     str(r.reason),
                     r.created_ms,
                     r.payment_id,
+                    r.count,
                 )
                 for r in payments
             ]
@@ -534,6 +539,9 @@ def _init_schema(conn: sqlite3.Connection, path: Path, max_payments: int) -> int
                 raise SchemaMismatch(f"store {path} has schema version {version}, this code reads {SCHEMA_VERSION}")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(payments)")}
+            if "count" not in columns:  # written before batches (decision 0012): every old row is one payment
+                conn.execute("ALTER TABLE payments ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             count: int = conn.execute("SELECT COUNT(*) FROM payments").fetchone()[0]
             count -= _prune(conn, count, max_payments)

@@ -136,7 +136,7 @@ function renderQuotes() {
 
 function logEvent(ev) {
   const list = $("events");
-  const what = ev.kind === "sent" ? `${ev.data.payments.length} payment(s) countersigned, v${ev.data.version}`
+  const what = ev.kind === "sent" ? `${ev.data.count ?? ev.data.payments.length} payment(s) countersigned, v${ev.data.version}`
     : ev.kind === "received" ? "received " + Object.entries(ev.data.amounts).map(([a, v]) => v + " " + assetName(a)).join(", ") + ", v" + ev.data.version
     : ev.kind === "phase" ? "phase " + ev.data.phase
     : JSON.stringify(ev.data).slice(0, 160);
@@ -229,7 +229,7 @@ function touch(cid) { // coalesce: thousands of events a second become a few rea
 
 function onEvent(ev) {
   logEvent(ev);
-  if (ev.kind === "sent") bump(ev.data.payments.length);
+  if (ev.kind === "sent") bump(ev.data.count ?? ev.data.payments.length);
   if (ev.kind === "received") bump(1);
   if (ev.kind === "quote") refreshQuotes(ev.channel_id);
   if (ev.kind === "fill") refreshQuotes(ev.channel_id);
