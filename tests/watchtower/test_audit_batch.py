@@ -188,7 +188,7 @@ def test_found_the_second_chunk_of_a_large_broadcast_batch_refused_unforwarded(
 
 
 @pytest.mark.anvil
-def test_held_a_refusal_in_the_middle_of_the_batch_is_sent_alone_and_later_nonces_not_stuck(
+def test_held_a_refusal_in_the_middle_of_the_batch_is_sent_again_and_later_nonces_not_stuck(
     anvil: Anvil, funded: tuple[RpcChain, PrivateKey, PrivateKey]
 ) -> None:
     """The node refuses the middle broadcast as underpriced (and does not take it) while it takes the others:
