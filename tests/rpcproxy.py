@@ -8,7 +8,9 @@ The draws come from `random.Random(seed)` in the order requests arrive; with one
 replays exactly, with several threads the order of arrival (so which request meets which fault) may
 vary, but the mix of faults does not. `holds` delays every request of a method by a fixed time (a
 stuck send; "*" for every method, "batch" for batches: a remote node's latency); `sent` counts the
-`eth_sendRawTransaction` requests that reached the node."""
+`eth_sendRawTransaction` requests that reached the node. `refuse` and `rewrite` are a faulty node's
+answers written by a test: `refuse(request)` may answer a request without forwarding it, `rewrite(request,
+answer)` replaces the node's answer (LOST: the connection closes unanswered); both see parsed JSON."""
 
 from __future__ import annotations
 
@@ -18,12 +20,15 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 SEND = "eth_sendRawTransaction"
+LOST = object()
+"""What `rewrite` returns to lose the answer."""
 
 
 @dataclass
@@ -56,6 +61,8 @@ class RpcProxy:
         self.enabled = True
         self.lose_next_sends = 0
         """The answers of this many coming eth_sendRawTransaction requests are lost (after the draws)."""
+        self.refuse: Callable[[Any], Any] | None = None
+        self.rewrite: Callable[[Any, Any], Any] | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -138,7 +145,18 @@ class RpcProxy:
         if fault == "http_5xx":
             self._answer(h, 502, b"bad gateway (injected)")
             return
+        if self.refuse is not None:
+            refused = self.refuse(parsed)
+            if refused is not None:
+                self._answer(h, 200, json.dumps(refused).encode())
+                return
         status, data = self._forward(body)
+        if self.rewrite is not None and status == 200:
+            answer = self.rewrite(parsed, json.loads(data))
+            if answer is LOST:
+                h.close_connection = True
+                return
+            data = json.dumps(answer).encode()
         if method == SEND:
             with self._lock:
                 self.sent += 1

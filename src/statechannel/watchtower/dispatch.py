@@ -167,13 +167,22 @@ class Dispatcher:
 
     async def _turn(self) -> None:
         if self._flight:
-            for settled in await self._run(self.sender.poll):
-                self._end(settled)
+            # the moot ones first: their fillers go out in the poll's one batch, with the fee bumps
             for ticket, p in list(self._flight.items()):
                 if ticket not in self._abandoned and not self.answerer.still_wanted(p):
                     log.info("channel 0x%s: the challenge in flight is moot; filling its nonce", p.channel_id.hex())
                     await self._run(partial(self.sender.abandon, ticket))
                     self._abandoned.add(ticket)
+            try:
+                settled = await self._run(self.sender.poll)
+            except ChainError as exc:  # the receipts can wait a turn; the challenges waiting to go out cannot
+                log.warning("reading the receipts of %d challenges failed (sending anyway): %s", len(self._flight), exc)
+                settled = []
+            except Exception:
+                log.exception("reading the receipts of %d challenges failed (sending anyway)", len(self._flight))
+                settled = []
+            for s in settled:
+                self._end(s)
         room = self.max_in_flight - len(self._flight)
         if room <= 0 or not self.queue:
             return
@@ -213,6 +222,10 @@ class Dispatcher:
             tickets = await self._run(partial(self.sender.submit_many, calls))
         except ChainError as exc:  # the batch itself failed: nothing was sent
             tickets = [exc] * len(prepared)
+        except Exception as exc:  # a node's junk the sender did not expect: these channels must not stay busy
+            log.exception("sending %d challenges failed unexpectedly (re-reading nonces)", len(prepared))
+            await self._run(self.sender.reset)
+            tickets = [ChainError(f"the sender failed: {exc!r:.200}")] * len(prepared)
         for p, ticket in zip(prepared, tickets, strict=True):
             if isinstance(ticket, TransactionReverted):  # the dry run: someone was first, or the window ended
                 log.info("channel 0x%s: challenge would revert: %s", p.channel_id.hex(), ticket.reason)

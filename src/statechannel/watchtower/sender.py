@@ -13,6 +13,7 @@ Blocking calls, meant for one worker thread (none of this is thread-safe)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -35,6 +36,10 @@ MAX_VERSIONS = 20
 """Fee bumps per nonce; past this (about 10x the first fees) the last version is left to be mined."""
 FEE_TTL_S = 2.0
 TRANSFER_GAS = 21_000
+KNOWN = ("already known", "already imported", "known transaction")
+"""How nodes say they hold this very transaction (geth, anvil, older clients)."""
+MAX_GAS = 1 << 32
+"""No block holds this much gas: an estimate above it is a node's junk, not a reason to sign."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,18 @@ class Sender(Protocol):
     def reset(self) -> None:
         """Forget what was assumed about the key's nonces (after a reorg)."""
         ...
+
+
+def estimated_gas(answer: Any) -> int:
+    """A node's answer to eth_estimateGas, checked: a hex quantity from a transfer's gas up to MAX_GAS.
+    ChainError otherwise (nothing is signed on a junk estimate)."""
+    gas = -1
+    if isinstance(answer, str) and answer.startswith("0x"):
+        with contextlib.suppress(ValueError):
+            gas = int(answer, 16)
+    if not TRANSFER_GAS <= gas <= MAX_GAS:
+        raise ChainError(f"eth_estimateGas: the node answered {answer!r:.80}, not a gas amount")
+    return gas
 
 
 def bump_fee(fee: int) -> int:
@@ -167,6 +184,8 @@ class _InFlight:
     """Every version broadcast, oldest first; a filler's versions come after `filled_from`."""
     filled_from: int | None = None
     """Set once abandoned: versions from this index on are the transfer to self."""
+    fill: bool = False
+    """Abandoned, its filler not sent yet: it goes out with the next poll's batch."""
     sent_at: float = 0.0
     versions: int = 0
     taken_seen: int = 0
@@ -185,6 +204,8 @@ class BumpingSender:
         self._flight: dict[int, _InFlight] = {}
         self._tickets = itertools.count(1)
         self._fees_cache: tuple[float, int, int] | None = None
+        self._stale = False
+        """A `reset` asked for, not yet done."""
 
     def _rpc(self, method: str, params: list[Any]) -> Any:
         return self.chain._rpc(method, params)
@@ -196,6 +217,13 @@ class BumpingSender:
         return len(self._flight)
 
     def reset(self) -> None:
+        """Taken up by the next submission: the watcher calls this from its own thread, and a reset between
+        two nonces of a batch would make the rest re-read a count that does not hold the batch yet."""
+        self._stale = True
+
+    def _forget(self) -> None:
+        """On the sender's thread: nonces and fees are read again from the node."""
+        self._stale = False
         self._next_nonce = None
         self._fees_cache = None
 
@@ -225,8 +253,10 @@ class BumpingSender:
     # ------------------------------------------------------------ sending
 
     def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        if self._stale:
+            self._forget()
         # Estimating first also dry-runs it: a challenge that would revert (someone was faster) costs nothing.
-        estimate = int(self._rpc("eth_estimateGas", [self._call_tx(to, data)]), 16)
+        estimate = estimated_gas(self._rpc("eth_estimateGas", [self._call_tx(to, data)]))
         max_fee, priority = self._fees()
         nonce = self._take_nonce()
         tx = _InFlight(
@@ -248,15 +278,20 @@ class BumpingSender:
         nonce that could not be used is filled, so no later challenge is stuck behind a gap."""
         if not calls:
             return []
+        if self._stale:
+            self._forget()
         estimates = self.chain.rpc_batch([("eth_estimateGas", [self._call_tx(c.to, c.data)]) for c in calls])
         max_fee, priority = self._fees()
         out: list[int | ChainError] = []
-        signed: list[tuple[int, _InFlight, bytes, bytes]] = []  # (index in out, tx, hash, raw)
-        for c, estimate in zip(calls, estimates, strict=True):
-            if isinstance(estimate, ChainError):  # TransactionReverted: the dry run failed, nothing is sent
-                out.append(estimate)
+        signed: list[tuple[int, _InFlight]] = []  # (index in out, tx)
+        for c, answer in zip(calls, estimates, strict=True):
+            try:  # checked before a nonce is taken: a junk answer fails its call alone, leaving no gap
+                if isinstance(answer, ChainError):  # TransactionReverted: the dry run failed, nothing is sent
+                    raise answer
+                gas = estimated_gas(answer)
+            except ChainError as exc:
+                out.append(exc)
                 continue
-            gas = int(estimate, 16)
             tx = _InFlight(
                 next(self._tickets),
                 self._take_nonce(),
@@ -268,24 +303,51 @@ class BumpingSender:
                 on_sent=c.on_sent,
             )
             out.append(tx.ticket)
-            signed.append((len(out) - 1, tx, *self._sign(tx)))
-        try:
-            answers: list[Any] = self.chain.rpc_batch(
-                [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, _, raw in signed]
-            )
-        except RpcUnavailable as exc:  # no answer at all: the node may hold them all; followed as sent
-            log.info("a batch of %d transactions got no answer (%s): following them as sent", len(signed), exc)
-            answers = [None] * len(signed)
-        for (i, tx, tx_hash, _), answer in zip(signed, answers, strict=True):
-            if isinstance(answer, ChainError) and not isinstance(answer, RpcUnavailable):
-                try:  # refused (underpriced, known, nonce too low...): the one-by-one path knows what to do
-                    self._flight[tx.ticket] = self._broadcast(tx)
-                except ChainError as exc:
-                    self._give_back(tx.nonce)
-                    out[i] = exc
-                continue
-            self._flight[tx.ticket] = self._sent(tx, tx_hash)
+            signed.append((len(out) - 1, tx))
+        results = list(zip(signed, self._send_all([tx for _, tx in signed]), strict=True))
+        for (i, tx), sent in reversed(results):  # the highest first: unused nonces at the end are handed back
+            if isinstance(sent, ChainError):
+                self._give_back(tx.nonce)
+                out[i] = sent
+            else:
+                self._flight[tx.ticket] = sent
         return out
+
+    def _send_all(self, txs: list[_InFlight]) -> list[_InFlight | ChainError]:
+        """Each of `txs` signed at its fees and broadcast in one batch; per tx its updated record, or the
+        ChainError `_broadcast` would have raised for it. Those refused as underpriced go again together at
+        bumped fees (a node's price floor must not cost a round trip per challenge); one refused otherwise
+        (known, nonce too low...) is sent again alone through `_broadcast`, which knows what to do about each."""
+        out: list[_InFlight | ChainError | None] = [None] * len(txs)
+        todo = list(enumerate(txs))
+        for _ in range(MAX_VERSIONS):
+            if not todo:
+                break
+            signed = [(i, tx, *self._sign(tx)) for i, tx in todo]
+            try:
+                answers: list[Any] = self.chain.rpc_batch(
+                    [("eth_sendRawTransaction", ["0x" + raw.hex()]) for _, _, _, raw in signed]
+                )
+            except ChainError as exc:
+                # No answer per transaction (none at all, one error for the whole batch, a short list, a later
+                # chunk lost after an earlier one was taken): the node may hold any of them, and their nonces
+                # are taken. Each is followed as sent; poll finds its receipt, or sends it again with bumped fees.
+                log.info("a batch of %d transactions got no usable answer (%s): following them as sent", len(todo), exc)
+                answers = [None] * len(todo)
+            todo = []
+            for (i, tx, tx_hash, _), answer in zip(signed, answers, strict=True):
+                if not isinstance(answer, ChainError) or isinstance(answer, RpcUnavailable):
+                    out[i] = self._sent(tx, tx_hash)
+                elif "underpriced" in str(answer).lower() and not isinstance(answer, TransactionReverted):
+                    todo.append((i, replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))))
+                else:
+                    try:
+                        out[i] = self._broadcast(tx)
+                    except ChainError as exc:
+                        out[i] = exc
+        for i, tx in todo:
+            out[i] = ChainError(f"nonce {tx.nonce}: still underpriced after {MAX_VERSIONS} fee bumps")
+        return [r if r is not None else ChainError("not sent") for r in out]
 
     def _sign(self, tx: _InFlight) -> tuple[bytes, bytes]:
         fields = {
@@ -321,13 +383,20 @@ class BumpingSender:
             self._flight[filler.ticket] = self._broadcast(replace(filler, filled_from=0))
         except ChainError as exc:
             log.warning("could not fill nonce %d (re-reading nonces): %s", nonce, exc)
-            self.reset()
+            self._forget()
 
     def abandon(self, ticket: int) -> None:
+        """Marked to be filled; the filler goes out in the next `poll`'s batch with the fee bumps, so a flood of
+        challenges made moot at once (the attacker answering its own channels) costs one round trip, not one
+        each, before the next challenge can be sent."""
         tx = self._flight.get(ticket)
         if tx is None or tx.filled_from is not None:
             return
-        filler = replace(
+        self._flight[ticket] = replace(tx, fill=True)
+
+    def _filler(self, tx: _InFlight) -> _InFlight:
+        """A transfer to self at `tx`'s nonce, priced to replace it."""
+        return replace(
             tx,
             to=self.key.address,
             data=b"",
@@ -336,11 +405,8 @@ class BumpingSender:
             priority=bump_fee(tx.priority),
             filled_from=len(tx.hashes),
             on_sent=None,
+            fill=False,
         )
-        try:
-            self._flight[ticket] = self._broadcast(filler)
-        except ChainError as exc:  # e.g. a version was mined meanwhile (nonce too low): poll will tell
-            log.info("nonce %d not filled: %s", tx.nonce, exc)
 
     def _broadcast(self, tx: _InFlight) -> _InFlight:
         """Sign and send `tx` at its fees (raised while the node calls them too low); the updated record.
@@ -360,21 +426,29 @@ class BumpingSender:
                 problem = ""
             except ChainError as exc:
                 problem = str(exc).lower()
-                if not any(k in problem for k in ("underpriced", "already known", "nonce too low")):
+                if not any(k in problem for k in ("underpriced", "nonce too low", *KNOWN)):
                     raise
                 log.info("transaction at nonce %d not taken: %s", tx.nonce, exc)
             if "underpriced" in problem:  # no use waiting: the node will not take it at this price
                 tx = replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))
                 continue
             if "nonce too low" in problem:
-                if not tx.hashes:
-                    self.reset()
-                    raise ChainError(f"nonce {tx.nonce} was taken by another transaction of this key")
-                return tx  # one of the versions sent before was mined: poll finds its receipt
-            if problem:  # "already known": the node holds this very version
-                return replace(tx, hashes=(*tx.hashes, tx_hash), sent_at=time.monotonic(), versions=tx.versions + 1)
-            return self._sent(tx, tx_hash)
+                if tx.hashes:
+                    return tx  # one of the versions sent before was mined: poll finds its receipt
+                if self._mined(tx_hash):  # this very version, taken by an earlier send whose answer was an error
+                    return self._sent(tx, tx_hash)
+                self._forget()
+                raise ChainError(f"nonce {tx.nonce} was taken by another transaction of this key")
+            if problem and tx_hash in tx.hashes:  # known: the node holds this very version, its owner was told
+                return replace(tx, sent_at=time.monotonic())
+            return self._sent(tx, tx_hash)  # taken now, or before by a send whose answer was an error
         raise ChainError(f"nonce {tx.nonce}: still underpriced after {MAX_VERSIONS} fee bumps")
+
+    def _mined(self, tx_hash: bytes) -> bool:
+        try:
+            return self._rpc("eth_getTransactionReceipt", ["0x" + tx_hash.hex()]) is not None
+        except ChainError:
+            return False
 
     # ------------------------------------------------------------ following
 
@@ -391,27 +465,36 @@ class BumpingSender:
             raise answers[0]
         mined_nonce = int(answers[0], 16)
         done, at = [], 1
+        due: list[_InFlight] = []  # new versions to send: fillers of abandoned ones, bumps of those waiting
         for tx in flight:
             found = None
             for i, answer in enumerate(answers[at : at + len(tx.hashes)]):
                 if answer is not None and not isinstance(answer, ChainError):
-                    found = (i, dict(answer))
+                    found = (i, answer)
             at += len(tx.hashes)
             if found is not None:
+                try:
+                    settled = self._settled(tx, found[0], dict(found[1]))
+                except (KeyError, TypeError, ValueError) as exc:  # junk: read again next poll, lose no other
+                    log.warning("the receipt of the transaction at nonce %d is unreadable: %r", tx.nonce, exc)
+                    continue
                 del self._flight[tx.ticket]
-                done.append(self._settled(tx, *found))
+                done.append(settled)
             elif mined_nonce > tx.nonce:
                 if tx.taken_seen >= 1:
                     del self._flight[tx.ticket]
                     done.append(Settled(tx.ticket, None, ChainError(f"nonce {tx.nonce} went to another transaction")))
                 else:
                     self._flight[tx.ticket] = replace(tx, taken_seen=1)
+            elif tx.fill:
+                due.append(self._filler(tx))
             elif time.monotonic() - tx.sent_at >= self.bump_after and tx.versions < MAX_VERSIONS:
-                bumped = replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))
-                try:
-                    self._flight[tx.ticket] = self._broadcast(bumped)
-                except ChainError as exc:
-                    log.warning("replacing the transaction at nonce %d failed: %s", tx.nonce, exc)
+                due.append(replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority)))
+        for tx, sent in zip(due, self._send_all(due), strict=True):
+            if isinstance(sent, ChainError):  # kept as it was: bumped (or filled) again next poll
+                log.warning("replacing the transaction at nonce %d failed: %s", tx.nonce, sent)
+            else:
+                self._flight[tx.ticket] = sent
         return done
 
     def _settled(self, tx: _InFlight, index: int, r: dict[str, Any]) -> Settled:
