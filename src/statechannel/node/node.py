@@ -75,6 +75,9 @@ MAX_BATCH = 512
 """Payments (or batches) one update carries: each is one entry of its `paid` list."""
 HISTORY_MODES = ("batch", "per-payment")
 """What a batch writes to history (decision 0012): one row for the batch, or also one per payment."""
+MAX_MEMBER_ROWS = 1_000_000
+"""Payments of one batch paid with per-payment history: each is a row built in memory and written in
+one save (as many as the API's per-payment requests make)."""
 MAX_OUTCOMES_KEPT = 100_000
 """Outcome rows built at a commit and kept until the future is answered; a bound, not a policy."""
 RECENT_IDS = 1_000_000
@@ -389,10 +392,15 @@ class Node:
             raise NodeError(Reason.BAD_AMOUNT, "amount must be a positive int")
         return self._enqueue(channel_id, Payment(self._new_id(payment_id), asset, amount))
 
-    def _new_id(self, payment_id: str | None) -> str:
+    def _new_id(self, payment_id: str | None, members: int = 0) -> str:
+        """A payment's id: the caller's (refused if in use: in flight, recent, or a row of history, such
+        as a row `<batch id>:<i>` of a batch paid with per-payment history) or one chosen here. With
+        `members`, it is a batch whose rows `<id>:0`.. must be free as well."""
         pid = payment_id or f"{self._id_prefix}{next(self._ids):x}"  # random per run, then counted: cheap
         if pid in self._used_ids or pid in self._waiters:
             raise NodeError(Reason.BAD_PARAMS, f"payment id {pid} already used")
+        if payment_id:
+            self._check_free(pid, members)
         used = self._used_ids
         used[pid] = None
         if len(used) > RECENT_IDS:
@@ -400,6 +408,21 @@ class Node:
         if payment_id:
             self._named.add(pid)
         return pid
+
+    def _check_free(self, pid: str, members: int) -> None:
+        """A caller's id must name no row but its own: a shared row would take the other payment's outcome
+        (the outcome updates the row by id) or keep it from being written."""
+        batch, sep, index = pid.rpartition(":")
+        if sep and index.isdigit() and index == str(int(index)):  # a row of an in-flight per-payment batch?
+            listed = self._members.get(batch)
+            if listed is not None and int(index) < len(listed[0]) * listed[1]:
+                raise NodeError(Reason.BAD_PARAMS, f"payment id {pid} is a row of batch {batch}")
+        if self.store.payment(pid) is not None:
+            raise NodeError(Reason.BAD_PARAMS, f"payment id {pid} already used (its row is in history)")
+        if members:
+            used = self._used_ids
+            if self.store.has_payments_under(pid + ":") or any(f"{pid}:{i}" in used for i in range(members)):
+                raise NodeError(Reason.BAD_PARAMS, f"the rows {pid}:<i> of this batch would name other payments")
 
     def _enqueue(self, channel_id: bytes, payment: Payment) -> asyncio.Future[PaymentRecord]:
         loop = asyncio.get_running_loop()
@@ -483,7 +506,11 @@ class Node:
                 f"a batch of {n} payments totals {total}, more than the {max(available, 0)} of asset "
                 f"0x{asset.hex()} this side can spend: none was made",
             )
-        pid = self._new_id(batch_id)
+        if history == "per-payment" and n > MAX_MEMBER_ROWS:
+            raise NodeError(
+                Reason.BAD_PARAMS, f"per-payment history writes a row per payment: at most {MAX_MEMBER_ROWS}, not {n}"
+            )
+        pid = self._new_id(batch_id, n if history == "per-payment" else 0)
         if history == "per-payment":
             self._members[pid] = members
         return self._enqueue(channel_id, Payment(pid, asset, total, n))
@@ -495,7 +522,12 @@ class Node:
         """A payment of mine by id: queued or in flight, else among the channel's last 10,000 recorded."""
         if payment_id in self._records or payment_id in self._waiters:
             r = self._records.get(payment_id)
-            return r or PaymentRecord(payment_id, channel_id, "out", b"", 0, "pending", 0, "", 0)
+            if r is None:  # queued, not yet proposed: what it was asked to be (an idempotent retry compares it)
+                queued = (p for p, _ in self._queued.get(channel_id, ()) if p.payment_id == payment_id)
+                p = next(queued, None)
+                asset, amount, count = (p.asset, p.amount, p.count) if p is not None else (b"", 0, 1)
+                r = PaymentRecord(payment_id, channel_id, "out", asset, amount, "pending", 0, "", 0, count)
+            return r
         return next((r for r in self.store.payments(channel_id, 10_000) if r.payment_id == payment_id), None)
 
     def payments(self, channel_id: bytes | None = None, limit: int = 100, offset: int = 0) -> list[PaymentRecord]:

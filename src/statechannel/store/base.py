@@ -113,6 +113,14 @@ class Store(Protocol):
         """Newest first, optionally of one channel; skips the newest `offset` (a page)."""
         ...
 
+    def payment(self, payment_id: str) -> PaymentRecord | None:
+        """The stored row of `payment_id` (ids are unique across channels), if kept."""
+        ...
+
+    def has_payments_under(self, prefix: str) -> bool:
+        """Whether a stored row's id starts with `prefix` (the rows `<batch id>:<i>` of a batch)."""
+        ...
+
     def payments_before(
         self, channel_id: bytes | None, limit: int, before: PageKey | None
     ) -> tuple[list[PaymentRecord], PageKey | None]:

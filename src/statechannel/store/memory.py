@@ -84,6 +84,15 @@ class MemoryStore:
         ordered = sorted(rows, key=lambda row: (row[1].created_ms, row[0]), reverse=True)
         return [record for _, record in ordered[offset : offset + limit]]
 
+    def payment(self, payment_id: str) -> PaymentRecord | None:
+        self._check_open()
+        row = self._payments.get(payment_id)
+        return None if row is None else row[1]
+
+    def has_payments_under(self, prefix: str) -> bool:
+        self._check_open()
+        return any(pid.startswith(prefix) for pid in self._payments)
+
     def payments_before(
         self, channel_id: bytes | None, limit: int, before: PageKey | None
     ) -> tuple[list[PaymentRecord], PageKey | None]:

@@ -231,6 +231,21 @@ class SqliteStore:
             for pid, cid, d, asset, amt, st, v, why, ms, n in rows
         ]
 
+    def payment(self, payment_id: str) -> PaymentRecord | None:
+        rows = self._read(_SELECT_PAYMENTS + " WHERE payment_id = ?", (payment_id,))
+        return next(
+            (PaymentRecord(p, c, d, a, int(amt), st, v, why, ms, n) for p, c, d, a, amt, st, v, why, ms, n in rows),
+            None,
+        )
+
+    def has_payments_under(self, prefix: str) -> bool:
+        # a range of the unique index: ids from `prefix` up to it with its last character's successor
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+        if end is None:
+            return bool(self._read("SELECT 1 FROM payments LIMIT 1", ()))
+        rows = self._read("SELECT 1 FROM payments WHERE payment_id >= ? AND payment_id < ? LIMIT 1", (prefix, end))
+        return bool(rows)
+
     def payments_before(
         self, channel_id: bytes | None, limit: int, before: PageKey | None
     ) -> tuple[list[PaymentRecord], PageKey | None]:
