@@ -203,7 +203,7 @@ def test_held_a_refusal_in_the_middle_of_the_batch_is_sent_again_and_later_nonce
                 return None
             proxy.refuse = None
             taken = [r for i, r in enumerate(req) if i != 1]
-            answers = RpcChain(anvil.url)._w3.provider.make_batch_request([(r["method"], r["params"]) for r in taken])
+            answers = RpcChain(anvil.url)._w3.provider.make_batch_request([(r["method"], r["params"]) for r in taken])  # type: ignore[attr-defined]
             refusal = {"jsonrpc": "2.0", "id": req[1]["id"], "error": {"code": -32000, "message": "underpriced"}}
             return [
                 {**answers[0], "id": req[0]["id"]},
