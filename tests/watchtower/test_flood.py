@@ -159,32 +159,14 @@ def test_attack_10_1_a_flood_of_disputes_does_not_make_the_tower_late_anvil(tmp_
     flood = hostile_channels(s, HOSTILE, period=WINDOW)
     sender = CountingSender(BumpingSender(rpc, s.tower_key, bump_after=2.0))
 
-    def mine_next() -> None:
-        rpc._rpc("evm_mine", [rpc.block().timestamp + BLOCK_TIME])
-
     async def scenario() -> None:
         async with running_tower(s, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
             await watch_all(tower, flood, victim, latest, s.b)
-            rpc._rpc("evm_setAutomine", [False])
-            nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(flood.x.address), "pending"]), 16)
-            for i, (params, state) in enumerate(zip(flood.channels, flood.closing, strict=True)):
-                _send_raw(rpc, flood.x, s.adj.address, _close_call(s.adj, params, state), nonce + i)
-            mine_next()
-            await eventually("the tower to see the flood", lambda: tower.head >= rpc.block().number)
-            await asyncio.sleep(1.0)
-            b_nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(s.b.address), "pending"]), 16)
-            _send_raw(rpc, s.b, s.adj.address, _close_call(s.adj, victim, stale), b_nonce)
-            mine_next()
-            [closed] = closes(s, vcid)
-            while rpc.block().timestamp < closed.finalizes_at + 2 * BLOCK_TIME:
-                await asyncio.sleep(1.0)
-                mine_next()
+            await flood_then_stale_close(s, rpc, flood, victim, stale, 1.0, tower)
 
     with snapshot(rpc):
         asyncio.run(asyncio.wait_for(scenario(), 120))
-    [closed, *answers] = closes(s, vcid)
-    assert [a.version for a in answers] == [5], "the victim's stale close was not answered in its window"
-    assert rpc.block(answers[0].origin.block_number).timestamp < closed.finalizes_at
+    assert_answered_in_window(s, rpc, vcid)
     assert all(len(closes(s, s.adj.channel_id(p))) == 1 for p in flood.channels)
 
 
@@ -206,9 +188,6 @@ def test_attack_10_1_a_funded_flood_through_a_remote_node_does_not_make_the_towe
     stale = sign(s.adj.domain, eth_state(vcid, 2, 100), s.a, s.b)
     flood = hostile_channels(s, 40, period=WINDOW, deposit=1)
 
-    def mine_next() -> None:
-        rpc._rpc("evm_mine", [rpc.block().timestamp + BLOCK_TIME])
-
     with RpcProxy(anvil.url, 1) as proxy:
         remote = RpcChain(proxy.url)
         tower_side = replace(s, chain=remote)
@@ -218,25 +197,50 @@ def test_attack_10_1_a_funded_flood_through_a_remote_node_does_not_make_the_towe
             async with running_tower(tower_side, tmp_path / "t.db", sender=sender, poll_interval=0.05) as tower:
                 await watch_all(tower, flood, victim, latest, s.b)
                 proxy.holds["*"] = 0.04
-                rpc._rpc("evm_setAutomine", [False])
-                nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(flood.x.address), "pending"]), 16)
-                for i, (params, state) in enumerate(zip(flood.channels, flood.closing, strict=True)):
-                    _send_raw(rpc, flood.x, s.adj.address, _close_call(s.adj, params, state), nonce + i)
-                mine_next()
-                b_nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(s.b.address), "pending"]), 16)
-                _send_raw(rpc, s.b, s.adj.address, _close_call(s.adj, victim, stale), b_nonce)
-                await asyncio.sleep(0.5)
-                mine_next()
-                [closed] = closes(s, vcid)
-                while rpc.block().timestamp < closed.finalizes_at + 2 * BLOCK_TIME:
-                    await asyncio.sleep(0.5)
-                    mine_next()
+                await flood_then_stale_close(s, rpc, flood, victim, stale, 0.5)
 
         with snapshot(rpc):
             asyncio.run(asyncio.wait_for(scenario(), 120))
-    [closed, *answers] = closes(s, vcid)
-    assert [a.version for a in answers] == [5], "the victim's stale close was not answered in its window"
-    assert rpc.block(answers[0].origin.block_number).timestamp < closed.finalizes_at
+    assert_answered_in_window(s, rpc, vcid)
     answered = [p for p in flood.channels if len(closes(s, s.adj.channel_id(p))) == 2]
     assert len(answered) == 40, "the flood's channels hold 1 wei each: the tower answers them too"
     assert max(sender.batches) > 1, "the flood went out one challenge at a time"
+
+
+def _mine_next(rpc: RpcChain) -> None:
+    rpc._rpc("evm_mine", [rpc.block().timestamp + BLOCK_TIME])
+
+
+async def flood_then_stale_close(
+    s: Setup,
+    rpc: RpcChain,
+    flood: Flood,
+    victim: ChannelParams,
+    stale: SignedState,
+    block_wall: float,
+    tower: Tower | None = None,
+) -> None:
+    """With automine off: the attacker's closes in one block, the victim's stale close in the next (once
+    `tower`, if given, has read the flood's block), then a block of 12 s every `block_wall` s of wall time
+    until two blocks past the victim's window."""
+    rpc._rpc("evm_setAutomine", [False])
+    nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(flood.x.address), "pending"]), 16)
+    for i, (params, state) in enumerate(zip(flood.channels, flood.closing, strict=True)):
+        _send_raw(rpc, flood.x, s.adj.address, _close_call(s.adj, params, state), nonce + i)
+    _mine_next(rpc)
+    if tower is not None:
+        await eventually("the tower to see the flood", lambda: tower.head >= rpc.block().number)
+    await asyncio.sleep(block_wall)
+    b_nonce = int(rpc._rpc("eth_getTransactionCount", [to_checksum(s.b.address), "pending"]), 16)
+    _send_raw(rpc, s.b, s.adj.address, _close_call(s.adj, victim, stale), b_nonce)
+    _mine_next(rpc)
+    [closed] = closes(s, s.adj.channel_id(victim))
+    while rpc.block().timestamp < closed.finalizes_at + 2 * BLOCK_TIME:
+        await asyncio.sleep(block_wall)
+        _mine_next(rpc)
+
+
+def assert_answered_in_window(s: Setup, rpc: RpcChain, vcid: bytes) -> None:
+    [closed, *answers] = closes(s, vcid)
+    assert [a.version for a in answers] == [5], "the victim's stale close was not answered in its window"
+    assert rpc.block(answers[0].origin.block_number).timestamp < closed.finalizes_at
