@@ -310,15 +310,15 @@ class SqliteStore:
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         check_checkpoint(checkpoint)
-        await self._submit(b"", b"", (), checkpoint)
+        await self._enqueue(b"", b"", (), checkpoint)
 
     async def forget(self, channel_id: bytes) -> None:
         check_channel(channel_id, b"")
-        await self._submit(channel_id, b"", (), None, forget=True)
+        await self._enqueue(channel_id, b"", (), None, forget=True)
 
     async def save_quote(self, quote: StoredQuote, now_ms: int) -> None:
         check_quote(quote, now_ms)
-        await self._submit(b"", b"", (), None, (quote, now_ms))
+        await self._enqueue(b"", b"", (), None, (quote, now_ms))
 
     async def close(self) -> None:
         """Commit everything already queued, then stop the writer and release the file. Idempotent."""
@@ -332,18 +332,6 @@ class SqliteStore:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
-
-    async def _submit(
-        self,
-        channel_id: bytes,
-        blob: bytes,
-        records: tuple[PaymentRecord, ...],
-        checkpoint: Checkpoint | None,
-        quote: tuple[StoredQuote, int] | None = None,
-        *,
-        forget: bool = False,
-    ) -> None:
-        await self._enqueue(channel_id, blob, records, checkpoint, quote, forget=forget)
 
     def _enqueue(
         self,
@@ -376,7 +364,7 @@ class SqliteStore:
             if saves:
                 self._commit(saves)
             for op in batch:
-                if isinstance(op, _Stop):  # nothing follows it: _submit refuses once the stop is queued
+                if isinstance(op, _Stop):  # nothing follows it: _enqueue refuses once the stop is queued
                     try:
                         self._writer.close()
                     finally:
