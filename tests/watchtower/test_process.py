@@ -120,7 +120,10 @@ def test_restarted_tower_process_challenges_a_close_made_while_it_was_down(tmp_p
             assert time.monotonic() < deadline, f"no challenge on chain:\n{tower.log.read_text()}"
             time.sleep(0.1)
         with httpx.Client(base_url=tower.info["api"], timeout=30) as api:
-            while (view := api.get(f"/channels/0x{cid.hex()}").json())["recorded_version"] != 7:
+            # the tower learns the challenge event and its own receipt in separate polls: wait for both
+            while (view := api.get(f"/channels/0x{cid.hex()}").json())["recorded_version"] != 7 or (
+                view["challenge"] or {}
+            ).get("outcome") != "mined":
                 assert time.monotonic() < deadline, view
                 time.sleep(0.1)
         assert (view["status"], view["version"], view["challenge"]["outcome"]) == ("challenged", 7, "mined")
