@@ -11,7 +11,7 @@ from statechannel.chain.embedded import EmbeddedChain
 from statechannel.core.eip712 import withdrawal_digest
 from statechannel.core.io import SignedState
 from statechannel.core.types import ETH, ChannelParams, Withdrawal
-from statechannel.watchtower.dispatch import SEND_RETRIES
+from statechannel.watchtower.dispatch import LOUD_AFTER_TRIES
 from statechannel.watchtower.sender import OneByOne, OnSent, PlainSender, Settled
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
@@ -140,7 +140,7 @@ def test_audit_tower_a_counterpartys_unconfirmed_challenge_does_not_stall_the_to
 
 
 def test_audit_tower_the_counterpartys_unusable_states_do_not_use_up_the_send_attempts(tmp_path: Path) -> None:
-    """With dry runs unavailable, B holds SEND_RETRIES higher versions that overdraw it: each is sent and reverts.
+    """With dry runs unavailable, B holds LOUD_AFTER_TRIES higher versions that overdraw it: each is sent and reverts.
     A revert on chain is not a failed attempt (the dispatcher retries only failures to get mined), so A's
     usable v5 is still sent after them."""
     s = deploy(EmbeddedChain(), "audit attempts")
@@ -149,7 +149,7 @@ def test_audit_tower_the_counterpartys_unusable_states_do_not_use_up_the_send_at
     d = s.adj.domain
     v1 = sign(d, eth_state(cid, 1, 0), s.a, s.b)
     v5 = sign(d, eth_state(cid, 5, ETHER // 2), s.a, s.b)  # A's usable state
-    theirs = [sign(d, eth_state(cid, v, -(ETHER * 9 // 10)), s.a, s.b) for v in range(6, 6 + SEND_RETRIES)]
+    theirs = [sign(d, eth_state(cid, v, -(ETHER * 9 // 10)), s.a, s.b) for v in range(6, 6 + LOUD_AFTER_TRIES)]
     w = Withdrawal(cid, 1, ETH, ETHER // 2, 1, s.chain.block().timestamp + 3600)
     wd = withdrawal_digest(d, w)
     s.adj.withdraw(s.b, params, w, s.a.sign_digest(wd), s.b.sign_digest(wd))  # B's states now overdraw B
@@ -164,7 +164,7 @@ def test_audit_tower_the_counterpartys_unusable_states_do_not_use_up_the_send_at
             store,
             PlainSender(s.chain, s.tower_key),
             poll_interval=0.02,
-            quotas=Quotas(states=SEND_RETRIES),
+            quotas=Quotas(states=LOUD_AFTER_TRIES),
         )
         await tower.start()
         try:

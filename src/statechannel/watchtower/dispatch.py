@@ -26,7 +26,10 @@ from statechannel.watchtower.sender import Call, OnSent, Sender, SentTx, Settled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SEND_RETRIES = 5
+LOUD_AFTER_TRIES = 5
+"""Failed sends in a row after which each further failure is logged as an error (the tower keeps trying)."""
+RETRY_DELAY_S = (1.0, 5.0)
+"""The first retry's delay after a failed send, doubling up to the second: the window's end is the only limit."""
 MAX_IN_FLIGHT = 512
 
 
@@ -121,6 +124,7 @@ class Dispatcher:
         """Channels with a challenge in flight: wanted again, they are looked at once it ends."""
         self._again: dict[bytes, int] = {}
         self._tries: dict[bytes, int] = {}
+        self.retry_delay = RETRY_DELAY_S
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -258,12 +262,14 @@ class Dispatcher:
         cid = p.channel_id
         self._busy.discard(cid)
         again = self._again.pop(cid, None)
-        if retry:
+        if retry:  # until the window ends (the answerer's decision): an outage must not end the protection
             tries = self._tries.get(cid, 0) + 1
             self._tries[cid] = tries
-            if tries < SEND_RETRIES:
-                delay = min(2.0 ** (tries - 1), 10.0)
-                asyncio.get_running_loop().call_later(delay, self.want, cid, p.dispute.finalizes_at)
+            if tries >= LOUD_AFTER_TRIES:
+                log.error("channel 0x%s: %d sends of its challenge failed in a row; still trying", cid.hex(), tries)
+            first, most = self.retry_delay
+            delay = min(first * 2.0 ** min(tries - 1, 32), most)
+            asyncio.get_running_loop().call_later(delay, self.want, cid, p.dispute.finalizes_at)
         elif outcome != "failed":
             self._tries.pop(cid, None)
         self.answerer.ended(p, outcome, reason, receipt)

@@ -62,6 +62,9 @@ RECORD_REVERTS = frozenset(
     }
 )
 """Revert reasons about the chain's record, not the state offered: another candidate would fare no better."""
+UNEXPLAINED_TRIES = 3
+"""Mined challenges of one state that fail with no reason (out of gas, say: its replay passes) before it gives
+way to the next state: no reason is no verdict on the state, and the next one pays its owner less."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class Tower:
         challenge (the counterparty's own challenge mined first in the same block), so a new record tries every
         state again (a dry run each, which costs no gas)."""
         self._unusable_against: dict[bytes, Dispute] = {}
+        self._unexplained: dict[bytes, dict[bytes, int]] = {}
+        """Per channel, against the same dispute, how often each state's mined challenge failed with no reason."""
         self.watch = ChainWatch(chain, self.adj, confirmations)
         self.head = 0
         self.now = 0
@@ -264,8 +269,19 @@ class Tower:
         """The states known unusable against `dispute`; marks made against another record are forgotten."""
         if self._unusable_against.get(channel_id) != dispute:
             self.unusable.pop(channel_id, None)
+            self._unexplained.pop(channel_id, None)
             self._unusable_against.pop(channel_id, None)
         return self.unusable.get(channel_id, {})
+
+    def _worth_again(self, signed: SignedState, against: Dispute) -> bool:
+        """Whether a state whose mined challenge failed with no reason is sent again (UNEXPLAINED_TRIES)."""
+        cid = signed.state.channel_id
+        self._marks(cid, against)
+        self._unusable_against[cid] = against
+        seen = self._unexplained.setdefault(cid, {})
+        key = state_digest(self.domain, signed.state)
+        seen[key] = seen.get(key, 0) + 1
+        return seen[key] < UNEXPLAINED_TRIES
 
     def _mark_unusable(self, signed: SignedState, reason: str, against: Dispute | None) -> None:
         cid = signed.state.channel_id
@@ -534,7 +550,12 @@ class Tower:
                 hook(receipt)
         sent = self._sending.pop(cid, None)
         if outcome == "reverted" and reason not in RECORD_REVERTS and sent is not None:
-            self._mark_unusable(sent, reason or "reverted", p.dispute)  # fails against this record: try the next
+            if not reason and self._worth_again(sent, p.dispute):
+                log.warning(
+                    "channel 0x%s: version %d failed on chain with no reason; sending it again", cid.hex(), p.version
+                )
+            else:
+                self._mark_unusable(sent, reason or "reverted", p.dispute)  # fails against this record: the next
             fresh = self.store.get(cid)
             if fresh is not None:
                 self._consider(fresh)
