@@ -9,12 +9,14 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+from statechannel.chain.adjudicator import Status
 from statechannel.core import messages as m
+from statechannel.core.channel import Phase
 from statechannel.core.io import Effect, NotifySent, SendMessage
 from statechannel.core.persist import decode_channel
 from statechannel.core.types import ETH
 from statechannel.node.node import Node, NodeEvent
-from tests.node.test_node import ETHER, World, open_funded, run
+from tests.node.test_node import ETHER, World, on_chain, open_funded, run
 
 
 def signed_version(effect: Effect) -> int | None:
@@ -128,5 +130,48 @@ def test_a_failed_save_stops_its_effects_and_every_later_one_of_the_channel(tmp_
         assert not poisoned.done() and not later.done()
         assert [e.data["kind"] for e in events if e.kind == "alert"] == ["save_failed"]
         listener.cancel()
+
+    run(tmp_path, scenario)
+
+
+def test_a_channel_fenced_by_a_failed_save_still_answers_a_stale_close_and_settles(tmp_path: Path) -> None:
+    """B's disk fails one save (B is fenced: nothing more of the channel goes to A), and A, seeing B stuck,
+    closes with the post-fund state, where it paid nothing (by hand: its own node would answer it). The
+    fence keeps unsaved signatures from leaving; it must not keep B from defending on chain with the
+    both-signed states it holds: a node that stopped answering after one failed write would lose what it
+    was paid."""
+
+    async def scenario(world: World, a: Node, b: Node) -> None:
+        cid = await open_funded(world, a, b, 5 * ETHER, 0)
+        stale = a.channel(cid).latest
+        assert stale is not None
+        for _ in range(5):
+            await a.pay(cid, ETH, 1000)
+        await b.idle(cid)
+        path = b.store.path  # type: ignore[attr-defined]
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute(
+                "CREATE TRIGGER poison BEFORE INSERT ON payments BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            )
+        a.pay_nowait(cid, ETH, 7)  # B's save of what it receives fails: B is fenced
+        await until(lambda: cid in b._fenced)
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("DROP TRIGGER poison")  # the disk is back; B still runs fenced until a restart
+        held = b.channel(cid).latest
+        assert held is not None and held.state.version > stale.state.version
+        params = a.channel(cid).params
+        await a.stop()  # A's node would answer A's own stale close: A closes by hand, its node down
+        await a.store.close()
+        a.chainio.close()
+        world.nodes.remove(a)
+        await on_chain(b, lambda: world.adj.close(world.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+        await b.wait_for(cid, Phase.DISPUTE)
+        async with asyncio.timeout(30):
+            while (r := await on_chain(b, lambda: world.adj.recorded(cid))) is None or r.version == stale.state.version:
+                await asyncio.sleep(0.02)
+        assert r.version == held.state.version  # B's challenge: the best both-signed state it holds
+        await on_chain(b, lambda: world.chain.advance_time(61))
+        await b.wait_for(cid, Phase.CLOSED)
+        assert (await on_chain(b, lambda: world.adj.channel(cid))).status is Status.CONCLUDED
 
     run(tmp_path, scenario)

@@ -116,6 +116,12 @@ class _Pending:
     waiting: asyncio.Future[None] | None = None  # a send of it that waits for the peer to read
 
 
+_PASS_THE_FENCE = (SubmitTxChallenge, SubmitTxSettle, NotifyAlert, NotifyPhase, NotifyConcluded)
+"""What a fenced channel (a save failed) still carries out: its answer to a close and its settlement, on
+both-signed states (the chain gives them the same weight saved or not: an unsaved one is no less signed
+by the peer), and what it says about the chain. Never a frame to the peer, nor an outcome of a payment."""
+
+
 def _positive(v: object) -> bool:
     """A positive int amount or count (no bool, no float)."""
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
@@ -667,8 +673,8 @@ class Node:
                 failure = asyncio.CancelledError() if head.save.cancelled() else head.save.exception()
                 if failure is not None and channel_id not in self._fenced:
                     self._fence(channel_id, failure, len(queue) - 1)
-                if channel_id in self._fenced:  # saved or not, nothing of it leaves the node
-                    head.step = len(head.effects)
+                if channel_id in self._fenced:  # saved or not, nothing of it leaves the node but its defence
+                    head.effects = tuple(e for e in head.effects if isinstance(e, _PASS_THE_FENCE))
             try:
                 while head.step < len(head.effects):
                     effect = head.effects[head.step]
@@ -687,11 +693,13 @@ class Node:
     def _fence(self, channel_id: bytes, failure: BaseException, behind: int) -> None:
         """A save of this channel failed: what its commit decided is not durable, so nothing of it or of any
         later commit of the channel leaves the node (invariant 4), until a restart loads what the store holds.
-        The later saves still go to the store; only their effects are dropped."""
+        The later saves still go to the store; only their effects are dropped, all but the channel's defence
+        on chain (`_PASS_THE_FENCE`): a stale close is still answered and the channel still settled."""
         self._fenced[channel_id] = failure
         log.error(
             "channel 0x%s: a save failed (%s): its effects, those of the %d updates queued behind it and of "
-            "every later one are dropped; the channel carries out nothing more until the node restarts",
+            "every later one are dropped; the channel carries out nothing more until the node restarts, but "
+            "its defence on chain (challenge, settle)",
             channel_id.hex(),
             failure,
             behind,
