@@ -69,6 +69,9 @@ class RpcChain:
                 raise RpcUnavailable(f"a batch of {len(chunk)} requests to {self.url} failed: {exc}") from exc
             if not isinstance(responses, list) or len(responses) != len(chunk):
                 raise ChainError(f"the node answered a batch of {len(chunk)} requests with {responses!r:.200}")
+            ids = {r.get("id") for r in responses if isinstance(r, dict) and type(r.get("id")) is int}
+            if len(ids) != len(chunk):  # matched by id (web3 sorts by it): a repeated one answers for another
+                raise ChainError(f"the node's answers to a batch of {len(chunk)} requests do not carry distinct ids")
             for (method, _), response in zip(chunk, responses, strict=True):
                 try:
                     out.append(self._result(method, response))
