@@ -49,6 +49,11 @@ class RpcUnavailable(ChainError):
     reached the node."""
 
 
+MAX_VERSIONS = 20
+"""Versions of one transaction at rising fees (12.5% each: the last offers about 10.5 times the first); past
+this the last version is left to be mined (a node's and a tower's sender alike)."""
+
+
 def bump(fee: int) -> int:
     """At least 12.5% more, rounded up: the least a pool takes as a replacement."""
     return fee + max(1, -(-fee // 8))
@@ -335,7 +340,9 @@ class Outbox:
             delay = min(delay * 2, POLL_S)
 
     def _replace(self, key: PrivateKey, r: Sent) -> None:
-        for _ in range(8):
+        if len(r.hashes) >= MAX_VERSIONS:  # its fees stop here: it stays out as it is (revived if dropped)
+            return
+        for _ in range(min(8, MAX_VERSIONS - len(r.hashes))):
             r.max_fee, r.priority = bump(r.max_fee), bump(r.priority)
             self._sign(key, r)
             problem = self._broadcast(r)
@@ -362,7 +369,10 @@ class Outbox:
             log.warning("nonce %d: its transaction would now revert (%s): filled with an empty one", r.nonce, exc)
             r.to, r.data, r.value, r.gas = key.address, b"", 0, 21_000
         base, _ = self._fees()
-        r.max_fee, r.priority = max(bump(r.max_fee), base), bump(r.priority)
+        if len(r.hashes) < MAX_VERSIONS:
+            r.max_fee, r.priority = max(bump(r.max_fee), base), bump(r.priority)
+        else:  # no higher tip; the base fee is the chain's, not a bid: without it the pool will not take it
+            r.max_fee = max(r.max_fee, base)
         self._sign(key, r)
         log.info("nonce %d was not on chain nor in the pool: sent again", r.nonce)
         self._broadcast(r)

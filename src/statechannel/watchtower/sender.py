@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from eth_account import Account
 
 from statechannel.chain.base import Chain, ChainError, Receipt, TransactionReverted
-from statechannel.chain.outbox import RpcUnavailable
+from statechannel.chain.outbox import MAX_VERSIONS, RpcUnavailable
 from statechannel.chain.rpc import RpcChain
 from statechannel.core.crypto import PrivateKey
 from statechannel.core.types import to_checksum
@@ -32,8 +32,6 @@ from statechannel.core.types import to_checksum
 log = logging.getLogger(__name__)
 DEFAULT_PRIORITY_FEE = 10**9
 GAS_MARGIN_PERCENT = 25
-MAX_VERSIONS = 20
-"""Fee bumps per nonce; past this (about 10x the first fees) the last version is left to be mined."""
 FEE_TTL_S = 2.0
 TRANSFER_GAS = 21_000
 KNOWN = ("already known", "already imported", "known transaction")
