@@ -340,10 +340,13 @@ class Outbox:
             delay = min(delay * 2, POLL_S)
 
     def _replace(self, key: PrivateKey, r: Sent) -> None:
-        if len(r.hashes) >= MAX_VERSIONS:  # its fees stop here: it stays out as it is (revived if dropped)
-            return
-        for _ in range(min(8, MAX_VERSIONS - len(r.hashes))):
-            r.max_fee, r.priority = bump(r.max_fee), bump(r.priority)
+        floor = 0
+        if len(r.hashes) >= MAX_VERSIONS:  # no more bidding: it stays out as it is while the chain can mine it,
+            floor, _ = self._fees()  # and follows the base fee when that rises past what it offers
+            if r.max_fee >= (floor - PRIORITY_FEE) // 2:
+                return
+        for _ in range(8):
+            r.max_fee, r.priority = max(bump(r.max_fee), floor), bump(r.priority)
             self._sign(key, r)
             problem = self._broadcast(r)
             if problem is None or "underpriced" not in problem:
