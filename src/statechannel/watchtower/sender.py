@@ -488,12 +488,33 @@ class BumpingSender:
                 due.append(self._filler(tx))
             elif time.monotonic() - tx.sent_at >= self.bump_after and tx.versions < MAX_VERSIONS:
                 due.append(replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority)))
+            elif time.monotonic() - tx.sent_at >= self.bump_after:
+                followed = self._following_base(tx)
+                if followed is not None:
+                    due.append(followed)
         for tx, sent in zip(due, self._send_all(due), strict=True):
             if isinstance(sent, ChainError):  # kept as it was: bumped (or filled) again next poll
                 log.warning("replacing the transaction at nonce %d failed: %s", tx.nonce, sent)
             else:
                 self._flight[tx.ticket] = sent
         return done
+
+    def _following_base(self, tx: _InFlight) -> _InFlight | None:
+        """Past its last version a transaction bids no more, but a base fee that rose past what it offers (its
+        tip on top) is the chain's price, not a bid: without following it no block could ever include the
+        challenge, and its window would end unanswered. Its replacement offers twice the base fee and the
+        least higher tip a pool takes. None while it can pay both (or the fees can not be read now: a
+        failure here must not lose the receipts this poll already took from the flight)."""
+        try:
+            fee, priority = self._fees()
+        except ChainError as exc:
+            log.warning("reading the base fee failed (the transaction at nonce %d waits as it is): %s", tx.nonce, exc)
+            return None
+        base = (fee - priority) // 2
+        if tx.max_fee >= base + tx.priority:
+            return None
+        tip = bump_fee(tx.priority)
+        return replace(tx, max_fee=max(bump_fee(tx.max_fee), 2 * base + tip), priority=tip)
 
     def _settled(self, tx: _InFlight, index: int, r: dict[str, Any]) -> Settled:
         if tx.filled_from is not None and index >= tx.filled_from:

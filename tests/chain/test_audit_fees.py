@@ -1,0 +1,85 @@
+"""Audit of the fee cap (MAX_VERSIONS): a transaction past its last version stops bidding, but a base fee
+that rises past what it offers must not leave it unminable, for a node's outbox nor for the tower's sender
+(a challenge that can never be mined loses the dispute when its window ends)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from statechannel.chain.outbox import MAX_VERSIONS, TransactionPending
+from statechannel.chain.rpc import RpcChain
+from statechannel.watchtower.sender import FEE_TTL_S, BumpingSender
+from tests.anvil import Anvil
+from tests.watchtower.helpers import ETHER, key
+from tests.watchtower.test_watcher import snapshot
+
+
+def _base_fee(rpc: RpcChain) -> int:
+    return int(rpc._rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+
+
+def _raise_base_fee(rpc: RpcChain, to: int) -> None:
+    """One empty block whose base fee is `to`; the next block's is 7/8 of it (the block was empty)."""
+    rpc._rpc("anvil_setNextBlockBaseFeePerGas", [hex(to)])
+    rpc._rpc("evm_mine", [])
+
+
+@pytest.mark.anvil
+def test_found_tower_challenge_past_its_last_version_follows_a_rising_base_fee(anvil: Anvil) -> None:
+    """The tower's challenge is left unmined until it has MAX_VERSIONS versions (a congested chain: one bump
+    per poll here); then the base fee rises past its max fee. Before, the sender never sent it again (no
+    version past the last), so no block could ever include it and the window ended unanswered; now it is
+    re-priced to the base fee (no higher bid than the base fee's rise demands) and mined."""
+    rpc = RpcChain(anvil.url)
+    k, target = key("audit tower fee cap"), key("audit tower fee cap target")
+    rpc.fund(k.address, 10 * ETHER)
+    with snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+        sender = BumpingSender(rpc, k, bump_after=0.0)
+        ticket = sender.submit(target.address, b"")
+        for _ in range(3 * MAX_VERSIONS):
+            if sender._flight[ticket].versions >= MAX_VERSIONS:
+                break
+            assert sender.poll() == []
+        capped = sender._flight[ticket]
+        assert capped.versions == MAX_VERSIONS
+        assert sender.poll() == [] and sender._flight[ticket].versions == MAX_VERSIONS  # no more bids
+        _raise_base_fee(rpc, 4 * capped.max_fee)  # the next block's base fee: 3.5 times the offer
+        time.sleep(FEE_TTL_S)  # the sender's fee reading is cached this long
+        assert sender.poll() == []
+        now = sender._flight[ticket]
+        assert now.max_fee >= _base_fee(rpc) * 7 // 8 + now.priority  # can pay the next block's base fee
+        rpc._rpc("evm_mine", [])
+        [done] = sender.poll()
+        assert done.ticket == ticket and done.receipt is not None
+
+
+@pytest.mark.anvil
+def test_held_node_transaction_past_its_last_version_follows_a_rising_base_fee(anvil: Anvil) -> None:
+    """The node's outbox (f62a17b): once MAX_VERSIONS versions are out, a retry does not bid again while the
+    chain can mine it, but follows a base fee that rose past its offer, so it is mined once blocks come."""
+    rpc = RpcChain(anvil.url, receipt_timeout=1.0, bump_after=0.02)
+    k, target = key("audit outbox fee cap"), key("audit outbox fee cap target")
+    rpc.fund(k.address, ETHER)
+    with snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+        for _ in range(3):
+            with pytest.raises(TransactionPending):
+                rpc.send_transaction(k, target.address, b"", value=1)
+            [sent] = rpc.outbox._sent[k.address]
+            if len(sent.hashes) >= MAX_VERSIONS:
+                break
+        assert len(sent.hashes) == MAX_VERSIONS
+        capped = sent.max_fee
+        with pytest.raises(TransactionPending):  # the chain could mine it: left as it is
+            rpc.send_transaction(k, target.address, b"", value=1)
+        assert len(sent.hashes) == MAX_VERSIONS and sent.max_fee == capped
+        _raise_base_fee(rpc, 4 * capped)
+        with pytest.raises(TransactionPending):
+            rpc.send_transaction(k, target.address, b"", value=1)
+        assert len(sent.hashes) > MAX_VERSIONS and sent.max_fee >= _base_fee(rpc)
+        rpc._rpc("evm_setAutomine", [True])
+        receipt = rpc.send_transaction(k, target.address, b"", value=1)  # the same transaction, mined once
+        assert receipt.block_number > 0 and rpc.balance(target.address) == 1
