@@ -20,7 +20,7 @@ def _base_fee(rpc: RpcChain) -> int:
     return int(rpc._rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
 
 
-def _raise_base_fee(rpc: RpcChain, to: int) -> None:
+def _set_base_fee(rpc: RpcChain, to: int) -> None:
     """One empty block whose base fee is `to`; the next block's is 7/8 of it (the block was empty)."""
     rpc._rpc("anvil_setNextBlockBaseFeePerGas", [hex(to)])
     rpc._rpc("evm_mine", [])
@@ -35,6 +35,7 @@ def test_found_tower_challenge_past_its_last_version_follows_a_rising_base_fee(a
     rpc = RpcChain(anvil.url)
     k, target = key("audit tower fee cap"), key("audit tower fee cap target")
     rpc.fund(k.address, 10 * ETHER)
+    before = _base_fee(rpc)
     with snapshot(rpc):
         rpc._rpc("evm_setAutomine", [False])
         sender = BumpingSender(rpc, k, bump_after=0.0)
@@ -46,7 +47,7 @@ def test_found_tower_challenge_past_its_last_version_follows_a_rising_base_fee(a
         capped = sender._flight[ticket]
         assert capped.versions == MAX_VERSIONS
         assert sender.poll() == [] and sender._flight[ticket].versions == MAX_VERSIONS  # no more bids
-        _raise_base_fee(rpc, 4 * capped.max_fee)  # the next block's base fee: 3.5 times the offer
+        _set_base_fee(rpc, 4 * capped.max_fee)  # the next block's base fee: 3.5 times the offer
         time.sleep(FEE_TTL_S)  # the sender's fee reading is cached this long
         assert sender.poll() == []
         now = sender._flight[ticket]
@@ -54,6 +55,7 @@ def test_found_tower_challenge_past_its_last_version_follows_a_rising_base_fee(a
         rpc._rpc("evm_mine", [])
         [done] = sender.poll()
         assert done.ticket == ticket and done.receipt is not None
+        _set_base_fee(rpc, before)  # as it was, for the tests after this one
 
 
 @pytest.mark.anvil
@@ -63,6 +65,7 @@ def test_held_node_transaction_past_its_last_version_follows_a_rising_base_fee(a
     rpc = RpcChain(anvil.url, receipt_timeout=1.0, bump_after=0.02)
     k, target = key("audit outbox fee cap"), key("audit outbox fee cap target")
     rpc.fund(k.address, ETHER)
+    before = _base_fee(rpc)
     with snapshot(rpc):
         rpc._rpc("evm_setAutomine", [False])
         for _ in range(3):
@@ -76,10 +79,11 @@ def test_held_node_transaction_past_its_last_version_follows_a_rising_base_fee(a
         with pytest.raises(TransactionPending):  # the chain could mine it: left as it is
             rpc.send_transaction(k, target.address, b"", value=1)
         assert len(sent.hashes) == MAX_VERSIONS and sent.max_fee == capped
-        _raise_base_fee(rpc, 4 * capped)
+        _set_base_fee(rpc, 4 * capped)
         with pytest.raises(TransactionPending):
             rpc.send_transaction(k, target.address, b"", value=1)
         assert len(sent.hashes) > MAX_VERSIONS and sent.max_fee >= _base_fee(rpc)
         rpc._rpc("evm_setAutomine", [True])
         receipt = rpc.send_transaction(k, target.address, b"", value=1)  # the same transaction, mined once
         assert receipt.block_number > 0 and rpc.balance(target.address) == 1
+        _set_base_fee(rpc, before)
