@@ -5,13 +5,16 @@ that rises past what it offers must not leave it unminable, for a node's outbox 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
+from statechannel.chain.base import ChainError
 from statechannel.chain.outbox import MAX_VERSIONS, TransactionPending
 from statechannel.chain.rpc import RpcChain
 from statechannel.watchtower.sender import FEE_TTL_S, BumpingSender
 from tests.anvil import Anvil
+from tests.rpcproxy import RpcProxy
 from tests.watchtower.helpers import ETHER, key
 from tests.watchtower.test_watcher import snapshot
 
@@ -87,3 +90,65 @@ def test_held_node_transaction_past_its_last_version_follows_a_rising_base_fee(a
         receipt = rpc.send_transaction(k, target.address, b"", value=1)  # the same transaction, mined once
         assert receipt.block_number > 0 and rpc.balance(target.address) == 1
         _set_base_fee(rpc, before)
+
+
+# ---------------------------------------------------------------- the batch id check (0fc805c)
+
+
+def _reads(anvil: Anvil) -> tuple[list[tuple[str, list[Any]]], list[Any]]:
+    """Balance reads of a rich and a poor account, and the node's honest answers to them."""
+    rpc = RpcChain(anvil.url)
+    rich, poor = key("audit batch rich"), key("audit batch poor")
+    rpc.fund(rich.address, 3 * ETHER)
+    reads: list[tuple[str, list[Any]]] = [("eth_getBalance", ["0x" + k.address.hex(), "latest"]) for k in (rich, poor)]
+    honest = rpc.rpc_batch(reads)
+    assert int(honest[0], 16) >= 3 * ETHER and int(honest[1], 16) == 0
+    return reads, honest
+
+
+@pytest.mark.anvil
+def test_held_batch_answers_in_another_order_are_matched_by_id(anvil: Anvil) -> None:
+    """JSON-RPC lets a node answer a batch in any order: distinct ids, reversed, are each matched to their own
+    request (the id check refuses only repeated or missing ids, never a real node's reordering)."""
+    reads, honest = _reads(anvil)
+
+    def reverse(request: Any, answer: Any) -> Any:
+        return list(reversed(answer)) if isinstance(answer, list) else answer
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = reverse
+        assert RpcChain(proxy.url).rpc_batch(reads) == honest
+
+
+@pytest.mark.anvil
+def test_held_one_error_in_a_batch_fails_its_request_alone(anvil: Anvil) -> None:
+    """A node's error for one request of a batch (under its own id, as geth and anvil give it) is that
+    request's ChainError; the other answers stand (the id check does not refuse the whole batch)."""
+    reads, honest = _reads(anvil)
+
+    def limit(request: Any, answer: Any) -> Any:
+        if not isinstance(answer, list) or len(answer) != 2:
+            return answer
+        second = {"jsonrpc": "2.0", "id": answer[1]["id"], "error": {"code": -32005, "message": "rate limited"}}
+        return [answer[0], second]
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = limit
+        first, second = RpcChain(proxy.url).rpc_batch(reads)
+    assert first == honest[0]
+    assert isinstance(second, ChainError) and "rate limited" in str(second)
+
+
+@pytest.mark.anvil
+def test_held_a_single_error_for_a_whole_batch_is_a_chain_error(anvil: Anvil) -> None:
+    """A node that answers a whole batch with one error object (a batch limit, say) fails the batch with a
+    ChainError, which the tower's sender takes as "no answer per transaction" (followed as sent)."""
+    reads, _ = _reads(anvil)
+
+    def refuse(request: Any, answer: Any) -> Any:
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "batch too large"}}
+
+    with RpcProxy(anvil.url, 0) as proxy:
+        proxy.rewrite = refuse
+        with pytest.raises(ChainError):
+            RpcChain(proxy.url).rpc_batch(reads)
