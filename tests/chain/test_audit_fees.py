@@ -92,6 +92,33 @@ def test_held_node_transaction_past_its_last_version_follows_a_rising_base_fee(a
         _set_base_fee(rpc, before)
 
 
+@pytest.mark.anvil
+def test_found_tower_challenge_past_its_last_version_dropped_from_the_pool_is_sent_again(anvil: Anvil) -> None:
+    """The tower's challenge has its MAX_VERSIONS versions out when the node drops it from its pool (a node
+    restart, an eviction). Before, the sender never sent anything at that nonce again (no version past the
+    last), so it could never be mined and the window ended unanswered; now its last version goes out again
+    as it is (no higher bid) and is mined with the next block."""
+    rpc = RpcChain(anvil.url)
+    k, target = key("audit tower dropped"), key("audit tower dropped target")
+    rpc.fund(k.address, 10 * ETHER)
+    with snapshot(rpc):
+        rpc._rpc("evm_setAutomine", [False])
+        sender = BumpingSender(rpc, k, bump_after=0.0)
+        ticket = sender.submit(target.address, b"")
+        for _ in range(3 * MAX_VERSIONS):
+            if sender._flight[ticket].versions >= MAX_VERSIONS:
+                break
+            assert sender.poll() == []
+        capped = sender._flight[ticket]
+        assert capped.versions == MAX_VERSIONS
+        assert rpc._rpc("anvil_dropTransaction", ["0x" + capped.hashes[-1].hex()])
+        assert sender.poll() == []
+        rpc._rpc("evm_mine", [])
+        [done] = sender.poll()
+        assert done.ticket == ticket and done.receipt is not None
+        assert sender._flight == {} and done.receipt.tx_hash == capped.hashes[-1]  # the same version, no bid
+
+
 # ---------------------------------------------------------------- the batch id check (0fc805c)
 
 

@@ -336,6 +336,8 @@ class BumpingSender:
             for (i, tx, tx_hash, _), answer in zip(signed, answers, strict=True):
                 if not isinstance(answer, ChainError) or isinstance(answer, RpcUnavailable):
                     out[i] = self._sent(tx, tx_hash)
+                elif tx_hash in tx.hashes and any(k in str(answer).lower() for k in KNOWN):
+                    out[i] = replace(tx, sent_at=time.monotonic())  # a version sent again: the node holds it
                 elif "underpriced" in str(answer).lower() and not isinstance(answer, TransactionReverted):
                     todo.append((i, replace(tx, max_fee=bump_fee(tx.max_fee), priority=bump_fee(tx.priority))))
                 else:
@@ -363,7 +365,10 @@ class BumpingSender:
         return bytes(signed.hash), bytes(signed.raw_transaction)
 
     def _sent(self, tx: _InFlight, tx_hash: bytes) -> _InFlight:
-        """`tx` with one more version handed to the chain (and its owner told)."""
+        """`tx` with one more version handed to the chain (and its owner told); its last version sent again
+        (to a node that had dropped it) is no new version."""
+        if tx.hashes and tx.hashes[-1] == tx_hash:
+            return replace(tx, sent_at=time.monotonic())
         tx = replace(tx, hashes=(*tx.hashes, tx_hash), sent_at=time.monotonic(), versions=tx.versions + 1)
         if tx.on_sent is not None:
             tx.on_sent(SentTx(tx_hash, tx.nonce, tx.max_fee, tx.priority, tx.versions))
@@ -503,8 +508,9 @@ class BumpingSender:
         """Past its last version a transaction bids no more, but a base fee that rose past what it offers (its
         tip on top) is the chain's price, not a bid: without following it no block could ever include the
         challenge, and its window would end unanswered. Its replacement offers twice the base fee and the
-        least higher tip a pool takes. None while it can pay both (or the fees can not be read now: a
-        failure here must not lose the receipts this poll already took from the flight)."""
+        least higher tip a pool takes. While it can pay both, its last version as it is (sent again: a node
+        that dropped it from its pool, restarted or evicting, would never see that nonce again); None when
+        the fees can not be read now (a failure here must not lose the receipts this poll already took)."""
         try:
             fee, priority = self._fees()
         except ChainError as exc:
@@ -512,7 +518,7 @@ class BumpingSender:
             return None
         base = (fee - priority) // 2
         if tx.max_fee >= base + tx.priority:
-            return None
+            return tx  # its last version again, as it is: a node that dropped it from its pool holds it again
         tip = bump_fee(tx.priority)
         return replace(tx, max_fee=max(bump_fee(tx.max_fee), 2 * base + tip), priority=tip)
 
