@@ -119,6 +119,39 @@ def test_found_tower_challenge_past_its_last_version_dropped_from_the_pool_is_se
         assert sender._flight == {} and done.receipt.tx_hash == capped.hashes[-1]  # the same version, no bid
 
 
+@pytest.mark.anvil
+def test_held_a_junk_base_fee_past_the_last_version_loses_no_receipt(anvil: Anvil) -> None:
+    """Past its last version the sender reads the base fee at each poll; a node answering that read with junk
+    (a block with no base fee) must not make the poll raise: the receipts it already took from its flight
+    would be lost, and their channels stay busy for good. The capped challenge waits as it is, and is
+    settled once mined."""
+    rpc = RpcChain(anvil.url)
+    k, target = key("audit tower junk base"), key("audit tower junk base target")
+    rpc.fund(k.address, 10 * ETHER)
+    with snapshot(rpc), RpcProxy(anvil.url, 0) as proxy:
+        via = RpcChain(proxy.url)
+        rpc._rpc("evm_setAutomine", [False])
+        sender = BumpingSender(via, k, bump_after=0.0)
+        ticket = sender.submit(target.address, b"")
+        for _ in range(3 * MAX_VERSIONS):
+            if sender._flight[ticket].versions >= MAX_VERSIONS:
+                break
+            assert sender.poll() == []
+        assert sender._flight[ticket].versions == MAX_VERSIONS
+
+        def junk(request: Any, answer: Any) -> Any:
+            if isinstance(request, dict) and request.get("method") == "eth_getBlockByNumber":
+                return {**answer, "result": {"number": "0x1"}}
+            return answer
+
+        proxy.rewrite = junk
+        time.sleep(FEE_TTL_S)
+        assert sender.poll() == []  # no raise: the base fee is read again next poll
+        rpc._rpc("evm_mine", [])
+        [done] = sender.poll()
+        assert done.ticket == ticket and done.receipt is not None
+
+
 # ---------------------------------------------------------------- the batch id check (0fc805c)
 
 

@@ -513,8 +513,8 @@ class BumpingSender:
         the fees can not be read now (a failure here must not lose the receipts this poll already took)."""
         try:
             fee, priority = self._fees()
-        except ChainError as exc:
-            log.warning("reading the base fee failed (the transaction at nonce %d waits as it is): %s", tx.nonce, exc)
+        except (ChainError, KeyError, TypeError, ValueError) as exc:  # a node's junk block as well
+            log.warning("reading the base fee failed (the transaction at nonce %d waits as it is): %r", tx.nonce, exc)
             return None
         base = (fee - priority) // 2
         if tx.max_fee >= base + tx.priority:
