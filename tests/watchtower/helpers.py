@@ -30,7 +30,7 @@ from statechannel.core.tower import (
 from statechannel.core.types import ETH, ChannelParams, Domain, State, to_checksum
 from statechannel.watchtower.billing import Billing
 from statechannel.watchtower.records import WatchedChannel
-from statechannel.watchtower.sender import PlainSender, Sender
+from statechannel.watchtower.sender import OneByOne, OnSent, PlainSender, Sender, Settled
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
 
@@ -180,3 +180,25 @@ async def eventually(what: str, check: Callable[[], bool], timeout: float = TIME
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+class Delegating(OneByOne):
+    """A sender that hands everything to `inner`: a test's faulty sender overrides only what it faults."""
+
+    def __init__(self, inner: Sender) -> None:
+        self.inner = inner
+
+    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        return self.inner.submit(to, data, on_sent=on_sent)
+
+    def poll(self) -> list[Settled]:
+        return self.inner.poll()
+
+    def abandon(self, ticket: int) -> None:
+        self.inner.abandon(ticket)
+
+    def in_flight(self) -> int:
+        return self.inner.in_flight()
+
+    def reset(self) -> None:
+        self.inner.reset()

@@ -12,12 +12,13 @@ from statechannel.core.eip712 import withdrawal_digest
 from statechannel.core.io import SignedState
 from statechannel.core.types import ETH, ChannelParams, Withdrawal
 from statechannel.watchtower.dispatch import LOUD_AFTER_TRIES
-from statechannel.watchtower.sender import OneByOne, OnSent, PlainSender, Settled
+from statechannel.watchtower.sender import OnSent, PlainSender, Settled
 from statechannel.watchtower.service import Tower
 from statechannel.watchtower.sqlite_store import SqliteTowerStore
 from statechannel.watchtower.storage import Quotas
 from tests.watchtower.helpers import (
     ETHER,
+    Delegating,
     Setup,
     close_with,
     closes,
@@ -33,13 +34,13 @@ from tests.watchtower.helpers import (
 from tests.watchtower.test_displacement import NoDryRun, _challenge_selector
 
 
-class Blanked(OneByOne):
+class Blanked(Delegating):
     """The real chain's sender, with a hook run just before each submission (the counterparty's transaction
     ordered first in the same block) and, for a submission the hook raced, the revert reason the RPC sender
     gives: the empty string, since it replays the transaction on the block before, where it succeeds."""
 
     def __init__(self, s: Setup) -> None:
-        self._plain = PlainSender(s.chain, s.tower_key)
+        super().__init__(PlainSender(s.chain, s.tower_key))
         self._raced: set[int] = set()
 
     def before(self) -> bool:
@@ -48,26 +49,17 @@ class Blanked(OneByOne):
 
     def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
         raced = self.before()
-        ticket = self._plain.submit(to, data, on_sent=on_sent)
+        ticket = self.inner.submit(to, data, on_sent=on_sent)
         if raced:
             self._raced.add(ticket)
         return ticket
 
     def poll(self) -> list[Settled]:
         out = []
-        for done in self._plain.poll():
+        for done in self.inner.poll():
             raced = done.ticket in self._raced and isinstance(done.error, TransactionReverted)
             out.append(replace(done, error=TransactionReverted("")) if raced else done)
         return out
-
-    def abandon(self, ticket: int) -> None:
-        self._plain.abandon(ticket)
-
-    def in_flight(self) -> int:
-        return self._plain.in_flight()
-
-    def reset(self) -> None:
-        self._plain.reset()
 
 
 class RacedOnce(Blanked):

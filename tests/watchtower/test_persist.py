@@ -10,9 +10,10 @@ from pathlib import Path
 
 from statechannel.chain.base import ChainError, TransactionReverted
 from statechannel.chain.embedded import EmbeddedChain
-from statechannel.watchtower.sender import OneByOne, OnSent, PlainSender, Settled
+from statechannel.watchtower.sender import OnSent, PlainSender, Settled
 from statechannel.watchtower.service import UNEXPLAINED_TRIES
 from tests.watchtower.helpers import (
+    Delegating,
     Setup,
     close_with,
     closes,
@@ -27,11 +28,11 @@ from tests.watchtower.helpers import (
 )
 
 
-class Down(OneByOne):
+class Down(Delegating):
     """The tower's node refuses the first `failures` broadcasts (an outage longer than the old retries)."""
 
     def __init__(self, s: Setup, failures: int) -> None:
-        self._plain = PlainSender(s.chain, s.tower_key)
+        super().__init__(PlainSender(s.chain, s.tower_key))
         self.failures = failures
         self.refused = 0
 
@@ -39,19 +40,7 @@ class Down(OneByOne):
         if self.refused < self.failures:
             self.refused += 1
             raise ChainError("connection refused (the node is down)")
-        return self._plain.submit(to, data, on_sent=on_sent)
-
-    def poll(self) -> list[Settled]:
-        return self._plain.poll()
-
-    def abandon(self, ticket: int) -> None:
-        self._plain.abandon(ticket)
-
-    def in_flight(self) -> int:
-        return self._plain.in_flight()
-
-    def reset(self) -> None:
-        self._plain.reset()
+        return self.inner.submit(to, data, on_sent=on_sent)
 
 
 def test_a_node_outage_longer_than_the_retries_does_not_make_the_tower_give_up(tmp_path: Path) -> None:
@@ -76,35 +65,24 @@ def test_a_node_outage_longer_than_the_retries_does_not_make_the_tower_give_up(t
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
-class OutOfGasOnce(OneByOne):
+class OutOfGasOnce(Delegating):
     """The first challenge is mined and fails with no reason (out of gas: the estimate was taken on another
     state), as the RPC sender reports it: its replay on the block before passes, so the reason is empty."""
 
     def __init__(self, s: Setup) -> None:
-        self._s = s
         self._plain = PlainSender(s.chain, s.tower_key)
+        super().__init__(self._plain)
         self.failed: list[bytes] = []
 
-    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
-        ticket = self._plain.submit(to, data, on_sent=on_sent) if self.failed else -1
-        if ticket == -1:
-            self.failed.append(data)
-            self._s.chain.mine(1)
-            ticket = 10**9
-            self._plain._done.append(Settled(ticket, None, TransactionReverted("")))
+    def fail(self, data: bytes) -> int:
+        """Mined, and failed with no reason: what the dispatcher's poll will report."""
+        self.failed.append(data)
+        ticket = 10**9 + len(self.failed)
+        self._plain._done.append(Settled(ticket, None, TransactionReverted("")))
         return ticket
 
-    def poll(self) -> list[Settled]:
-        return self._plain.poll()
-
-    def abandon(self, ticket: int) -> None:
-        self._plain.abandon(ticket)
-
-    def in_flight(self) -> int:
-        return self._plain.in_flight()
-
-    def reset(self) -> None:
-        self._plain.reset()
+    def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
+        return self._plain.submit(to, data, on_sent=on_sent) if self.failed else self.fail(data)
 
 
 def test_an_unexplained_revert_does_not_make_the_tower_answer_with_a_worse_state(tmp_path: Path) -> None:
@@ -144,10 +122,7 @@ def test_a_state_that_keeps_failing_without_a_reason_gives_way_to_the_next(tmp_p
     class AlwaysForV5(OutOfGasOnce):
         def submit(self, to: bytes, data: bytes, *, on_sent: OnSent | None = None) -> int:
             if v5.sig_a.r.to_bytes(32, "big") in data:
-                self.failed.append(data)
-                ticket = 10**9 + len(self.failed)
-                self._plain._done.append(Settled(ticket, None, TransactionReverted("")))
-                return ticket
+                return self.fail(data)
             return self._plain.submit(to, data, on_sent=on_sent)
 
     async def scenario() -> None:

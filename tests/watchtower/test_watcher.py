@@ -17,10 +17,11 @@ from statechannel.chain.rpc import RpcChain
 from statechannel.store.base import Checkpoint
 from statechannel.watchtower.chainwatch import ChainWatch
 from statechannel.watchtower.records import TowerStatus, WatchedChannel
-from statechannel.watchtower.sender import BumpingSender, Call, OnSent, PlainSender, Sender, SentTx, Settled
+from statechannel.watchtower.sender import BumpingSender, Call, OnSent, PlainSender, Sender, SentTx
 from statechannel.watchtower.service import Tower
 from tests.anvil import Anvil
 from tests.watchtower.helpers import (
+    Delegating,
     close_with,
     closes,
     deploy,
@@ -34,11 +35,11 @@ from tests.watchtower.helpers import (
 )
 
 
-class CountingSender:
+class CountingSender(Delegating):
     """Every transaction the tower sends, counted, and every version of it handed to the chain."""
 
     def __init__(self, inner: Sender) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.sent = 0
         self.versions: list[SentTx] = []
         self.batches: list[int] = []
@@ -60,18 +61,6 @@ class CountingSender:
                 on_sent(tx)
 
         return seen
-
-    def poll(self) -> list[Settled]:
-        return self.inner.poll()
-
-    def abandon(self, ticket: int) -> None:
-        self.inner.abandon(ticket)
-
-    def in_flight(self) -> int:
-        return self.inner.in_flight()
-
-    def reset(self) -> None:
-        self.inner.reset()
 
 
 def test_events_handled_twice_change_nothing_and_send_nothing(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from statechannel.aio import wait_set
 from statechannel.core.crypto import PrivateKey
 from statechannel.net.base import (
     MAX_FRAME,
@@ -287,8 +288,7 @@ class TcpTransport:
                 if state.conn is not None:
                     continue
             if state.conn is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.up.wait(), delay)
+                await wait_set(state.up, delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 
     async def _dial(self, state: _Peer) -> None:

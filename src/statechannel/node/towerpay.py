@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from statechannel.aio import wait_set
 from statechannel.core.channel import Phase
 from statechannel.core.errors import LocalError, Reason, StatechannelError
 from statechannel.core.types import ETH, UINT256_MAX, address_from_hex, to_checksum
@@ -499,8 +500,7 @@ class TowerPay:
     async def _loop(self) -> None:
         rounds = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), self.tick)
+            await wait_set(self._kicked, self.tick)
             self._kicked.clear()
             rounds += 1
             for url in list(self.status):

@@ -12,7 +12,6 @@ pushed and the tower's advertised key signed it; one that does not is logged and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -24,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from statechannel.aio import wait_set
 from statechannel.core.channel import Channel, Phase
 from statechannel.core.crypto import PrivateKey, Signature
 from statechannel.core.eip712 import state_hash
@@ -263,8 +263,7 @@ class TowerClient:
         while True:
             delay = self._wait_time(t)
             if delay is None or delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(t.wake.wait(), delay)
+                await wait_set(t.wake, delay)
                 t.wake.clear()
                 continue
             now = time.monotonic()

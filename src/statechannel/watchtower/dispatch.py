@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
 
+from statechannel.aio import wait_set
 from statechannel.chain.base import ChainError, Receipt, TransactionReverted
 from statechannel.watchtower.records import Dispute
 from statechannel.watchtower.sender import Call, OnSent, Sender, SentTx, Settled
@@ -165,9 +166,7 @@ class Dispatcher:
                 log.exception("unexpected failure in the challenge dispatcher (retrying)")
             if not failed and self.queue and len(self._flight) < self.max_in_flight:
                 continue
-            with contextlib.suppress(TimeoutError):
-                timeout = self.poll_interval if (self._flight or failed) else None
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_set(self._wake, self.poll_interval if (self._flight or failed) else None)
 
     async def _turn(self) -> None:
         if self._flight:
