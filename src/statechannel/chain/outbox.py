@@ -343,7 +343,7 @@ class Outbox:
         floor = 0
         if len(r.hashes) >= MAX_VERSIONS:  # no more bidding: it stays out as it is while the chain can mine it,
             floor, _ = self._fees()  # and follows the base fee when that rises past what it offers
-            if r.max_fee >= (floor - PRIORITY_FEE) // 2:
+            if r.max_fee >= (floor - PRIORITY_FEE) // 2 + r.priority:  # the base fee and its own tip
                 return
         for _ in range(8):
             r.max_fee, r.priority = max(bump(r.max_fee), floor), bump(r.priority)
