@@ -175,6 +175,40 @@ def test_a_challenge_lost_to_an_outage_is_sent_again_within_the_window(tmp_path:
     run(tmp_path, scenario)
 
 
+def test_a_challenge_lost_to_an_outage_is_sent_again_within_a_window_shorter_than_the_retry(tmp_path: Path) -> None:
+    """A 40 s window (terms may allow it on a fast chain): the challenge lost to an outage was sent again
+    only after RETRY, 60 s of chain time, when the window was long over. Now it is sent again after a
+    quarter of the window at most, so a 40 s window gets four tries."""
+
+    async def scenario(w: World) -> None:
+        a = await w.node(0)
+        b, flaky = await flaky_node(w, 1)
+        cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=40)
+        await b.wait_for(cid, Phase.OPEN)
+        await a.wait_for(cid, Phase.OPEN)
+        stale = a.channel(cid).latest
+        assert stale is not None
+        await a.pay(cid, ETH, ETHER // 2)
+        await b.idle(cid)
+        await a.stop()
+        flaky.down = True
+        params = a.channel(cid).params
+        await chain_of(b, lambda: w.adj.close(w.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+        await b.wait_for(cid, Phase.DISPUTE)
+        await until("B's challenge gives up", lambda: flaky.refused >= 5, 30)
+        flaky.down = False
+        await chain_of(b, lambda: w.chain.advance_time(10))
+        latest = b.channel(cid).latest
+        assert latest is not None
+        await until(
+            "B's challenge", lambda: (r := w.adj.recorded(cid)) is not None and r.version == latest.state.version, 20
+        )
+        recorded = w.adj.recorded(cid)
+        assert recorded is not None and recorded.challenge
+
+    run(tmp_path, scenario)
+
+
 def test_a_settle_lost_to_an_outage_is_sent_again(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         a = await w.node(0)

@@ -91,7 +91,14 @@ def on_dispute(ch: Channel, inp: ChainDisputeRecorded) -> Result:
 
 RETRY = 60
 """Seconds of chain time after which a challenge or settle that has not landed is sent again: a
-transaction lost to an outage must not cost the window (a duplicate only fails its dry run)."""
+transaction lost to an outage must not cost the window (a duplicate only fails its dry run). A challenge
+is sent again after a quarter of the window at most (`retry_after`): a short window still gets tries."""
+
+
+def retry_after(challenge_period: int) -> int:
+    """Chain seconds before a challenge that has not landed is sent again: RETRY, or a quarter of a window
+    shorter than four times that (at least one second)."""
+    return max(1, min(RETRY, challenge_period // 4))
 
 
 def on_time(ch: Channel) -> Result:
@@ -105,7 +112,7 @@ def on_time(ch: Channel) -> Result:
     latest = ch.latest
     if latest is not None and latest.state.version > d.version:
         if ch.now < d.finalizes_at:
-            if d.answered != d.version or ch.now >= d.answered_at + RETRY:
+            if d.answered != d.version or ch.now >= d.answered_at + retry_after(ch.params.challenge_period):
                 effects.append(SubmitTxChallenge(latest, d.version, d.finalizes_at, d.state_hash))
                 d = replace(d, answered=d.version, answered_at=ch.now)
         elif not d.late:
