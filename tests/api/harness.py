@@ -62,6 +62,10 @@ class LockedChain:
         with self._lock:
             return self._chain.get_logs(address, from_block, to_block)
 
+    def nudge(self, key: PrivateKey) -> None:
+        with self._lock:
+            self._chain.nudge(key)
+
     def resend_lost(self, key: PrivateKey) -> None:
         with self._lock:
             self._chain.resend_lost(key)

@@ -40,3 +40,30 @@ def _bumped(fee: int, times: int) -> int:
     for _ in range(times):
         fee = bump(fee)
     return fee
+
+
+@pytest.mark.anvil
+def test_a_nudge_raises_the_fees_of_a_transaction_stuck_in_the_way(anvil: Anvil) -> None:
+    """A transaction of the key timed out unmined (a deposit in a fee spike) and nothing retries its call:
+    before, it sat at its fees, and the node sends no challenge while one of its transactions is pending
+    (node/chainio.py), so one stuck deposit held every challenge of the key for the whole window. A nudge
+    (what the node does when it must challenge behind it) replaces it at higher fees, without waiting."""
+    rpc = RpcChain(anvil.url, receipt_timeout=0.3, bump_after=60)
+    k, target = key("outbox nudge"), key("outbox nudge target")
+    rpc.fund(k.address, ETHER)
+    rpc._rpc("evm_setAutomine", [False])
+    try:
+        with pytest.raises(TransactionPending):
+            rpc.send_transaction(k, target.address, b"", value=1)
+        [stuck] = rpc.outbox._sent[k.address]
+        before = (len(stuck.hashes), stuck.max_fee, stuck.priority)
+        assert rpc.pending(k.address) == 1
+        rpc.nudge(k)
+        assert len(stuck.hashes) == before[0] + 1
+        assert stuck.max_fee > before[1] and stuck.priority > before[2]
+        pool = rpc._rpc("eth_getTransactionByHash", ["0x" + stuck.hashes[-1].hex()])
+        assert pool is not None and int(pool["maxPriorityFeePerGas"], 16) == stuck.priority  # the pool holds it
+    finally:
+        rpc._rpc("evm_setAutomine", [True])
+    rpc._rpc("evm_mine", [])
+    assert rpc.pending(k.address) == 0 and rpc.balance(target.address) == 1  # one of its versions, once

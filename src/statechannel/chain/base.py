@@ -71,6 +71,11 @@ class Chain(Protocol):
         """Sign, send and wait for inclusion; raise TransactionReverted on revert."""
         ...
 
+    def nudge(self, key: PrivateKey) -> None:
+        """The transactions of `key` still out are stuck in the way of one that must go now (a challenge):
+        each is replaced at higher fees, or sent again if the pool lost it, without waiting for it."""
+        ...
+
     def resend_lost(self, key: PrivateKey) -> None:
         """Blocks were replaced: the transactions of `key` they held and the new ones lack go out again
         under their own nonces (so each still executes at most once)."""

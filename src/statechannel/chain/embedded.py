@@ -172,6 +172,9 @@ class EmbeddedChain:
     def pending(self, address: bytes) -> int:
         return 0  # every transaction is mined as it is sent
 
+    def nudge(self, key: PrivateKey) -> None:
+        """Nothing is ever out: each transaction is mined as it is sent."""
+
     def resend_lost(self, key: PrivateKey) -> None:
         """This chain never reorganises."""
 

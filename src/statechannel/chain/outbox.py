@@ -239,6 +239,24 @@ class Outbox:
         self._save()
         return receipt
 
+    def nudge(self, key: PrivateKey) -> None:
+        """Each transaction of the key still out, replaced at higher fees (sent again if the pool lost it),
+        without waiting for any: something that must go now (a challenge) waits behind them, and only a retry
+        of their own calls pushed them before. Never waits for the key's lock: a send under way pushes them."""
+        lock = self._lock(key.address)
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            mined = self._count(key.address, "latest")
+            for r in list(self._sent.get(key.address, [])):
+                if r.nonce >= mined and self._receipt(r) is None:
+                    if self._known(r):
+                        self._replace(key, r)
+                    else:
+                        self._revive(key, r)
+        finally:
+            lock.release()
+
     def resend_lost(self, key: PrivateKey) -> None:
         """After a reorg: every mined transaction of the key it undid goes out again (or its nonce is
         filled), without waiting for them to be mined. It never waits for the key's lock: a send under

@@ -134,6 +134,9 @@ class RpcChain:
             return ""
         return ""
 
+    def nudge(self, key: PrivateKey) -> None:
+        self.outbox.nudge(key)
+
     def resend_lost(self, key: PrivateKey) -> None:
         """Blocks were replaced: transactions of `key` they held go out again (same nonces)."""
         self.outbox.resend_lost(key)

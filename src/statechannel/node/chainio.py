@@ -150,10 +150,14 @@ class ChainIO:
                     # one of mine is not mined yet (perhaps this very one, sent before a timeout): another would
                     # only be mined after it and revert, paying gas; the machine asks again later
                     log.info(
-                        "%s for 0x%s not sent: a transaction of mine is pending",
+                        "%s for 0x%s not sent: a transaction of mine is pending (its fees raised)",
                         type(tx).__name__,
                         ch.channel_id.hex()[:12],
                     )
+                    try:  # a stuck deposit of another channel must not hold the challenge for the window
+                        await self.run_send(lambda: self.chain.nudge(self.key))
+                    except ChainError as exc:
+                        log.warning("raising the fees of my pending transactions failed: %s", exc)
                     return Verdict(None, None, "a transaction of mine is pending")
                 receipt = await self.run_send(lambda: self._send(ch, tx))
                 self.gas_used.append((type(tx).__name__.removeprefix("SubmitTx"), receipt.gas_used))
