@@ -12,6 +12,7 @@ import pytest
 from statechannel.chain.base import ChainError
 from statechannel.chain.outbox import MAX_VERSIONS, TransactionPending
 from statechannel.chain.rpc import RpcChain
+from statechannel.core.crypto import PrivateKey
 from statechannel.watchtower.sender import FEE_TTL_S, BumpingSender
 from tests.anvil import Anvil
 from tests.rpcproxy import RpcProxy
@@ -29,6 +30,19 @@ def _set_base_fee(rpc: RpcChain, to: int) -> None:
     rpc._rpc("evm_mine", [])
 
 
+def _capped_challenge(rpc: RpcChain, k: PrivateKey, to: bytes) -> tuple[BumpingSender, int, Any]:
+    """A transaction of the tower's sender, left unmined (mining off) until it has its MAX_VERSIONS versions."""
+    sender = BumpingSender(rpc, k, bump_after=0.0)
+    ticket = sender.submit(to, b"")
+    for _ in range(3 * MAX_VERSIONS):
+        if sender._flight[ticket].versions >= MAX_VERSIONS:
+            break
+        assert sender.poll() == []
+    capped = sender._flight[ticket]
+    assert capped.versions == MAX_VERSIONS
+    return sender, ticket, capped
+
+
 @pytest.mark.anvil
 def test_found_tower_challenge_past_its_last_version_follows_a_rising_base_fee(anvil: Anvil) -> None:
     """The tower's challenge is left unmined until it has MAX_VERSIONS versions (a congested chain: one bump
@@ -41,14 +55,7 @@ def test_found_tower_challenge_past_its_last_version_follows_a_rising_base_fee(a
     before = _base_fee(rpc)
     with snapshot(rpc):
         rpc._rpc("evm_setAutomine", [False])
-        sender = BumpingSender(rpc, k, bump_after=0.0)
-        ticket = sender.submit(target.address, b"")
-        for _ in range(3 * MAX_VERSIONS):
-            if sender._flight[ticket].versions >= MAX_VERSIONS:
-                break
-            assert sender.poll() == []
-        capped = sender._flight[ticket]
-        assert capped.versions == MAX_VERSIONS
+        sender, ticket, capped = _capped_challenge(rpc, k, target.address)
         assert sender.poll() == [] and sender._flight[ticket].versions == MAX_VERSIONS  # no more bids
         _set_base_fee(rpc, 4 * capped.max_fee)  # the next block's base fee: 3.5 times the offer
         time.sleep(FEE_TTL_S)  # the sender's fee reading is cached this long
@@ -103,14 +110,7 @@ def test_found_tower_challenge_past_its_last_version_dropped_from_the_pool_is_se
     rpc.fund(k.address, 10 * ETHER)
     with snapshot(rpc):
         rpc._rpc("evm_setAutomine", [False])
-        sender = BumpingSender(rpc, k, bump_after=0.0)
-        ticket = sender.submit(target.address, b"")
-        for _ in range(3 * MAX_VERSIONS):
-            if sender._flight[ticket].versions >= MAX_VERSIONS:
-                break
-            assert sender.poll() == []
-        capped = sender._flight[ticket]
-        assert capped.versions == MAX_VERSIONS
+        sender, ticket, capped = _capped_challenge(rpc, k, target.address)
         assert rpc._rpc("anvil_dropTransaction", ["0x" + capped.hashes[-1].hex()])
         assert sender.poll() == []
         rpc._rpc("evm_mine", [])

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -124,15 +125,44 @@ class Flaky:
         return getattr(self._chain, name)
 
 
-async def flaky_node(w: World, i: int) -> tuple[Node, Flaky]:
+async def node_on(w: World, i: int, chain: Any, name: str) -> Node:
+    """Participant `i`'s node, on `chain` (a wrapper of the world's chain that faults)."""
     key = w.keys[i]
-    flaky = Flaky(w.chain)
-    store = SqliteStore(w.tmp / f"flaky{i}.db")
-    chainio = ChainIO(flaky, w.adj.address, key)
-    node = Node(key, chainio, store, w.link[i], poll_interval=0.02, terms=TEST_TERMS)
+    node = Node(
+        key,
+        ChainIO(chain, w.adj.address, key),
+        SqliteStore(w.tmp / f"{name}.db"),
+        w.link[i],
+        poll_interval=0.02,
+        terms=TEST_TERMS,
+    )
     await node.start()
     w.nodes.append(node)
-    return node, flaky
+    return node
+
+
+async def flaky_node(w: World, i: int) -> tuple[Node, Flaky]:
+    flaky = Flaky(w.chain)
+    return await node_on(w, i, flaky, f"flaky{i}"), flaky
+
+
+async def paid_then_closed_stale(
+    w: World, a: Node, b: Node, period: int, before_close: Callable[[], None] = lambda: None
+) -> bytes:
+    """A opens to B, pays B half and stops; then A closes by hand with the post-fund state, where it paid
+    nothing (its own node would answer that). `before_close` runs just before (a fault switched on)."""
+    cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=period)
+    await b.wait_for(cid, Phase.OPEN)
+    await a.wait_for(cid, Phase.OPEN)
+    stale = a.channel(cid).latest
+    assert stale is not None
+    await a.pay(cid, ETH, ETHER // 2)
+    await b.idle(cid)
+    await a.stop()
+    before_close()
+    params = a.channel(cid).params
+    await chain_of(b, lambda: w.adj.close(w.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+    return cid
 
 
 @pytest.mark.parametrize("restart", [False, True])
@@ -143,17 +173,7 @@ def test_a_challenge_lost_to_an_outage_is_sent_again_within_the_window(tmp_path:
     async def scenario(w: World) -> None:
         a = await w.node(0)
         b, flaky = await flaky_node(w, 1)
-        cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=3600)
-        await b.wait_for(cid, Phase.OPEN)
-        await a.wait_for(cid, Phase.OPEN)
-        stale = a.channel(cid).latest
-        assert stale is not None
-        await a.pay(cid, ETH, ETHER // 2)
-        await b.idle(cid)
-        await a.stop()
-        flaky.down = True
-        params = a.channel(cid).params
-        await chain_of(b, lambda: w.adj.close(w.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+        cid = await paid_then_closed_stale(w, a, b, 3600, lambda: setattr(flaky, "down", True))
         await b.wait_for(cid, Phase.DISPUTE)
         await until("B's challenge gives up", lambda: flaky.refused >= 5, 30)
         node = b
@@ -183,17 +203,7 @@ def test_a_challenge_lost_to_an_outage_is_sent_again_within_a_window_shorter_tha
     async def scenario(w: World) -> None:
         a = await w.node(0)
         b, flaky = await flaky_node(w, 1)
-        cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=40)
-        await b.wait_for(cid, Phase.OPEN)
-        await a.wait_for(cid, Phase.OPEN)
-        stale = a.channel(cid).latest
-        assert stale is not None
-        await a.pay(cid, ETH, ETHER // 2)
-        await b.idle(cid)
-        await a.stop()
-        flaky.down = True
-        params = a.channel(cid).params
-        await chain_of(b, lambda: w.adj.close(w.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+        cid = await paid_then_closed_stale(w, a, b, 40, lambda: setattr(flaky, "down", True))
         await b.wait_for(cid, Phase.DISPUTE)
         await until("B's challenge gives up", lambda: flaky.refused >= 5, 30)
         flaky.down = False
@@ -376,24 +386,9 @@ def test_a_jammed_challenge_is_not_sent_again_while_it_is_pending(tmp_path: Path
 
     async def scenario(w: World) -> None:
         a = await w.node(0)
-        selector = w.adj.abi.functions["challenge"][0]
-        key = w.keys[1]
-        jammed = Congested(w.chain, w.adj.address, selector)
-        store = SqliteStore(w.tmp / "jammed.db")
-        b = Node(key, ChainIO(jammed, w.adj.address, key), store, w.link[1], poll_interval=0.02, terms=TEST_TERMS)
-        await b.start()
-        w.nodes.append(b)
-        cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=3600)
-        await b.wait_for(cid, Phase.OPEN)
-        await a.wait_for(cid, Phase.OPEN)
-        stale = a.channel(cid).latest
-        assert stale is not None
-        await a.pay(cid, ETH, ETHER // 2)
-        await b.idle(cid)
-        await a.stop()
-        jammed.jam = True
-        params = a.channel(cid).params
-        await chain_of(b, lambda: w.adj.close(w.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+        jammed = Congested(w.chain, w.adj.address, w.adj.abi.functions["challenge"][0])
+        b = await node_on(w, 1, jammed, "jammed")
+        cid = await paid_then_closed_stale(w, a, b, 3600, lambda: setattr(jammed, "jam", True))
         await b.wait_for(cid, Phase.DISPUTE)
         await until("the challenge is broadcast", lambda: bool(jammed.held), 20)
         for _ in range(4):  # minutes of chain time while it sits in the mempool

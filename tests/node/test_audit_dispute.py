@@ -8,13 +8,8 @@ from typing import Any
 
 from statechannel.chain.base import TransactionReverted
 from statechannel.core import closing
-from statechannel.core.channel import Phase
-from statechannel.core.types import ETH
-from statechannel.node.chainio import ChainIO
-from statechannel.node.node import Node
-from statechannel.store.sqlite import SqliteStore
-from tests.node.test_safety import ETHER, World, chain_of, run, until
-from tests.terms import TEST_TERMS
+from tests.node.test_audit import node_on, paid_then_closed_stale
+from tests.node.test_safety import World, chain_of, run, until
 
 
 class OutOfGas:
@@ -40,22 +35,9 @@ class OutOfGas:
 def test_held_a_reasonless_revert_of_the_challenge_is_answered_again_with_the_best_state(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         a = await w.node(0)
-        key = w.keys[1]
         chain = OutOfGas(w.chain, w.adj.abi.functions["challenge"][0])
-        store = SqliteStore(w.tmp / "oog.db")
-        b = Node(key, ChainIO(chain, w.adj.address, key), store, w.link[1], poll_interval=0.02, terms=TEST_TERMS)
-        await b.start()
-        w.nodes.append(b)
-        cid = await a.open_channel(b.address, {ETH: (ETHER, 0)}, challenge_period=3600)
-        await b.wait_for(cid, Phase.OPEN)
-        await a.wait_for(cid, Phase.OPEN)
-        stale = a.channel(cid).latest
-        assert stale is not None
-        await a.pay(cid, ETH, ETHER // 2)
-        await b.idle(cid)
-        await a.stop()
-        params = a.channel(cid).params
-        await chain_of(b, lambda: w.adj.close(w.keys[0], params, stale.state, stale.sig_a, stale.sig_b))
+        b = await node_on(w, 1, chain, "oog")
+        cid = await paid_then_closed_stale(w, a, b, 3600)
         await until("the first challenge reverts", lambda: chain.reverted == 1, 20)
         await chain_of(b, lambda: w.chain.advance_time(closing.RETRY))
         latest = b.channel(cid).latest

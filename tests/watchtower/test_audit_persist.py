@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from statechannel.chain.base import ChainError, TransactionReverted
 from statechannel.chain.embedded import EmbeddedChain
 from statechannel.watchtower.records import TowerStatus
@@ -150,10 +152,12 @@ def test_held_a_channel_whose_sends_always_fail_does_not_starve_another_dispute(
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
-def test_held_retries_of_failed_sends_stop_when_the_window_ends(tmp_path: Path) -> None:
-    """Every broadcast is refused. Once the tower's chain time passes the window's end it sends nothing more
-    (no retry outlives the window), and nothing is left queued or in flight."""
-    s = deploy(EmbeddedChain(), "audit window end")
+@pytest.mark.parametrize("ends", ["window", "answered"])
+def test_held_retries_of_failed_sends_stop_when_the_dispute_ends(tmp_path: Path, ends: str) -> None:
+    """Every broadcast is refused. Once the tower's chain time passes the window's end ("window"), or once
+    it reads A's own challenge with v5 ("answered": its best state no longer beats the record), it sends
+    nothing more for the channel (no retry outlives the dispute), and nothing is left queued or in flight."""
+    s = deploy(EmbeddedChain(), f"audit {ends}")
     params = open_channel(s, 1, period=600)
     cid = s.adj.channel_id(params)
     v1, v5 = (sign(s.adj.domain, eth_state(cid, v, v * 1000), s.a, s.b) for v in (1, 5))
@@ -166,38 +170,19 @@ def test_held_retries_of_failed_sends_stop_when_the_window_ends(tmp_path: Path) 
             await push(tower, v5, s.a)
             close_with(s, params, v1)
             await eventually("retried", lambda: sender.refused >= 3, 20)
-            [close] = closes(s, cid)
-            s.chain.advance_time(600)
-            s.chain.mine(1)
-            await eventually("the window's end seen", lambda: tower.now >= close.finalizes_at, 20)
-            await _quiet(lambda: sender.refused)
-            assert not tower.dispatch.busy
-            assert _row_status(tower, cid) is TowerStatus.CHALLENGED  # nothing else ended the dispute
-
-    asyncio.run(asyncio.wait_for(scenario(), 60))
-
-
-def test_held_retries_of_failed_sends_stop_once_the_dispute_is_answered(tmp_path: Path) -> None:
-    """Every broadcast of the tower is refused; A answers the stale close herself with v5. Once the tower
-    reads her challenge, it sends nothing more for the channel (its best state no longer beats the record)."""
-    s = deploy(EmbeddedChain(), "audit answered")
-    params = open_channel(s, 1, period=600)
-    cid = s.adj.channel_id(params)
-    v1, v5 = (sign(s.adj.domain, eth_state(cid, v, v * 1000), s.a, s.b) for v in (1, 5))
-
-    async def scenario() -> None:
-        sender = Faulty(s, refuse=_always)
-        async with running_tower(s, tmp_path / "t.db", sender=sender) as tower:
-            tower.dispatch.retry_delay = RETRY
-            await register(tower, params, s.a)
-            await push(tower, v5, s.a)
-            close_with(s, params, v1)
-            await eventually("retried", lambda: sender.refused >= 3, 20)
-            s.adj.challenge(s.a, params, v5.state, v5.sig_a, v5.sig_b)
-            await eventually("her challenge read", lambda: _recorded(tower, cid) == 5, 20)
+            if ends == "window":
+                [close] = closes(s, cid)
+                s.chain.advance_time(600)
+                s.chain.mine(1)
+                await eventually("the window's end seen", lambda: tower.now >= close.finalizes_at, 20)
+            else:
+                s.adj.challenge(s.a, params, v5.state, v5.sig_a, v5.sig_b)
+                await eventually("her challenge read", lambda: _recorded(tower, cid) == 5, 20)
             before = sender.refused
             assert await _quiet(lambda: sender.refused) <= before + 1  # one send may have been under way
             assert not tower.dispatch.busy
+            if ends == "window":
+                assert _row_status(tower, cid) is TowerStatus.CHALLENGED  # nothing else ended the dispute
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
