@@ -89,8 +89,10 @@ def test_a_channel_whose_token_deposit_reverts_is_abandoned_and_its_ether_comes_
         assert error(r) == (502, "tx_failed")
         assert "Deposit failed: reverted" in r.json()["error"]["detail"]
         [cid] = list(w.a.channels)
+        # the open's ether is learnt from the chain's event, which the watcher may read after the answer
+        await eventually(lambda: w.a.channel(cid).funded[w.a.channel(cid).assets.index(ETH)] == (ETHER, 0))
         ch = w.a.channel(cid)
-        assert ch.phase is Phase.FUNDING and ch.funded[ch.assets.index(ETH)] == (ETHER, 0)
+        assert ch.phase is Phase.FUNDING
 
         r = await w.api_a.post(f"/channels/0x{cid.hex()}/abandon")
         assert r.status_code == 200, r.text
