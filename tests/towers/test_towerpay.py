@@ -148,6 +148,49 @@ def _took(t: Any, cid: bytes, v: int) -> bool:
     return bool(t.acked.get(cid, -1) >= v or t.refused.get(cid) == v)
 
 
+@asynccontextmanager
+async def real_paid_tower(
+    s: Any, chain: Chain, tmp: Path, ko: PrivateKey, terms: Terms, clock: Any, budget: int
+) -> AsyncIterator[tuple[Any, str, Pair]]:
+    """The real tower, paid through operator O's node (its API), and C (participant B of `s`) paying it from
+    `budget`: (tower, its url, the pair, no pay channel open yet); C's events are listened to meanwhile."""
+    tc, to = MemoryTransport.pair(s.b, ko)
+    o = _node(ko, chain, s.adj.address, tmp / "o.db", to, None)
+    await o.start()
+    try:
+        async with serve(create_app(o, TOKEN)) as o_url:
+
+            def billing(store: Any) -> Billing:
+                return Billing(terms, store, NodePayments(o_url, TOKEN), clock=clock, poll_interval=0.02)
+
+            async with (
+                running_tower(s, tmp / "tower.db", billing=billing) as tower,
+                serve(create_tower_app(tower)) as tower_url,
+            ):
+                towers = TowerClient([tower_url], tmp / "c-towers.db", TowerPolicy(flush_timeout=2))
+                c = _node(s.b, chain, s.adj.address, tmp / "c.db", tc, towers)
+                payer = towers.payer = TowerPay(c, budget, tmp / "towerpay.json", clock=clock, tick=0.05)
+                events: list[NodeEvent] = []
+
+                async def listen() -> None:
+                    async for e in c.subscribe():
+                        events.append(e)
+
+                await c.start()
+                listener = asyncio.create_task(listen())
+                try:
+                    yield tower, tower_url, Pair(c, o, towers, payer, b"", events)
+                finally:
+                    listener.cancel()
+                    await c.stop()
+                    await c.store.close()
+                    c.chainio.close()
+    finally:
+        await o.stop()
+        await o.store.close()
+        o.chainio.close()
+
+
 def run(scenario: Callable[[], Any], timeout: float = 120) -> None:
     asyncio.run(asyncio.wait_for(scenario(), timeout))
 
@@ -163,41 +206,8 @@ def test_the_node_pays_the_real_tower_is_protected_and_lapses_when_the_budget_ru
     terms = Terms(ko.address, ETH, price_per_state=PRICE, grace=GRACE)
 
     async def scenario() -> None:
-        tc, to = MemoryTransport.pair(s.b, ko)
-        o = _node(ko, chain, s.adj.address, tmp_path / "o.db", to, None)
-        await o.start()
-        try:
-            async with serve(create_app(o, TOKEN)) as o_url:
-
-                def billing(store: Any) -> Billing:
-                    return Billing(terms, store, NodePayments(o_url, TOKEN), clock=clock, poll_interval=0.02)
-
-                async with (
-                    running_tower(s, tmp_path / "tower.db", billing=billing) as tower,
-                    serve(create_tower_app(tower)) as tower_url,
-                ):
-                    towers = TowerClient([tower_url], tmp_path / "c-towers.db", TowerPolicy(flush_timeout=2))
-                    c = _node(s.b, chain, s.adj.address, tmp_path / "c.db", tc, towers)
-                    payer = towers.payer = TowerPay(c, budget, tmp_path / "towerpay.json", clock=clock, tick=0.05)
-                    events: list[NodeEvent] = []
-
-                    async def listen() -> None:
-                        async for e in c.subscribe():
-                            events.append(e)
-
-                    await c.start()
-                    listener = asyncio.create_task(listen())
-                    try:
-                        await paid_and_lapsed(tower, tower_url, Pair(c, o, towers, payer, b"", events))
-                    finally:
-                        listener.cancel()
-                        await c.stop()
-                        await c.store.close()
-                        c.chainio.close()
-        finally:
-            await o.stop()
-            await o.store.close()
-            o.chainio.close()
+        async with real_paid_tower(s, chain, tmp_path, ko, terms, clock, budget) as (tower, tower_url, p):
+            await paid_and_lapsed(tower, tower_url, p)
 
     async def paid_and_lapsed(tower: Any, tower_url: str, p: Pair) -> None:
         c, o, towers, payer = p.c, p.o, p.towers, p.payer
@@ -375,66 +385,30 @@ def test_per_period_the_next_period_is_paid_before_the_current_one_ends(tmp_path
     terms = Terms(ko.address, ETH, price_per_period=PRICE, period=period, grace=grace)
 
     async def scenario() -> None:
-        tc, to = MemoryTransport.pair(s.b, ko)
-        o = _node(ko, chain, s.adj.address, tmp_path / "o.db", to, None)
-        await o.start()
-        try:
-            async with serve(create_app(o, TOKEN)) as o_url:
-
-                def billing(store: Any) -> Billing:
-                    return Billing(terms, store, NodePayments(o_url, TOKEN), clock=clock, poll_interval=0.02)
-
-                async with (
-                    running_tower(s, tmp_path / "tower.db", billing=billing) as tower,
-                    serve(create_tower_app(tower)) as tower_url,
-                ):
-                    towers = TowerClient([tower_url], tmp_path / "c-towers.db", TowerPolicy(flush_timeout=2))
-                    c = _node(s.b, chain, s.adj.address, tmp_path / "c.db", tc, towers)
-                    payer = towers.payer = TowerPay(c, 3 * PRICE, tmp_path / "towerpay.json", clock=clock, tick=0.05)
-                    events: list[NodeEvent] = []
-
-                    async def listen() -> None:
-                        async for e in c.subscribe():
-                            events.append(e)
-
-                    await c.start()
-                    listener = asyncio.create_task(listen())
-                    try:
-                        p = Pair(c, o, towers, payer, b"", events)
-                        p.pay_cid = await c.open_channel(o.address, {ETH: (ETHER, 0)}, challenge_period=60)
-                        await c.wait_for(p.pay_cid, Phase.OPEN)
-                        assert tower.billing is not None
-                        start = clock.t
-                        await eventually("first period", lambda: p.received() == PRICE)
-                        await eventually("a receipt", lambda: bool(towers.protection(p.pay_cid)))
-                        assert tower.billing.standing(s.b.address).paid_until == start + period
-                        # 20 s before the period ends (half the grace), the next one is paid: no gap
-                        clock.t = start + period - grace // 2
-                        await eventually("second period", lambda: p.received() == 2 * PRICE)
-                        clock.t = start + 2 * period - grace // 2
-                        await eventually("third period", lambda: p.received() == 3 * PRICE)
-                        bill = tower.billing
-                        assert bill is not None
-                        await eventually(
-                            "credited", lambda: bill.standing(s.b.address).paid_until == start + 3 * period
-                        )
-                        assert tower.billing.standing(s.b.address).protected
-                        # the budget pays no fourth: the node warns before the protection ends, and after
-                        clock.t = start + 3 * period - grace // 2
-                        await eventually("lapsing alert", lambda: "tower_lapsing" in p.alerts())
-                        assert p.received() == 3 * PRICE
-                        clock.t = start + 3 * period + grace
-                        assert not tower.billing.protects(s.b.address)
-                        await eventually("lapsed alert", lambda: "tower_lapsed" in p.alerts())
-                        assert p.received() == 3 * PRICE == payer.ledger.spent
-                    finally:
-                        listener.cancel()
-                        await c.stop()
-                        await c.store.close()
-                        c.chainio.close()
-        finally:
-            await o.stop()
-            await o.store.close()
-            o.chainio.close()
+        async with real_paid_tower(s, chain, tmp_path, ko, terms, clock, 3 * PRICE) as (tower, _, p):
+            p.pay_cid = await p.c.open_channel(p.o.address, {ETH: (ETHER, 0)}, challenge_period=60)
+            await p.c.wait_for(p.pay_cid, Phase.OPEN)
+            assert tower.billing is not None
+            start = clock.t
+            await eventually("first period", lambda: p.received() == PRICE)
+            await eventually("a receipt", lambda: bool(p.towers.protection(p.pay_cid)))
+            assert tower.billing.standing(s.b.address).paid_until == start + period
+            # 20 s before the period ends (half the grace), the next one is paid: no gap
+            clock.t = start + period - grace // 2
+            await eventually("second period", lambda: p.received() == 2 * PRICE)
+            clock.t = start + 2 * period - grace // 2
+            await eventually("third period", lambda: p.received() == 3 * PRICE)
+            bill = tower.billing
+            assert bill is not None
+            await eventually("credited", lambda: bill.standing(s.b.address).paid_until == start + 3 * period)
+            assert tower.billing.standing(s.b.address).protected
+            # the budget pays no fourth: the node warns before the protection ends, and after
+            clock.t = start + 3 * period - grace // 2
+            await eventually("lapsing alert", lambda: "tower_lapsing" in p.alerts())
+            assert p.received() == 3 * PRICE
+            clock.t = start + 3 * period + grace
+            assert not tower.billing.protects(s.b.address)
+            await eventually("lapsed alert", lambda: "tower_lapsed" in p.alerts())
+            assert p.received() == 3 * PRICE == p.payer.ledger.spent
 
     run(scenario)
